@@ -1,0 +1,307 @@
+//! `badexpert-convert`: the host binary. Builds guard bundles from suspect
+//! ONNX models, and makes backdoored demo models and triggered test sets.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use badexpert_converter::attack::Attack;
+use badexpert_converter::augment::Augmentation;
+use badexpert_converter::demo::{load_fashion_mnist, make_demo, DemoSpec};
+use badexpert_converter::expert::{ExpertRate, Mislabel};
+use badexpert_converter::onnx::{normalization_metadata, read_model, NORMALIZATION_KEY};
+use badexpert_converter::train::Progress;
+use badexpert_converter::{convert, ConvertOptions};
+use badexpert_runtime::data::{read_idx_labels, write_idx_images, write_idx_labels, FrameSource};
+use badexpert_runtime::{FrameSet, Normalization, ScoreMode};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "badexpert-convert", version, about = "Build BaDExpert guard bundles from suspect ONNX classifiers")]
+struct Cli {
+    /// libtorch intra-op threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<i32>,
+    /// Train on the CPU even when CUDA is available.
+    #[arg(long, global = true)]
+    cpu: bool,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fine-tune the backdoor expert and auxiliary model, calibrate, write a guard bundle.
+    Bundle(BundleArgs),
+    /// Train a backdoored demo model on Fashion-MNIST and write it with its reserve and eval slices.
+    MakeDemo(DemoArgs),
+    /// Write a triggered copy of a frame set (labels kept: the true classes).
+    Trigger {
+        #[arg(long)]
+        attack: Attack,
+        #[arg(long)]
+        input: PathBuf,
+        /// Output IDX images (`*-images-idx3-ubyte.gz`); labels go beside as `*-labels-idx1-ubyte.gz`.
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct BundleArgs {
+    /// The suspect model (ONNX, input [N, C, H, W], output [N, K] logits).
+    #[arg(long)]
+    model: PathBuf,
+    /// Clean labelled reserve: IDX images (labels beside), CIFAR-10 .bin, or an image folder.
+    #[arg(long)]
+    reserve: PathBuf,
+    /// IDX labels for --reserve when they are not beside it.
+    #[arg(long)]
+    reserve_labels: Option<PathBuf>,
+    /// Output bundle directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Input normalisation: x = (pixel · scale − mean) / std. Read from the model's metadata when omitted.
+    #[arg(long)]
+    scale: Option<f32>,
+    /// Per-channel means, comma-separated (one value applies to all channels).
+    #[arg(long, value_delimiter = ',')]
+    mean: Option<Vec<f32>>,
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// Class names, comma-separated, in logit order.
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<String>>,
+    /// Fraction of the reserve held out for calibration (never fine-tuned on).
+    #[arg(long, default_value_t = 0.2)]
+    holdout: f64,
+    /// Target clean false-positive rate of the threshold.
+    #[arg(long, default_value_t = 0.01)]
+    fpr: f64,
+    #[arg(long, default_value_t = 0.5)]
+    gamma: f32,
+    /// ensemble (default) or ratio.
+    #[arg(long, default_value = "ensemble")]
+    score: ScoreMode,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Backdoor expert learning rate (Adam), or "auto": the smallest rate in 1e-5…1e-2
+    /// that brings the expert's held-out clean accuracy to ≤ 20 %.
+    #[arg(long, default_value = "1e-4")]
+    expert_lr: ExpertRate,
+    #[arg(long, default_value_t = 1)]
+    expert_epochs: usize,
+    /// next-class or random-wrong.
+    #[arg(long, default_value = "next-class", value_parser = parse_mislabel)]
+    mislabel: Mislabel,
+    /// Auxiliary model learning rate (SGD, ×0.1 after epochs 2, 4, 6, 8).
+    #[arg(long, default_value_t = 0.1)]
+    aux_lr: f64,
+    #[arg(long, default_value_t = 10)]
+    aux_epochs: usize,
+    /// Fine-tuning augmentation: crop-flip (random crop with padding + horizontal flip),
+    /// crop (no flip: traffic signs, text), or none.
+    #[arg(long, default_value = "crop-flip", value_parser = ["crop-flip", "crop", "none"])]
+    augmentation: String,
+    /// Replace an existing bundle at --out.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Directory with Fashion-MNIST's IDX .gz files.
+    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "badnet")]
+    attack: Attack,
+    #[arg(long, default_value_t = 0)]
+    target: u32,
+    #[arg(long, default_value_t = 0.01)]
+    poison_rate: f64,
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+    /// sgd (Nesterov momentum 0.9) or adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// Train without random crop and flip.
+    #[arg(long)]
+    no_augment: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn parse_mislabel(s: &str) -> Result<Mislabel, String> {
+    match s {
+        "next-class" => Ok(Mislabel::NextClass),
+        "random-wrong" => Ok(Mislabel::RandomWrong),
+        _ => Err(format!("unknown mislabel strategy {s:?} (next-class or random-wrong)")),
+    }
+}
+
+/// indicatif bars behind the library's progress hook.
+struct Bars {
+    quiet: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn start(&self, what: &str, steps: u64) {
+        if self.quiet {
+            return;
+        }
+        let bar = ProgressBar::new(steps).with_message(what.to_string());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} batches, loss {prefix} ({elapsed}, eta {eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        *self.bar.lock().expect("not poisoned") = Some(bar);
+    }
+    fn step(&self, loss: f64) {
+        if let Some(b) = self.bar.lock().expect("not poisoned").as_ref() {
+            b.set_prefix(format!("{loss:.3}"));
+            b.inc(1);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().expect("not poisoned").take() {
+            b.finish();
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // libtorch's OpenMP workers spin-wait by default; on a shared edge/host box
+    // that starves everything else. Must be set before OpenMP starts.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
+    tch::set_num_threads(threads);
+    let device = if cli.cpu { tch::Device::Cpu } else { tch::Device::cuda_if_available() };
+    let progress = Bars { quiet: cli.quiet, bar: Mutex::new(None) };
+    match cli.command {
+        Command::Bundle(args) => bundle(args, device, &progress),
+        Command::MakeDemo(args) => {
+            let data = load_fashion_mnist(&args.data)?;
+            let spec = DemoSpec {
+                attack: args.attack.to_string(),
+                target: args.target,
+                poison_rate: args.poison_rate,
+                epochs: args.epochs,
+                optimizer: args.optimizer,
+                learning_rate: args.lr,
+                weight_decay: args.weight_decay,
+                augment: !args.no_augment,
+                seed: args.seed,
+                ..DemoSpec::default()
+            };
+            let report = make_demo(&data, &args.out, &spec, device, &progress)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Trigger { attack, input, output } => trigger(attack, &input, &output),
+    }
+}
+
+fn load_reserve(path: &Path, labels: Option<&PathBuf>) -> Result<FrameSet> {
+    let set = FrameSource::detect(path).load().with_context(|| format!("cannot read the clean reserve {}", path.display()))?;
+    Ok(match labels {
+        Some(l) => set.with_labels(read_idx_labels(l)?).with_context(|| format!("reserve labels {}", l.display()))?,
+        None => set,
+    })
+}
+
+fn normalization(args: &BundleArgs) -> Result<Normalization> {
+    match (&args.scale, &args.mean, &args.std) {
+        (None, None, None) => match normalization_metadata(&read_model(&args.model)?)? {
+            Some(n) => {
+                log::info!("input normalisation from the model's metadata: {n:?}");
+                Ok(n)
+            }
+            None => bail!(
+                "the model records no input normalisation (metadata {NORMALIZATION_KEY:?}); give --scale, --mean and --std \
+                 as used in training, e.g. --scale 0.00392156862745098 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225"
+            ),
+        },
+        (scale, mean, std) => Ok(Normalization {
+            scale: scale.unwrap_or(1.0 / 255.0),
+            mean: mean.clone().unwrap_or_else(|| vec![0.0]),
+            std: std.clone().unwrap_or_else(|| vec![1.0]),
+        }),
+    }
+}
+
+fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> {
+    let reserve = load_reserve(&args.reserve, args.reserve_labels.as_ref())?;
+    let mut opts = ConvertOptions::new(normalization(&args)?);
+    opts.class_names = args.classes.clone();
+    opts.holdout_fraction = args.holdout;
+    opts.target_fpr = args.fpr;
+    opts.gamma = args.gamma;
+    opts.score = args.score;
+    opts.seed = args.seed;
+    opts.expert.rate = args.expert_lr;
+    opts.expert.epochs = args.expert_epochs;
+    opts.expert.mislabel = args.mislabel;
+    opts.auxiliary.learning_rate = args.aux_lr;
+    opts.auxiliary.epochs = args.aux_epochs;
+    opts.device = device;
+    opts.overwrite = args.overwrite;
+    opts.augmentation = Some(match args.augmentation.as_str() {
+        "none" => Augmentation::NONE,
+        flip => Augmentation::standard(reserve.shape().height, flip == "crop-flip"),
+    });
+    let c = convert(&args.model, &reserve, &args.out, &opts, progress)?;
+    let d = &c.manifest.decision;
+    eprintln!(
+        "wrote {}: held-out clean accuracy M {:.1}%, B {:.1}%, M′ {:.1}%; τ = {:.4e} (target FPR {:.2}%, realised {:.2}% on {} held-out frames)",
+        c.bundle.display(),
+        100.0 * c.model_accuracy,
+        100.0 * c.expert_accuracy,
+        100.0 * c.auxiliary_accuracy,
+        d.threshold,
+        100.0 * d.target_fpr,
+        100.0 * d.calibration_fpr,
+        d.calibration_size
+    );
+    Ok(())
+}
+
+fn trigger(attack: Attack, input: &Path, output: &Path) -> Result<()> {
+    let set = FrameSource::detect(input).load().with_context(|| format!("cannot read {}", input.display()))?;
+    let name = output.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if !name.contains("images-idx3") {
+        bail!("--output {name:?} should be named *-images-idx3-ubyte[.gz] so its labels file can sit beside it");
+    }
+    let triggered = attack.triggered(&set);
+    write_idx_images(output, &triggered)?;
+    if let Some(labels) = triggered.labels() {
+        write_idx_labels(&output.with_file_name(name.replace("images-idx3", "labels-idx1")), labels)?;
+    }
+    eprintln!("wrote {} triggered frames ({attack}) to {}", triggered.len(), output.display());
+    Ok(())
+}

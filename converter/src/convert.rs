@@ -1,0 +1,286 @@
+//! The whole host-side job: suspect ONNX model + clean reserve → guard bundle.
+//!
+//! 1. split the reserve (seeded) into a fine-tuning part and a held-out part;
+//! 2. fine-tune the backdoor expert B ([`crate::expert`]) and the auxiliary
+//!    model M′ ([`crate::auxiliary`]) from fresh copies of M;
+//! 3. export M, B and M′ as NNEF plans ([`crate::export`]);
+//! 4. calibrate τ on the held-out part with the runtime ([`crate::calibration`]);
+//! 5. write `manifest.json`.
+//!
+//! The bundle is assembled in a temporary directory beside the destination
+//! and moved into place only when complete.
+
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::Device;
+
+use badexpert_runtime::manifest::{
+    Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, FORMAT_VERSION, MANIFEST_FILE,
+};
+use badexpert_runtime::{sha256_file, FrameSet, FrameShape, Normalization, Preprocessor, ScoreMode};
+
+use crate::augment::Augmentation;
+use crate::auxiliary::AuxiliaryModel;
+use crate::calibration::{calibrate, Calibration};
+use crate::expert::BackdoorExpert;
+use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
+use crate::onnx::{read_model, TchGraph};
+use crate::train::{accuracy, predict_logits, Progress};
+use crate::{Error, Result};
+
+/// Everything `convert` can be told; `ConvertOptions::new` gives the paper's defaults.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// The model's input normalisation (travels in the manifest).
+    pub normalization: Normalization,
+    /// Class names; `0..K` when absent.
+    pub class_names: Option<Vec<String>>,
+    /// Fraction of the reserve held out for calibration.
+    pub holdout_fraction: f64,
+    pub target_fpr: f64,
+    pub gamma: f32,
+    pub score: ScoreMode,
+    pub seed: u64,
+    pub expert: BackdoorExpert,
+    pub auxiliary: AuxiliaryModel,
+    /// Training augmentation; `None` = random crop + horizontal flip.
+    pub augmentation: Option<Augmentation>,
+    pub device: Device,
+    /// Replace an existing bundle at the destination.
+    pub overwrite: bool,
+}
+
+impl ConvertOptions {
+    pub fn new(normalization: Normalization) -> Self {
+        ConvertOptions {
+            normalization,
+            class_names: None,
+            holdout_fraction: 0.2,
+            target_fpr: 0.01,
+            gamma: 0.5,
+            score: ScoreMode::Ensemble,
+            seed: 0,
+            expert: BackdoorExpert::default(),
+            auxiliary: AuxiliaryModel::default(),
+            augmentation: None,
+            device: Device::cuda_if_available(),
+            overwrite: false,
+        }
+    }
+}
+
+/// What a conversion produced.
+pub struct Conversion {
+    pub bundle: PathBuf,
+    pub manifest: Manifest,
+    pub calibration: Calibration,
+    /// Held-out clean accuracy of M, B and M′ (B's should collapse, M′'s stay).
+    pub model_accuracy: f64,
+    pub expert_accuracy: f64,
+    pub auxiliary_accuracy: f64,
+    /// (rate, held-out clean accuracy) of each expert rate tried.
+    pub expert_trials: Vec<(f64, f64)>,
+    /// The fine-tuned models as libtorch graphs (e.g. to compare with the plans).
+    pub expert: TchGraph,
+    pub auxiliary: TchGraph,
+}
+
+/// Splits a labelled reserve into (fit, holdout) by a seeded shuffle.
+pub fn split_reserve(reserve: &FrameSet, holdout_fraction: f64, seed: u64) -> Result<(FrameSet, FrameSet)> {
+    if !(holdout_fraction > 0.0 && holdout_fraction < 1.0) {
+        return Err(Error::Invalid(format!("holdout fraction {holdout_fraction} must be in (0, 1)")));
+    }
+    let mut idx: Vec<usize> = (0..reserve.len()).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x686f_6c64_6f75_74));
+    let n_hold = (reserve.len() as f64 * holdout_fraction).round() as usize;
+    let (hold, fit) = idx.split_at(n_hold);
+    Ok((reserve.select(fit), reserve.select(hold)))
+}
+
+/// Static (C, H, W) of the graph input, checked against the reserve.
+fn input_shape(graph: &TchGraph, reserve: &FrameSet) -> Result<FrameShape> {
+    let dims = &graph.input().dims;
+    let s = reserve.shape();
+    if dims.len() != 4 {
+        return Err(Error::Invalid(format!(
+            "model input {:?} has {} dims; an image classifier takes [N, C, H, W]",
+            graph.input().name,
+            dims.len()
+        )));
+    }
+    let want = [s.channels, s.height, s.width];
+    for (axis, (d, w)) in dims[1..].iter().zip(want).enumerate() {
+        if let Some(d) = d {
+            if *d as usize != w {
+                return Err(Error::Data(format!(
+                    "frames are {s}, the model input {:?} is {:?} (axis {} differs)",
+                    graph.input().name,
+                    dims,
+                    axis + 1
+                )));
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Number of classes: the output width on one frame.
+fn class_count(graph: &TchGraph, reserve: &FrameSet, pre: &Preprocessor) -> Result<usize> {
+    let logits = predict_logits(graph, &reserve.select(&[0]), pre)?;
+    let size = logits.size();
+    match size[..] {
+        [1, k] if k >= 2 => Ok(k as usize),
+        _ => Err(Error::Invalid(format!("model output has shape {size:?}; a classifier gives [N, K] logits with K ≥ 2"))),
+    }
+}
+
+fn digest(dir: &Path, file: &str) -> Result<FileDigest> {
+    Ok(FileDigest { file: file.into(), sha256: sha256_file(&dir.join(file))? })
+}
+
+/// Runs the whole conversion. See the module documentation for the steps.
+pub fn convert(
+    model_path: &Path,
+    reserve: &FrameSet,
+    out: &Path,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<Conversion> {
+    if out.exists() && !opts.overwrite {
+        return Err(Error::Invalid(format!("{} already exists; pass --overwrite to replace it", out.display())));
+    }
+    if reserve.is_empty() {
+        return Err(Error::Data("the clean reserve is empty".into()));
+    }
+    let labels = reserve.require_labels("the clean reserve")?;
+    let source = read_model(model_path)?;
+    let load = || TchGraph::from_proto(source.clone(), opts.device);
+    let model = load().map_err(|e| match e {
+        Error::Invalid(reason) => Error::Onnx { path: model_path.to_owned(), reason },
+        other => other,
+    })?;
+    let shape = input_shape(&model, reserve)?;
+    let pre = Preprocessor::new(&opts.normalization, shape)?;
+    let classes = class_count(&model, reserve, &pre)?;
+    reserve.check_labels(classes).map_err(|e| Error::Data(e.to_string()))?;
+    let class_names = match &opts.class_names {
+        Some(names) if names.len() != classes => {
+            return Err(Error::Invalid(format!("{} class names given, the model has {classes} classes", names.len())))
+        }
+        Some(names) => names.clone(),
+        None => (0..classes).map(|k| k.to_string()).collect(),
+    };
+    let (fit, holdout) = split_reserve(reserve, opts.holdout_fraction, opts.seed)?;
+    if (holdout.len() as f64 * opts.target_fpr) < 1.0 {
+        return Err(Error::Data(format!(
+            "a reserve of {} frames holds out {} for calibration, too few for a {:.2}% false-positive rate (need ≥ {} held out)",
+            reserve.len(),
+            holdout.len(),
+            opts.target_fpr * 100.0,
+            (1.0 / opts.target_fpr).ceil()
+        )));
+    }
+    let fit_labels = fit.require_labels("fit")?;
+    let hold_labels = holdout.require_labels("holdout")?;
+    debug_assert_eq!(fit.len() + holdout.len(), labels.len());
+    let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(shape.height, true));
+
+    let chosen = opts.expert.make(&load, &fit, &holdout, classes, &pre, augmentation, opts.seed, progress)?;
+    let (expert, expert_cfg, expert_trials) = (chosen.graph, chosen.config, chosen.trials);
+    let aux_cfg = opts.auxiliary.config(augmentation, opts.seed.wrapping_add(1));
+    let auxiliary = load()?;
+    opts.auxiliary.fit(&auxiliary, &fit, fit_labels, &pre, &aux_cfg, progress)?;
+
+    let model_accuracy = accuracy(&model, &holdout, hold_labels, &pre)?;
+    let expert_accuracy = accuracy(&expert, &holdout, hold_labels, &pre)?;
+    let auxiliary_accuracy = accuracy(&auxiliary, &holdout, hold_labels, &pre)?;
+    log::info!(
+        "held-out clean accuracy: M {:.1}%, B {:.1}%, M′ {:.1}%",
+        100.0 * model_accuracy,
+        100.0 * expert_accuracy,
+        100.0 * auxiliary_accuracy
+    );
+
+    // Assemble beside the destination, move into place when complete.
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let staging = parent.join(format!(
+        ".{}.partial-{}",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    let result = (|| -> Result<(Manifest, Calibration)> {
+        write_plan(&source, shape, &staging.join(MODEL_PLAN), "model M")?;
+        write_plan(&expert.to_proto()?, shape, &staging.join(EXPERT_PLAN), "backdoor expert B")?;
+        write_plan(&auxiliary.to_proto()?, shape, &staging.join(AUXILIARY_PLAN), "auxiliary model M′")?;
+        let mut manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            input: InputSpec { shape, layout: "NCHW".into() },
+            normalization: opts.normalization.clone(),
+            classes: class_names,
+            precision: Precision::F32,
+            decision: Decision {
+                score: opts.score,
+                gamma: opts.gamma,
+                threshold: 0.0,
+                target_fpr: opts.target_fpr,
+                calibration_fpr: 0.0,
+                calibration_size: 0,
+            },
+            plans: Plans {
+                model: digest(&staging, MODEL_PLAN)?,
+                expert: digest(&staging, EXPERT_PLAN)?,
+                auxiliary: digest(&staging, AUXILIARY_PLAN)?,
+            },
+            source_model: FileDigest {
+                file: model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                sha256: sha256_file(model_path)?,
+            },
+            fine_tune: FineTuneRecord {
+                expert: expert_cfg.record(opts.expert.mislabel.describe(), expert_accuracy),
+                auxiliary: aux_cfg.record("true labels", auxiliary_accuracy),
+                reserve_size: reserve.len(),
+                fit_size: fit.len(),
+                holdout_size: holdout.len(),
+                seed: opts.seed,
+                device: format!("{:?}", opts.device),
+            },
+            created_by: format!("badexpert-convert {}", env!("CARGO_PKG_VERSION")),
+        };
+        // Provisional manifest (τ = 0) so the runtime can score the held-out frames.
+        manifest.write(&staging.join(MANIFEST_FILE))?;
+        let calibration = calibrate(&staging, &holdout, opts.target_fpr)?;
+        manifest.decision.threshold = calibration.threshold;
+        manifest.decision.calibration_fpr = calibration.realised_fpr;
+        manifest.decision.calibration_size = calibration.frames_used;
+        manifest.write(&staging.join(MANIFEST_FILE))?;
+        Ok((manifest, calibration))
+    })();
+    let (manifest, calibration) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    std::fs::rename(&staging, out).map_err(|e| Error::io(out, e))?;
+    Ok(Conversion {
+        bundle: out.to_owned(),
+        manifest,
+        calibration,
+        model_accuracy,
+        expert_accuracy,
+        auxiliary_accuracy,
+        expert_trials,
+        expert,
+        auxiliary,
+    })
+}

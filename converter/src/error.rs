@@ -1,0 +1,42 @@
+//! The converter's error type: every failure names the file, node, op or
+//! setting at fault.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{}: not a valid ONNX model: {reason}", path.display())]
+    Onnx { path: PathBuf, reason: String },
+
+    #[error("unsupported ONNX operator(s): {}", .0.join("; "))]
+    Unsupported(Vec<String>),
+
+    #[error("ONNX node {node} ({op}): {reason}")]
+    Node { node: String, op: String, reason: String },
+
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+
+    #[error("clean set: {0}")]
+    Data(String),
+
+    #[error("export of {what}: {reason}")]
+    Export { what: String, reason: String },
+
+    #[error(transparent)]
+    Runtime(#[from] badexpert_runtime::Error),
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

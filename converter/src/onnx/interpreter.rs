@@ -1,0 +1,224 @@
+//! An ONNX graph run with libtorch, node by node, so the suspect model can be
+//! fine-tuned with autograd and written back to ONNX afterwards.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use tch::{nn, Device, Kind, Tensor};
+use tract_onnx::pb::{self, ModelProto};
+
+use super::ops::{node_name, Attrs, Op, SUPPORTED};
+use super::proto::{read_model, tensor_from_proto, tensor_to_proto};
+use crate::{Error, Result};
+
+/// The graph's data input: its name and dims (`None` where symbolic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphInput {
+    pub name: String,
+    pub dims: Vec<Option<i64>>,
+}
+
+struct Node {
+    name: String,
+    op_type: String,
+    op: Op,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+/// Role of an initializer during fine-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Learned by the optimizer.
+    Weight,
+    /// Updated by the forward pass in train mode (BatchNorm running statistics).
+    Buffer,
+    /// Never changes (shapes, scalars).
+    Constant,
+}
+
+/// A trainable, runnable copy of an ONNX classifier.
+pub struct TchGraph {
+    proto: ModelProto,
+    nodes: Vec<Node>,
+    input: GraphInput,
+    output: String,
+    /// Every initializer and folded Constant, by name (weights are VarStore variables).
+    values: HashMap<String, Tensor>,
+    roles: BTreeMap<String, Role>,
+    vs: nn::VarStore,
+}
+
+fn opset(model: &ModelProto) -> i64 {
+    model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(13, |o| o.version)
+}
+
+fn dims_of(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as TypeValue;
+    match info.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(TypeValue::TensorType(t)) => t
+            .shape
+            .as_ref()
+            .map(|s| s.dim.iter().map(|d| match d.value { Some(Value::DimValue(v)) if v > 0 => Some(v), _ => None }).collect())
+            .unwrap_or_default(),
+        _ => vec![],
+    }
+}
+
+impl TchGraph {
+    /// Reads an ONNX file into a graph on `device`.
+    pub fn load(path: &Path, device: Device) -> Result<TchGraph> {
+        let proto = read_model(path)?;
+        Self::from_proto(proto, device).map_err(|e| match e {
+            Error::Invalid(reason) => Error::Onnx { path: path.to_owned(), reason },
+            other => other,
+        })
+    }
+
+    /// Builds a graph from a decoded model. Every unsupported operator is
+    /// reported at once, with the nodes that use it.
+    pub fn from_proto(proto: ModelProto, device: Device) -> Result<TchGraph> {
+        let graph = proto.graph.as_ref().ok_or_else(|| Error::Invalid("no graph".into()))?;
+        let opset = opset(&proto);
+
+        let mut unsupported: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for n in &graph.node {
+            let known = SUPPORTED.contains(&n.op_type.as_str()) && (n.domain.is_empty() || n.domain == "ai.onnx");
+            if !known {
+                unsupported.entry(n.op_type.as_str()).or_default().push(node_name(n));
+            }
+        }
+        if !unsupported.is_empty() {
+            return Err(Error::Unsupported(
+                unsupported.into_iter().map(|(op, nodes)| format!("{op} (node {})", nodes.join(", "))).collect(),
+            ));
+        }
+
+        // Roles: BatchNorm statistics are buffers, other float tensors of rank ≥ 1 weights.
+        let buffers: HashSet<&str> = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .flat_map(|n| n.input.iter().skip(3).take(2).map(String::as_str))
+            .collect();
+        let vs = nn::VarStore::new(device);
+        let mut values = HashMap::new();
+        let mut roles = BTreeMap::new();
+        for (i, init) in graph.initializer.iter().enumerate() {
+            let t = tensor_from_proto(init)?;
+            let role = if buffers.contains(init.name.as_str()) {
+                Role::Buffer
+            } else if t.kind() == Kind::Float && t.dim() >= 1 {
+                Role::Weight
+            } else {
+                Role::Constant
+            };
+            let value = match role {
+                Role::Weight => vs.root().f_var_copy(&format!("p{i}"), &t)?,
+                _ => t.f_to_device(device)?,
+            };
+            roles.insert(init.name.clone(), role);
+            values.insert(init.name.clone(), value);
+        }
+
+        let mut nodes = Vec::new();
+        for n in &graph.node {
+            if n.op_type == "Constant" {
+                let t = Attrs::new(n).constant_value()?.f_to_device(device)?;
+                for out in &n.output {
+                    values.insert(out.clone(), t.shallow_clone());
+                }
+                continue;
+            }
+            let op = Op::parse(n, opset)?.expect("support checked above");
+            nodes.push(Node {
+                name: node_name(n),
+                op_type: n.op_type.clone(),
+                op,
+                inputs: n.input.clone(),
+                outputs: n.output.clone(),
+            });
+        }
+
+        let data_inputs: Vec<&pb::ValueInfoProto> = graph.input.iter().filter(|i| !values.contains_key(&i.name)).collect();
+        let [input] = data_inputs[..] else {
+            return Err(Error::Invalid(format!("{} data inputs; a classifier has exactly one", data_inputs.len())));
+        };
+        let input = GraphInput { name: input.name.clone(), dims: dims_of(input) };
+        let output = graph.output[0].name.clone();
+        Ok(TchGraph { proto, nodes, input, output, values, roles, vs })
+    }
+
+    pub fn input(&self) -> &GraphInput {
+        &self.input
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The variables an optimizer should update.
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Runs the graph. `train` selects BatchNorm batch statistics (updating
+    /// the running ones) and active Dropout, as PyTorch's `model.train()`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut env: HashMap<&str, Tensor> = HashMap::new();
+        env.insert(self.input.name.as_str(), x.shallow_clone());
+        for node in &self.nodes {
+            let inputs: Vec<Option<Tensor>> = node
+                .inputs
+                .iter()
+                .map(|name| {
+                    if name.is_empty() {
+                        return Ok(None);
+                    }
+                    env.get(name.as_str())
+                        .or_else(|| self.values.get(name))
+                        .map(|t| Some(t.shallow_clone()))
+                        .ok_or_else(|| self.node_error(node, format!("input {name:?} is not computed by any earlier node")))
+                })
+                .collect::<Result<_>>()?;
+            let out = node.op.eval(&inputs, train).map_err(|reason| self.node_error(node, reason))?;
+            // Secondary outputs (BatchNorm statistics, Dropout masks) are not used downstream by
+            // exported classifiers; only the first is produced.
+            env.insert(node.outputs[0].as_str(), out);
+        }
+        env.remove(self.output.as_str())
+            .or_else(|| self.values.get(&self.output).map(|t| t.shallow_clone()))
+            .ok_or_else(|| Error::Invalid(format!("graph output {:?} is never computed", self.output)))
+    }
+
+    /// Eval-mode logits without autograd.
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| self.forward(x, false))
+    }
+
+    fn node_error(&self, node: &Node, reason: String) -> Error {
+        Error::Node { node: node.name.clone(), op: node.op_type.clone(), reason }
+    }
+
+    /// A copy of the source model with the current weights and BatchNorm statistics.
+    pub fn to_proto(&self) -> Result<ModelProto> {
+        let mut proto = self.proto.clone();
+        let graph = proto.graph.as_mut().expect("checked at load");
+        for init in graph.initializer.iter_mut() {
+            if matches!(self.roles.get(&init.name), Some(Role::Weight | Role::Buffer)) {
+                *init = tensor_to_proto(&init.name, &self.values[&init.name])?;
+            }
+        }
+        Ok(proto)
+    }
+
+    /// Number of weights the optimizer updates.
+    pub fn trainable_parameters(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+}

@@ -1,0 +1,14 @@
+//! ONNX front-end: protobuf I/O, tensor conversion to and from libtorch, the
+//! graph interpreter used for fine-tuning, and a small graph builder.
+
+pub mod builder;
+mod interpreter;
+mod ops;
+mod proto;
+
+pub use interpreter::{GraphInput, TchGraph};
+pub use proto::{
+    normalization_metadata, read_model, set_normalization_metadata, tensor_from_proto, tensor_to_proto, write_model,
+    NORMALIZATION_KEY,
+};
+pub use tract_onnx::pb;

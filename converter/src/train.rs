@@ -1,0 +1,195 @@
+//! The shared fine-tuning loop: shuffled mini-batches of (augmented,
+//! normalised) frames through a [`TchGraph`] in train mode, with a stepwise
+//! learning-rate schedule; and batched eval-mode prediction.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{nn, nn::OptimizerConfig, Tensor};
+
+use badexpert_runtime::manifest::TrainingRecord;
+use badexpert_runtime::{FrameSet, Preprocessor};
+
+use crate::augment::Augmentation;
+use crate::onnx::TchGraph;
+use crate::{Error, Result};
+
+/// Optimizer with its own hyper-parameters (DESIGN.md §3.1 and §3.2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// Adam with β = (0.9, 0.999), ε = 1e-8.
+    Adam,
+    /// SGD with momentum 0.9 and Nesterov.
+    SgdNesterov,
+}
+
+/// One fine-tuning run's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub weight_decay: f64,
+    /// The rate is multiplied by `lr_decay` after each of these epochs.
+    pub lr_milestones: Vec<usize>,
+    pub lr_decay: f64,
+    pub augmentation: Augmentation,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// The manifest's record of this configuration.
+    pub fn record(&self, labels: &str, holdout_accuracy: f64) -> TrainingRecord {
+        TrainingRecord {
+            optimizer: match self.optimizer {
+                Optimizer::Adam => "adam(beta1=0.9,beta2=0.999,eps=1e-8)".into(),
+                Optimizer::SgdNesterov => "sgd(momentum=0.9,nesterov)".into(),
+            },
+            learning_rate: self.learning_rate,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            weight_decay: self.weight_decay,
+            lr_milestones: self.lr_milestones.clone(),
+            lr_decay: self.lr_decay,
+            labels: labels.into(),
+            augmentation: self.augmentation.describe(),
+            holdout_accuracy,
+        }
+    }
+
+    fn learning_rate_at(&self, epoch: usize) -> f64 {
+        let passed = self.lr_milestones.iter().filter(|&&m| epoch >= m).count();
+        self.learning_rate * self.lr_decay.powi(passed as i32)
+    }
+}
+
+/// Reports progress of a long loop; the CLI shows bars, tests pass `()`.
+pub trait Progress {
+    fn start(&self, _what: &str, _steps: u64) {}
+    fn step(&self, _loss: f64) {}
+    fn finish(&self) {}
+}
+
+impl Progress for () {}
+
+/// Normalises (and optionally augments) frames `indices` into an NCHW batch.
+pub(crate) fn batch_tensor(
+    frames: &FrameSet,
+    indices: &[usize],
+    pre: &Preprocessor,
+    augment: Option<(&Augmentation, &mut ChaCha8Rng)>,
+    device: tch::Device,
+) -> Result<Tensor> {
+    let s = frames.shape();
+    let n = s.len();
+    let mut values = vec![0f32; indices.len() * n];
+    let mut scratch = vec![0u8; n];
+    let mut augment = augment;
+    for (k, &i) in indices.iter().enumerate() {
+        let src = match augment.as_mut() {
+            Some((aug, rng)) => {
+                aug.apply(frames.frame(i), (s.channels, s.height, s.width), *rng, &mut scratch);
+                &scratch[..]
+            }
+            None => frames.frame(i),
+        };
+        pre.planar_into(src, &mut values[k * n..(k + 1) * n])?;
+    }
+    let t = Tensor::f_from_slice(&values)?.f_reshape([indices.len() as i64, s.channels as i64, s.height as i64, s.width as i64])?;
+    Ok(t.f_to_device(device)?)
+}
+
+/// Fine-tunes `graph` in place on `frames` with `labels` (class indices).
+/// Returns the mean training loss of the last epoch.
+pub fn fine_tune(
+    graph: &TchGraph,
+    frames: &FrameSet,
+    labels: &[i64],
+    pre: &Preprocessor,
+    cfg: &TrainConfig,
+    progress: &dyn Progress,
+    what: &str,
+) -> Result<f64> {
+    if frames.len() != labels.len() {
+        return Err(Error::Data(format!("{} frames but {} training labels", frames.len(), labels.len())));
+    }
+    if frames.len() < 2 {
+        return Err(Error::Data(format!("{} frame(s) is too few to fine-tune on", frames.len())));
+    }
+    if cfg.batch_size < 2 || cfg.epochs == 0 || !(cfg.learning_rate > 0.0) {
+        return Err(Error::Invalid(format!(
+            "{what}: batch size {} (≥ 2), epochs {} (≥ 1), learning rate {} (> 0)",
+            cfg.batch_size, cfg.epochs, cfg.learning_rate
+        )));
+    }
+    tch::manual_seed(cfg.seed as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let vs = graph.var_store();
+    let mut opt = match cfg.optimizer {
+        Optimizer::Adam => nn::Adam { beta1: 0.9, beta2: 0.999, wd: cfg.weight_decay, eps: 1e-8, amsgrad: false }
+            .build(vs, cfg.learning_rate)?,
+        Optimizer::SgdNesterov => nn::Sgd { momentum: 0.9, dampening: 0.0, wd: cfg.weight_decay, nesterov: true }
+            .build(vs, cfg.learning_rate)?,
+    };
+    let device = graph.device();
+    let batches_per_epoch = frames.len().div_ceil(cfg.batch_size);
+    progress.start(what, (batches_per_epoch * cfg.epochs) as u64);
+    let mut order: Vec<usize> = (0..frames.len()).collect();
+    let mut last_epoch_loss = f64::NAN;
+    for epoch in 0..cfg.epochs {
+        opt.set_lr(cfg.learning_rate_at(epoch));
+        order.shuffle(&mut rng);
+        let (mut total, mut seen) = (0.0, 0usize);
+        for chunk in order.chunks(cfg.batch_size) {
+            // BatchNorm cannot take batch statistics of a single frame.
+            if chunk.len() < 2 {
+                continue;
+            }
+            let x = batch_tensor(frames, chunk, pre, Some((&cfg.augmentation, &mut rng)), device)?;
+            let y: Vec<i64> = chunk.iter().map(|&i| labels[i]).collect();
+            let y = Tensor::f_from_slice(&y)?.f_to_device(device)?;
+            let logits = graph.forward(&x, true)?;
+            let loss = logits.f_cross_entropy_loss(&y, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?;
+            opt.zero_grad();
+            loss.f_backward()?;
+            opt.step();
+            let l = loss.f_double_value(&[])?;
+            if !l.is_finite() {
+                return Err(Error::Invalid(format!("{what}: loss became {l} in epoch {epoch}; lower the learning rate")));
+            }
+            total += l * chunk.len() as f64;
+            seen += chunk.len();
+            progress.step(l);
+        }
+        last_epoch_loss = total / seen.max(1) as f64;
+    }
+    progress.finish();
+    Ok(last_epoch_loss)
+}
+
+/// Eval-mode logits for all frames, in batches, on the CPU.
+pub fn predict_logits(graph: &TchGraph, frames: &FrameSet, pre: &Preprocessor) -> Result<Tensor> {
+    let idx: Vec<usize> = (0..frames.len()).collect();
+    let mut out = Vec::new();
+    for chunk in idx.chunks(256) {
+        let x = batch_tensor(frames, chunk, pre, None, graph.device())?;
+        out.push(graph.predict(&x)?.f_to_device(tch::Device::Cpu)?);
+    }
+    Ok(Tensor::f_cat(&out, 0)?)
+}
+
+/// Fraction of frames whose argmax equals the label.
+pub fn accuracy(graph: &TchGraph, frames: &FrameSet, labels: &[u32], pre: &Preprocessor) -> Result<f64> {
+    if frames.is_empty() {
+        return Ok(0.0);
+    }
+    let pred = predict_logits(graph, frames, pre)?.f_argmax(-1, false)?;
+    let pred = Vec::<i64>::try_from(&pred)?;
+    Ok(pred.iter().zip(labels).filter(|(p, l)| **p == **l as i64).count() as f64 / frames.len() as f64)
+}
+
+/// Labels as the i64 tensor values cross-entropy wants.
+pub fn class_indices(labels: &[u32]) -> Vec<i64> {
+    labels.iter().map(|&l| l as i64).collect()
+}

@@ -1,0 +1,156 @@
+//! `badexpert-convert` answers bad input with a clear error and a non-zero
+//! exit, never a panic (DESIGN.md §6), and never loses an existing bundle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use badexpert_converter::onnx::{builder, pb, set_normalization_metadata, write_model};
+use badexpert_runtime::data::{write_idx_images, write_idx_labels};
+use badexpert_runtime::{FrameSet, FrameShape, Normalization};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("badexpert-conv-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn shape() -> FrameShape {
+    FrameShape::new(1, 8, 8)
+}
+
+/// A tiny valid classifier for 8×8 gray frames.
+fn tiny_model() -> pb::ModelProto {
+    let mut b = builder::GraphBuilder::new(shape(), 3);
+    b.conv(4, 3).batch_norm().relu().max_pool(2).flatten().linear(10);
+    let mut m = b.finish();
+    set_normalization_metadata(&mut m, &Normalization::unit());
+    m
+}
+
+fn write_set(dir: &Path, n: usize, label: impl Fn(usize) -> u32) -> PathBuf {
+    let pixels = (0..n * 64).map(|i| (i * 37 % 256) as u8).collect();
+    let set = FrameSet::new(shape(), pixels, Some((0..n).map(label).collect())).unwrap();
+    let p = dir.join("r-images-idx3-ubyte.gz");
+    write_idx_images(&p, &set).unwrap();
+    write_idx_labels(&dir.join("r-labels-idx1-ubyte.gz"), set.labels().unwrap()).unwrap();
+    p
+}
+
+fn convert_bin(model: &Path, reserve: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_badexpert-convert"))
+        .args(["--quiet", "--cpu", "bundle", "--model"])
+        .arg(model)
+        .arg("--reserve")
+        .arg(reserve)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("runs")
+}
+
+fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "should fail with exit 2: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+#[test]
+fn corrupt_onnx_is_named() {
+    let dir = scratch("corrupt");
+    let model = dir.join("m.onnx");
+    write_model(&tiny_model(), &model).unwrap();
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
+    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let o = convert_bin(&model, &reserve, &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["m.onnx", "not a valid ONNX model"]);
+    assert!(!dir.join("out").exists());
+}
+
+#[test]
+fn every_unsupported_operator_is_listed_with_its_nodes() {
+    let dir = scratch("unsupported");
+    let mut m = tiny_model();
+    let g = m.graph.as_mut().unwrap();
+    for (i, op) in ["FancyPool", "Swizzle", "FancyPool"].iter().enumerate() {
+        let node = &mut g.node[i];
+        node.op_type = op.to_string();
+        node.name = format!("n{i}");
+    }
+    let model = dir.join("m.onnx");
+    write_model(&m, &model).unwrap();
+    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let o = convert_bin(&model, &reserve, &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["unsupported ONNX operator", "FancyPool (node n0, n2)", "Swizzle (node n1)"]);
+}
+
+#[test]
+fn empty_or_mislabelled_or_too_small_reserves_are_refused() {
+    let dir = scratch("reserve");
+    let model = dir.join("m.onnx");
+    write_model(&tiny_model(), &model).unwrap();
+    std::fs::write(dir.join("e-images-idx3-ubyte"), [0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 8]).unwrap();
+    let o = convert_bin(&model, &dir.join("e-images-idx3-ubyte"), &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["e-images-idx3-ubyte", "holds no images"]);
+
+    let reserve = write_set(&dir, 600, |i| if i == 5 { 12 } else { (i % 10) as u32 });
+    let o = convert_bin(&model, &reserve, &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["label 12 of frame 5", "outside 0..10"]);
+
+    let reserve = write_set(&dir, 200, |i| (i % 10) as u32);
+    let o = convert_bin(&model, &reserve, &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["holds out 40", "too few for a 1.00% false-positive rate"]);
+
+    let o = convert_bin(&model, &dir.join("missing-images-idx3-ubyte.gz"), &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["missing-images-idx3-ubyte.gz"]);
+}
+
+#[test]
+fn wrong_frame_size_for_the_model_is_refused() {
+    let dir = scratch("size");
+    let model = dir.join("m.onnx");
+    let mut b = builder::GraphBuilder::new(FrameShape::new(1, 9, 9), 3);
+    b.flatten().linear(10);
+    let mut m = b.finish();
+    set_normalization_metadata(&mut m, &Normalization::unit());
+    write_model(&m, &model).unwrap();
+    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let o = convert_bin(&model, &reserve, &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["frames are 1x8x8", "[None, Some(1), Some(9), Some(9)]"]);
+}
+
+#[test]
+fn existing_bundle_is_kept_unless_overwrite() {
+    let dir = scratch("keep");
+    let model = dir.join("m.onnx");
+    write_model(&tiny_model(), &model).unwrap();
+    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("precious"), b"x").unwrap();
+    let o = convert_bin(&model, &reserve, &out, &[]);
+    assert_clean_failure(&o, &["already exists", "--overwrite"]);
+    assert!(out.join("precious").exists());
+}
+
+#[test]
+fn tiny_model_converts_end_to_end() {
+    let dir = scratch("tiny");
+    let model = dir.join("m.onnx");
+    write_model(&tiny_model(), &model).unwrap();
+    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let out = dir.join("bundle");
+    let o = convert_bin(&model, &reserve, &out, &["--aux-epochs", "2", "--seed", "4", "--fpr", "0.2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = badexpert_runtime::GuardBundle::open(&out).unwrap();
+    let m = bundle.manifest();
+    assert_eq!(m.fine_tune.fit_size + m.fine_tune.holdout_size, 600);
+    assert_eq!(m.fine_tune.holdout_size, 120);
+    assert_eq!(m.normalization, Normalization::unit());
+    assert!(m.decision.threshold.is_finite());
+}

@@ -1,0 +1,244 @@
+//! `badexpert-guard`: the edge binary. Guards frames with a bundle and
+//! evaluates a bundle on clean and triggered frames.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use badexpert_runtime::data::{read_idx_labels, read_image_file, FrameSource};
+use badexpert_runtime::metrics::{Evaluation, Labelled};
+use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout, Verdict};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "badexpert-guard", version, about = "Guard camera frames against backdoor triggers (BaDExpert) with a guard bundle")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Guard frames; prints one JSON line per frame. Exits 1 if any frame could not be scored.
+    Run {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Image files, directories of images, IDX image files, CIFAR-10 .bin batches.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Evaluate a bundle: CA and ASR with and without the guard, AUROC, realised FPR, latency.
+    Eval(EvalArgs),
+    /// Verify a bundle and print its manifest.
+    Info {
+        #[arg(long)]
+        bundle: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Clean labelled frames (IDX with its labels file beside it, CIFAR-10 batch, image folder).
+    #[arg(long)]
+    clean: PathBuf,
+    /// Labels for --clean when they are not beside it.
+    #[arg(long)]
+    clean_labels: Option<PathBuf>,
+    /// Triggered frames, labelled with the true class of the clean frame they came from.
+    #[arg(long)]
+    triggered: PathBuf,
+    #[arg(long)]
+    triggered_labels: Option<PathBuf>,
+    /// The attack's target class.
+    #[arg(long)]
+    target: u32,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { bundle, inputs } => guard_inputs(&bundle, &inputs),
+        Command::Eval(args) => evaluate(&args).map(|()| ExitCode::SUCCESS),
+        Command::Info { bundle } => {
+            let b = GuardBundle::open(&bundle)?;
+            println!("{}", serde_json::to_string_pretty(b.manifest())?);
+            eprintln!("bundle {}: all plan hashes verified, plans load", bundle.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<(GuardBundle, Guard)> {
+    let bundle = GuardBundle::open(path).with_context(|| format!("cannot open bundle {}", path.display()))?;
+    let guard = Guard::new(&bundle)?;
+    Ok((bundle, guard))
+}
+
+/// One unit of input for `run`: a single image or a whole frame set.
+enum Input {
+    Image(PathBuf),
+    Set(PathBuf),
+}
+
+fn expand(path: &Path) -> Result<Vec<Input>> {
+    let is_image = |p: &Path| {
+        p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+    };
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot list {}", path.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            if f.is_dir() {
+                out.extend(expand(&f)?);
+            } else if is_image(&f) {
+                out.push(Input::Image(f));
+            }
+        }
+        Ok(out)
+    } else if is_image(path) {
+        Ok(vec![Input::Image(path.to_owned())])
+    } else if path.exists() {
+        Ok(vec![Input::Set(path.to_owned())])
+    } else {
+        bail!("{}: no such file or directory", path.display())
+    }
+}
+
+fn guard_inputs(bundle: &Path, inputs: &[PathBuf]) -> Result<ExitCode> {
+    let (bundle, mut guard) = open(bundle)?;
+    let classes = &bundle.manifest().classes;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failures = 0usize;
+    let mut line = |source: &Path, index: Option<usize>, result: Result<Verdict>| -> Result<()> {
+        let mut obj = serde_json::json!({ "source": source.display().to_string() });
+        if let Some(i) = index {
+            obj["index"] = i.into();
+        }
+        match result {
+            Ok(v) => {
+                obj["class"] = v.class.into();
+                obj["class_name"] = classes[v.class].clone().into();
+                obj["score"] = v.score.into();
+                obj["confidence_expert"] = v.confidences.expert.into();
+                obj["confidence_auxiliary"] = v.confidences.auxiliary.into();
+                obj["accepted"] = v.accepted.into();
+            }
+            Err(e) => {
+                // Fail closed: a frame that cannot be scored is rejected, with the reason.
+                failures += 1;
+                obj["accepted"] = false.into();
+                obj["error"] = format!("{e:#}").into();
+            }
+        }
+        writeln!(out, "{obj}")?;
+        Ok(())
+    };
+    for input in inputs {
+        for unit in expand(input)? {
+            match unit {
+                Input::Image(p) => {
+                    let result = read_image_file(&p).map_err(anyhow::Error::from).and_then(|(shape, pixels)| {
+                        let want = bundle.manifest().input.shape;
+                        if shape != want {
+                            bail!("image is {shape}, the bundle expects {want}");
+                        }
+                        Ok(guard.guard(&pixels, PixelLayout::Chw)?)
+                    });
+                    line(&p, None, result)?;
+                }
+                Input::Set(p) => match FrameSource::detect(&p).load() {
+                    Ok(set) => {
+                        for i in 0..set.len() {
+                            line(&p, Some(i), guard.guard(set.frame(i), PixelLayout::Chw).map_err(Into::into))?;
+                        }
+                    }
+                    Err(e) => line(&p, None, Err(e.into()))?,
+                },
+            }
+        }
+    }
+    out.flush()?;
+    if failures > 0 {
+        eprintln!("{failures} frame(s) could not be scored and were rejected (see \"error\" fields)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_labelled(path: &Path, labels: Option<&PathBuf>, what: &str) -> Result<FrameSet> {
+    let set = FrameSource::detect(path).load().with_context(|| format!("cannot read {what} frames"))?;
+    let set = match labels {
+        Some(l) => set.with_labels(read_idx_labels(l)?).with_context(|| format!("{what} labels {}", l.display()))?,
+        None => set,
+    };
+    set.require_labels(what)?;
+    Ok(set)
+}
+
+fn guard_all(guard: &mut Guard, set: &FrameSet, latencies: &mut Vec<f64>) -> Result<Vec<Labelled>> {
+    let labels = set.require_labels("evaluation")?;
+    let mut out = Vec::with_capacity(set.len());
+    for (i, &label) in labels.iter().enumerate() {
+        let start = Instant::now();
+        let verdict = guard.guard(set.frame(i), PixelLayout::Chw).with_context(|| format!("frame {i}"))?;
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+        out.push(Labelled { label, verdict });
+    }
+    Ok(out)
+}
+
+fn evaluate(args: &EvalArgs) -> Result<()> {
+    let (bundle, mut guard) = open(&args.bundle)?;
+    let m = bundle.manifest();
+    let clean = load_labelled(&args.clean, args.clean_labels.as_ref(), "clean")?;
+    let triggered = load_labelled(&args.triggered, args.triggered_labels.as_ref(), "triggered")?;
+    for (set, what) in [(&clean, "clean"), (&triggered, "triggered")] {
+        if set.shape() != m.input.shape {
+            bail!("{what} frames are {}, the bundle expects {}", set.shape(), m.input.shape);
+        }
+        set.check_labels(m.classes.len()).with_context(|| format!("{what} frames"))?;
+    }
+    if args.target as usize >= m.classes.len() {
+        bail!("--target {} is outside 0..{} (the model has {} classes)", args.target, m.classes.len(), m.classes.len());
+    }
+    let mut latencies = Vec::with_capacity(clean.len() + triggered.len());
+    let clean_v = guard_all(&mut guard, &clean, &mut latencies)?;
+    let trig_v = guard_all(&mut guard, &triggered, &mut latencies)?;
+    let eval = Evaluation::compute(&clean_v, &trig_v, args.target, m.decision.threshold)?;
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
+    let mut report = serde_json::to_value(&eval)?;
+    report["latency_us"] = serde_json::json!({ "mean": mean, "p50": pick(0.5), "p99": pick(0.99), "frames": latencies.len() });
+    report["bundle"] = args.bundle.display().to_string().into();
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    if let Some(p) = &args.json {
+        std::fs::write(p, json + "\n").with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    eprintln!("{}", eval.table());
+    eprintln!("guard latency per frame   mean {mean:.0} µs, p50 {:.0} µs, p99 {:.0} µs (M + B + M′, 1 thread)", pick(0.5), pick(0.99));
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! A guard bundle on disk: `manifest.json` plus three tract NNEF plans, each
+//! verified against its sha256 before tract sees a byte of it.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tract_core::prelude::*;
+use tract_onnx::WithOnnx;
+
+use crate::manifest::{FileDigest, Manifest, MANIFEST_FILE};
+use crate::{Error, Result};
+
+/// Name of the symbolic batch axis in every plan.
+pub const BATCH_SYMBOL: &str = "N";
+
+/// An optimized, runnable tract plan (shareable across threads).
+pub type Plan = Arc<TypedRunnableModel>;
+
+/// The three models of a guard, ready to run.
+#[derive(Debug, Clone)]
+pub struct GuardBundle {
+    dir: PathBuf,
+    manifest: Manifest,
+    batch: usize,
+    pub(crate) model: Plan,
+    pub(crate) expert: Plan,
+    pub(crate) auxiliary: Plan,
+}
+
+impl GuardBundle {
+    /// Opens a bundle directory with plans for one frame at a time.
+    pub fn open(dir: impl AsRef<Path>) -> Result<GuardBundle> {
+        Self::open_with_batch(dir, 1)
+    }
+
+    /// Opens a bundle directory with plans that take `batch` frames per run.
+    pub fn open_with_batch(dir: impl AsRef<Path>, batch: usize) -> Result<GuardBundle> {
+        let dir = dir.as_ref().to_owned();
+        if !dir.is_dir() {
+            return Err(Error::format(&dir, "guard bundle", "not a directory"));
+        }
+        if batch == 0 {
+            return Err(Error::Invalid("batch size must be at least 1".into()));
+        }
+        let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
+        let plans = &manifest.plans;
+        // Verify everything before loading anything.
+        for digest in [&plans.model, &plans.expert, &plans.auxiliary] {
+            verify(&dir, digest)?;
+        }
+        let loader = PlanLoader::new(&manifest, batch);
+        let model = loader.load(&dir.join(&plans.model.file))?;
+        let expert = loader.load(&dir.join(&plans.expert.file))?;
+        let auxiliary = loader.load(&dir.join(&plans.auxiliary.file))?;
+        Ok(GuardBundle { dir, manifest, batch, model, expert, auxiliary })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Frames per plan run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// One of the three plans, e.g. to time a single model alone or to
+    /// compare logits with another implementation.
+    pub fn plan(&self, role: Role) -> &Plan {
+        match role {
+            Role::Model => &self.model,
+            Role::Expert => &self.expert,
+            Role::Auxiliary => &self.auxiliary,
+        }
+    }
+}
+
+/// The three models of a guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The suspect model M.
+    Model,
+    /// The backdoor expert B.
+    Expert,
+    /// The auxiliary model M′.
+    Auxiliary,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Model, Role::Expert, Role::Auxiliary];
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn verify(dir: &Path, digest: &FileDigest) -> Result<()> {
+    let path = dir.join(&digest.file);
+    let actual = sha256_file(&path)?;
+    if !actual.eq_ignore_ascii_case(&digest.sha256) {
+        return Err(Error::HashMismatch { path, expected: digest.sha256.clone(), actual });
+    }
+    Ok(())
+}
+
+/// Loads NNEF archives into optimized plans for the manifest's input shape.
+struct PlanLoader {
+    nnef: tract_nnef::internal::Nnef,
+    input: [usize; 4],
+    classes: usize,
+}
+
+impl PlanLoader {
+    fn new(manifest: &Manifest, batch: usize) -> Self {
+        let s = manifest.input.shape;
+        PlanLoader {
+            nnef: tract_nnef::nnef().with_onnx(),
+            input: [batch, s.channels, s.height, s.width],
+            classes: manifest.classes.len(),
+        }
+    }
+
+    fn load(&self, path: &Path) -> Result<Plan> {
+        let fail = |reason: String| Error::Plan { path: path.to_owned(), reason };
+        let model = self.nnef.model_for_path(path).map_err(|e| fail(format!("cannot read NNEF: {e:#}")))?;
+        let subs = HashMap::from([(model.sym(BATCH_SYMBOL), TDim::Val(self.input[0] as i64))]);
+        let model = model.set_symbols(&subs).map_err(|e| fail(format!("cannot fix the batch size: {e:#}")))?;
+        if model.inputs.len() != 1 || model.outputs.len() != 1 {
+            return Err(fail(format!(
+                "{} inputs and {} outputs; a classifier plan has one of each",
+                model.inputs.len(),
+                model.outputs.len()
+            )));
+        }
+        let shape_of = |fact: TypedFact| fact.shape.as_concrete().map(|s| s.to_vec());
+        let input = model.input_fact(0).map_err(|e| fail(e.to_string()))?.clone();
+        if input.datum_type != f32::datum_type() || shape_of(input.clone()).as_deref() != Some(&self.input[..]) {
+            return Err(fail(format!("input is {input:?}, the manifest says f32 {:?}", self.input)));
+        }
+        let output = model.output_fact(0).map_err(|e| fail(e.to_string()))?.clone();
+        if shape_of(output.clone()).as_deref() != Some(&[self.input[0], self.classes][..]) {
+            return Err(fail(format!(
+                "output is {output:?}, the manifest lists {} classes for batch {}",
+                self.classes, self.input[0]
+            )));
+        }
+        model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| fail(format!("cannot optimize: {e:#}")))
+    }
+}

@@ -1,0 +1,143 @@
+//! The per-frame guard: preprocess once, run M, B and M′, score, decide.
+//!
+//! A `Guard` owns one tract state per model and one input tensor, all made at
+//! construction; guarding a frame reuses them, so the steady state allocates
+//! nothing in our code (tract still allocates each op's output).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tract_core::internal::*;
+
+use crate::bundle::GuardBundle;
+use crate::manifest::Decision;
+use crate::preprocess::Preprocessor;
+use crate::score::{argmax, softmax_at, Confidences};
+use crate::{Error, Result};
+
+/// The guard's answer for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Verdict {
+    /// The suspect model's prediction ŷ.
+    pub class: usize,
+    pub confidences: Confidences,
+    /// Low means backdoor.
+    pub score: f32,
+    /// False when the frame is flagged as triggered (score < threshold).
+    pub accepted: bool,
+}
+
+/// Layout of the u8 pixels handed to the guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelLayout {
+    /// Planar: all of channel 0, then channel 1, ... (gray frames are both).
+    Chw,
+    /// Interleaved, as cameras deliver RGB24.
+    Hwc,
+}
+
+struct Runner {
+    name: &'static str,
+    state: TypedSimpleState,
+}
+
+/// Guards frames one at a time with a bundle's three plans.
+pub struct Guard {
+    pre: Preprocessor,
+    decision: Decision,
+    classes: usize,
+    input: Arc<Tensor>,
+    model: Runner,
+    expert: Runner,
+    auxiliary: Runner,
+}
+
+impl Guard {
+    /// Builds a guard for a bundle opened with batch size 1.
+    pub fn new(bundle: &GuardBundle) -> Result<Guard> {
+        if bundle.batch() != 1 {
+            return Err(Error::Invalid(format!("Guard takes frames one at a time; the bundle was opened for batch {}", bundle.batch())));
+        }
+        let m = bundle.manifest();
+        let shape = m.input.shape;
+        let spawn = |name: &'static str, plan: &crate::bundle::Plan| -> Result<Runner> {
+            let state = plan.spawn().map_err(|e| Error::Inference { model: name, reason: e.to_string() })?;
+            Ok(Runner { name, state })
+        };
+        Ok(Guard {
+            pre: Preprocessor::new(&m.normalization, shape)?,
+            decision: m.decision.clone(),
+            classes: m.classes.len(),
+            input: Arc::new(Tensor::zero::<f32>(&[1, shape.channels, shape.height, shape.width]).map_err(|e| Error::Invalid(e.to_string()))?),
+            model: spawn("model", &bundle.model)?,
+            expert: spawn("expert", &bundle.expert)?,
+            auxiliary: spawn("auxiliary", &bundle.auxiliary)?,
+        })
+    }
+
+    /// Guards one u8 frame.
+    pub fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
+        let buf = input_slice(&mut self.input);
+        match layout {
+            PixelLayout::Chw => self.pre.planar_into(frame, buf)?,
+            PixelLayout::Hwc => self.pre.interleaved_into(frame, buf)?,
+        }
+        self.run()
+    }
+
+    /// Guards one frame that is already normalised (planar f32).
+    pub fn guard_normalized(&mut self, frame: &[f32]) -> Result<Verdict> {
+        let expected = self.pre.shape().len();
+        if frame.len() != expected {
+            return Err(Error::Frame(format!("{} values, the bundle expects {expected} = {}", frame.len(), self.pre.shape())));
+        }
+        if let Some(i) = frame.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Frame(format!("value {i} is {} (NaN or infinite)", frame[i])));
+        }
+        input_slice(&mut self.input).copy_from_slice(frame);
+        self.run()
+    }
+
+    /// The decision rule in use.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    fn run(&mut self) -> Result<Verdict> {
+        let classes = self.classes;
+        let input = TValue::from_const(self.input.clone());
+        let class = run_logits(&mut self.model, &input, classes, |l| argmax(l))?;
+        let expert = run_logits(&mut self.expert, &input, classes, |l| softmax_at(l, class))?;
+        let auxiliary = run_logits(&mut self.auxiliary, &input, classes, |l| softmax_at(l, class))?;
+        let confidences = Confidences { expert, auxiliary };
+        let score = self.decision.score.score(confidences, self.decision.gamma);
+        Ok(Verdict { class, confidences, score, accepted: score >= self.decision.threshold })
+    }
+}
+
+/// The input tensor's values. The Arc is exclusive again once the previous
+/// run's values were dropped; only a plan that kept a reference would force a
+/// copy here.
+fn input_slice(input: &mut Arc<Tensor>) -> &mut [f32] {
+    Arc::make_mut(input)
+        .to_plain_array_view_mut::<f32>()
+        .ok()
+        .and_then(|v| v.into_slice())
+        .expect("input tensor is a contiguous f32 tensor made in Guard::new")
+}
+
+/// Runs one plan and reads its logits in place.
+fn run_logits<T>(runner: &mut Runner, input: &TValue, classes: usize, read: impl FnOnce(&[f32]) -> T) -> Result<T> {
+    let name = runner.name;
+    let fail = |reason: String| Error::Inference { model: name, reason };
+    let outputs = runner.state.run(tvec![input.clone()]).map_err(|e| fail(format!("{e:#}")))?;
+    let view = outputs[0].try_as_plain_ram().map_err(|e| fail(e.to_string()))?;
+    let logits = view.as_slice::<f32>().map_err(|e| fail(e.to_string()))?;
+    if logits.len() != classes {
+        return Err(fail(format!("{} logits for {classes} classes", logits.len())));
+    }
+    if logits.iter().any(|v| !v.is_finite()) {
+        return Err(fail("non-finite logits".into()));
+    }
+    Ok(read(logits))
+}

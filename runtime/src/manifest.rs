@@ -1,0 +1,167 @@
+//! `manifest.json`: everything the runtime needs to rebuild the decision the
+//! converter calibrated, and the provenance a deployer needs to trust it
+//! (DESIGN.md §5).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, FrameShape, Normalization, Result, ScoreMode};
+
+/// Bumped whenever a field changes meaning; the runtime refuses other versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// File name of the manifest inside a bundle.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub input: InputSpec,
+    pub normalization: Normalization,
+    /// Class names, one per output logit.
+    pub classes: Vec<String>,
+    pub precision: Precision,
+    pub decision: Decision,
+    pub plans: Plans,
+    pub source_model: FileDigest,
+    pub fine_tune: FineTuneRecord,
+    /// Tool and version that wrote the bundle.
+    pub created_by: String,
+}
+
+/// Shape and layout of one input frame; the batch axis is symbolic in the plans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub shape: FrameShape,
+    /// Tensor layout the plans take; only "NCHW".
+    pub layout: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    F32,
+}
+
+/// The calibrated decision rule: reject when score < threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    pub score: ScoreMode,
+    pub gamma: f32,
+    pub threshold: f32,
+    /// False-positive rate the threshold was chosen for.
+    pub target_fpr: f64,
+    /// Rate realised on the calibration split.
+    pub calibration_fpr: f64,
+    /// Clean, correctly classified frames the threshold was chosen on.
+    pub calibration_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plans {
+    /// The suspect model M.
+    pub model: FileDigest,
+    /// The backdoor expert B.
+    pub expert: FileDigest,
+    /// The auxiliary model M′.
+    pub auxiliary: FileDigest,
+}
+
+/// A file (relative to the bundle) and its sha256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDigest {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// How B and M′ were made, so a result can be reproduced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FineTuneRecord {
+    pub expert: TrainingRecord,
+    pub auxiliary: TrainingRecord,
+    /// Clean reserve given to the converter.
+    pub reserve_size: usize,
+    /// Part of it used to fine-tune.
+    pub fit_size: usize,
+    /// Part held out for calibration (never seen by fine-tuning).
+    pub holdout_size: usize,
+    pub seed: u64,
+    /// libtorch device the fine-tunes ran on.
+    pub device: String,
+}
+
+/// Hyper-parameters of one fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingRecord {
+    pub optimizer: String,
+    pub learning_rate: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub weight_decay: f64,
+    /// Epochs after which the rate is multiplied by `lr_decay`.
+    pub lr_milestones: Vec<usize>,
+    pub lr_decay: f64,
+    pub labels: String,
+    pub augmentation: String,
+    /// Clean accuracy on the held-out split after training.
+    pub holdout_accuracy: f64,
+}
+
+impl Manifest {
+    /// Reads and validates a manifest file.
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Manifest { path: path.to_owned(), reason: e.to_string() })?;
+        manifest.validate().map_err(|reason| Error::Manifest { path: path.to_owned(), reason })?;
+        Ok(manifest)
+    }
+
+    /// Writes the manifest as pretty JSON.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        std::fs::write(path, json + "\n").map_err(|e| Error::io(path, e))
+    }
+
+    /// Checks the values the runtime relies on.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not supported (this runtime reads {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        if self.input.layout != "NCHW" {
+            return Err(format!("input.layout {:?} is not supported (only NCHW)", self.input.layout));
+        }
+        if self.input.shape.is_empty() {
+            return Err("input.shape has no pixels".into());
+        }
+        self.normalization.validate(self.input.shape.channels).map_err(|e| e.to_string())?;
+        if self.classes.len() < 2 {
+            return Err(format!("classes lists {} classes, a classifier needs at least 2", self.classes.len()));
+        }
+        let d = &self.decision;
+        if !d.threshold.is_finite() {
+            return Err(format!("decision.threshold {} is not finite", d.threshold));
+        }
+        if !(d.gamma.is_finite() && d.gamma > 0.0) {
+            return Err(format!("decision.gamma {} must be positive", d.gamma));
+        }
+        for (name, f) in [("model", &self.plans.model), ("expert", &self.plans.expert), ("auxiliary", &self.plans.auxiliary)] {
+            let p = Path::new(&f.file);
+            if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(format!("plans.{name}.file {:?} must be a path inside the bundle", f.file));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! Thresholds and evaluation figures (DESIGN.md §3.4–3.5), in one place: the
+//! converter calibrates with these functions and `badexpert-guard eval`
+//! reports with them.
+
+use serde::Serialize;
+
+use crate::{Error, Result, Verdict};
+
+/// Area under the ROC curve: the probability that a positive outranks a
+/// negative (ties count half). Higher scores mean "more positive". `None`
+/// when either side is empty.
+pub fn auroc(negatives: &[f32], positives: &[f32]) -> Option<f64> {
+    if negatives.is_empty() || positives.is_empty() {
+        return None;
+    }
+    let mut all: Vec<(f32, bool)> =
+        negatives.iter().map(|&s| (s, false)).chain(positives.iter().map(|&s| (s, true))).collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Mann–Whitney U from average ranks over tie groups.
+    let mut rank_sum_pos = 0.0f64;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            j += 1;
+        }
+        let avg_rank = (i + j + 1) as f64 / 2.0; // ranks are 1-based: (i+1 + j) / 2
+        rank_sum_pos += avg_rank * all[i..j].iter().filter(|(_, p)| *p).count() as f64;
+        i = j;
+    }
+    let (n_pos, n_neg) = (positives.len() as f64, negatives.len() as f64);
+    Some((rank_sum_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
+}
+
+/// The threshold that rejects a fraction `fpr` of clean scores (reject when
+/// score < τ): sorted ascending, the value at index ⌊fpr·n⌋. Fails when the
+/// set is too small for that rate to mean anything (fpr·n < 1).
+pub fn threshold_at_fpr(clean_scores: &[f32], fpr: f64) -> Result<f32> {
+    if !(fpr > 0.0 && fpr < 1.0) {
+        return Err(Error::Invalid(format!("target false-positive rate {fpr} must be in (0, 1)")));
+    }
+    if let Some(s) = clean_scores.iter().find(|s| !s.is_finite()) {
+        return Err(Error::Invalid(format!("calibration score {s} is not finite")));
+    }
+    let n = clean_scores.len();
+    let k = (fpr * n as f64).floor() as usize;
+    if k == 0 {
+        return Err(Error::Invalid(format!(
+            "{n} clean calibration frames cannot calibrate a {:.2}% false-positive rate: need at least {} (use a larger reserve or a larger --fpr)",
+            fpr * 100.0,
+            (1.0 / fpr).ceil() as usize
+        )));
+    }
+    let mut sorted = clean_scores.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    Ok(sorted[k])
+}
+
+/// Fraction of scores below the threshold (i.e. rejected).
+pub fn rejection_rate(scores: &[f32], threshold: f32) -> f64 {
+    if scores.is_empty() {
+        return 0.0;
+    }
+    scores.iter().filter(|&&s| s < threshold).count() as f64 / scores.len() as f64
+}
+
+/// A guarded frame with the label it should have had.
+#[derive(Debug, Clone, Copy)]
+pub struct Labelled {
+    /// True class of the (clean version of the) frame.
+    pub label: u32,
+    pub verdict: Verdict,
+}
+
+/// The figures of DESIGN.md §3.5 for one (model, attack) pair.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub auroc: Option<f64>,
+    /// M correct / N_clean.
+    pub clean_accuracy: f64,
+    /// (M correct ∧ accepted) / N_clean.
+    pub clean_accuracy_defended: f64,
+    /// (true ≠ target ∧ M(x̃) = target) / N(true ≠ target).
+    pub attack_success_rate: f64,
+    /// (true ≠ target ∧ M(x̃) = target ∧ accepted) / N(true ≠ target).
+    pub attack_success_rate_defended: f64,
+    /// Rejected among clean frames M classifies correctly.
+    pub clean_fpr: f64,
+    /// Rejected among all clean frames.
+    pub clean_rejection_rate: f64,
+    pub threshold: f32,
+    pub target: u32,
+    pub n_clean: usize,
+    pub n_triggered: usize,
+    /// Triggered frames whose true class is not the target.
+    pub n_triggered_nontarget: usize,
+}
+
+impl Evaluation {
+    /// Computes every figure from guarded clean and triggered frames.
+    pub fn compute(clean: &[Labelled], triggered: &[Labelled], target: u32, threshold: f32) -> Result<Evaluation> {
+        if clean.is_empty() {
+            return Err(Error::Invalid("evaluation needs at least one clean frame".into()));
+        }
+        let ratio = |num: usize, den: usize| if den == 0 { 0.0 } else { num as f64 / den as f64 };
+        let correct: Vec<&Labelled> = clean.iter().filter(|f| f.verdict.class as u32 == f.label).collect();
+        let nontarget: Vec<&Labelled> = triggered.iter().filter(|f| f.label != target).collect();
+        let hits: Vec<&Labelled> = nontarget.iter().copied().filter(|f| f.verdict.class as u32 == target).collect();
+        let negatives: Vec<f32> = correct.iter().map(|f| -f.verdict.score).collect();
+        let positives: Vec<f32> = hits.iter().map(|f| -f.verdict.score).collect();
+        Ok(Evaluation {
+            auroc: auroc(&negatives, &positives),
+            clean_accuracy: ratio(correct.len(), clean.len()),
+            clean_accuracy_defended: ratio(correct.iter().filter(|f| f.verdict.accepted).count(), clean.len()),
+            attack_success_rate: ratio(hits.len(), nontarget.len()),
+            attack_success_rate_defended: ratio(hits.iter().filter(|f| f.verdict.accepted).count(), nontarget.len()),
+            clean_fpr: ratio(correct.iter().filter(|f| !f.verdict.accepted).count(), correct.len()),
+            clean_rejection_rate: ratio(clean.iter().filter(|f| !f.verdict.accepted).count(), clean.len()),
+            threshold,
+            target,
+            n_clean: clean.len(),
+            n_triggered: triggered.len(),
+            n_triggered_nontarget: nontarget.len(),
+        })
+    }
+
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let pct = |v: f64| format!("{:6.2} %", 100.0 * v);
+        let auroc = self.auroc.map_or("   n/a".to_string(), |a| format!("{a:.4}"));
+        [
+            "                       without guard   with guard".to_string(),
+            format!("clean accuracy (CA)       {}    {}", pct(self.clean_accuracy), pct(self.clean_accuracy_defended)),
+            format!("attack success (ASR)      {}    {}", pct(self.attack_success_rate), pct(self.attack_success_rate_defended)),
+            format!("AUROC                     {auroc}"),
+            format!("clean FPR (realised)      {}   (threshold {:.4e})", pct(self.clean_fpr), self.threshold),
+            format!(
+                "frames                    {} clean, {} triggered ({} not of target class {})",
+                self.n_clean, self.n_triggered, self.n_triggered_nontarget, self.target
+            ),
+        ]
+        .join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Confidences;
+
+    #[test]
+    fn auroc_counts_ties_half_and_orders() {
+        assert_eq!(auroc(&[0.0, 1.0], &[2.0, 3.0]), Some(1.0));
+        assert_eq!(auroc(&[2.0, 3.0], &[0.0, 1.0]), Some(0.0));
+        assert_eq!(auroc(&[1.0], &[1.0]), Some(0.5));
+        // pos {1, 3} vs neg {0, 1, 2}: pairs won 1 + 0.5 + 0 + 1+1+1 = 4.5 of 6
+        assert_eq!(auroc(&[0.0, 1.0, 2.0], &[1.0, 3.0]), Some(0.75));
+        assert_eq!(auroc(&[], &[1.0]), None);
+    }
+
+    #[test]
+    fn threshold_takes_the_fpr_quantile_and_refuses_tiny_sets() {
+        let scores: Vec<f32> = (0..200).rev().map(|i| i as f32).collect();
+        let t = threshold_at_fpr(&scores, 0.01).unwrap();
+        assert_eq!(t, 2.0);
+        assert_eq!(rejection_rate(&scores, t), 0.01);
+        let err = threshold_at_fpr(&scores[..50], 0.01).unwrap_err().to_string();
+        assert!(err.contains("50 clean calibration frames") && err.contains("at least 100"), "{err}");
+        assert!(threshold_at_fpr(&scores, 0.0).is_err());
+    }
+
+    #[test]
+    fn evaluation_follows_the_definitions() {
+        let v = |class: usize, score: f32| Verdict {
+            class,
+            confidences: Confidences { expert: 0.5, auxiliary: 0.5 },
+            score,
+            accepted: score >= 1.0,
+        };
+        let clean = [
+            Labelled { label: 1, verdict: v(1, 5.0) },
+            Labelled { label: 2, verdict: v(2, 0.5) }, // correct but rejected
+            Labelled { label: 3, verdict: v(4, 5.0) }, // wrong
+            Labelled { label: 0, verdict: v(0, 6.0) },
+        ];
+        let triggered = [
+            Labelled { label: 1, verdict: v(0, 0.1) }, // attack hit, rejected
+            Labelled { label: 2, verdict: v(0, 2.0) }, // attack hit, accepted
+            Labelled { label: 3, verdict: v(3, 4.0) }, // attack missed
+            Labelled { label: 0, verdict: v(0, 0.1) }, // target class: excluded
+        ];
+        let e = Evaluation::compute(&clean, &triggered, 0, 1.0).unwrap();
+        assert_eq!(e.clean_accuracy, 0.75);
+        assert_eq!(e.clean_accuracy_defended, 0.5);
+        assert!((e.attack_success_rate - 2.0 / 3.0).abs() < 1e-12);
+        assert!((e.attack_success_rate_defended - 1.0 / 3.0).abs() < 1e-12);
+        assert!((e.clean_fpr - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(e.n_triggered_nontarget, 3);
+        // positives {0.1, 2.0} vs negatives {5, 0.5, 6} on -score: 0.1 beats all 3, 2.0 beats 2
+        assert!((e.auroc.unwrap() - 5.0 / 6.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,131 @@
+//! `badexpert-guard` answers bad input with a clear error and a non-zero
+//! exit, never a panic (DESIGN.md §6). Uses the prebuilt demo bundle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use badexpert_runtime::{Guard, GuardBundle, PixelLayout};
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/badnet-fmnist")
+}
+
+fn guard_bin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_badexpert-guard")).args(args).output().expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A private copy of the shipped bundle to damage.
+fn bundle_copy(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("badexpert-bad-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(demo().join("bundle")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "should fail: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+#[test]
+fn tampered_plan_is_refused_naming_the_file() {
+    let dir = bundle_copy("tamper");
+    let plan = dir.join("expert.nnef.tar");
+    let mut bytes = std::fs::read(&plan).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&plan, bytes).unwrap();
+    let o = guard_bin(&["info", "--bundle", dir.to_str().unwrap()]);
+    assert_clean_failure(&o, &["expert.nnef.tar", "sha256 mismatch"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn manifest_with_a_missing_field_is_refused() {
+    let dir = bundle_copy("manifest");
+    let path = dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["decision"].as_object_mut().unwrap().remove("threshold");
+    std::fs::write(&path, m.to_string()).unwrap();
+    let o = guard_bin(&["info", "--bundle", dir.to_str().unwrap()]);
+    assert_clean_failure(&o, &["manifest.json", "missing field `threshold`"]);
+    std::fs::write(&path, "{ truncated").unwrap();
+    assert_clean_failure(&guard_bin(&["info", "--bundle", dir.to_str().unwrap()]), &["manifest.json"]);
+}
+
+#[test]
+fn corrupt_plan_with_matching_hash_is_refused() {
+    let dir = bundle_copy("corrupt");
+    let path = dir.join("auxiliary.nnef.tar");
+    std::fs::write(&path, b"not a tar archive at all").unwrap();
+    let mpath = dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    m["plans"]["auxiliary"]["sha256"] = badexpert_runtime::sha256_file(&path).unwrap().into();
+    std::fs::write(&mpath, m.to_string()).unwrap();
+    assert_clean_failure(&guard_bin(&["info", "--bundle", dir.to_str().unwrap()]), &["auxiliary.nnef.tar", "NNEF"]);
+}
+
+#[test]
+fn wrong_size_frame_is_rejected_with_its_reason_and_others_still_scored() {
+    let dir = std::env::temp_dir().join(format!("badexpert-frames-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    image::GrayImage::from_pixel(28, 28, image::Luma([30])).save(dir.join("a_ok.png")).unwrap();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3])).save(dir.join("b_wrong.png")).unwrap();
+    let o = guard_bin(&["run", "--bundle", demo().join("bundle").to_str().unwrap(), dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0]["class"].is_u64() && lines[0]["error"].is_null());
+    assert_eq!(lines[1]["accepted"], false);
+    let err = lines[1]["error"].as_str().unwrap();
+    assert!(err.contains("3x32x32") && err.contains("1x28x28"), "{err}");
+}
+
+#[test]
+fn library_rejects_wrong_sizes_and_non_finite_values() {
+    let bundle = GuardBundle::open(demo().join("bundle")).unwrap();
+    let mut guard = Guard::new(&bundle).unwrap();
+    let err = guard.guard(&[0u8; 100], PixelLayout::Chw).unwrap_err().to_string();
+    assert!(err.contains("100 pixel values") && err.contains("784"), "{err}");
+    let mut frame = vec![0.0f32; 784];
+    frame[17] = f32::NAN;
+    let err = guard.guard_normalized(&frame).unwrap_err().to_string();
+    assert!(err.contains("value 17") && err.contains("NaN"), "{err}");
+    // The guard still works after refusing bad frames.
+    assert!(guard.guard(&[0u8; 784], PixelLayout::Chw).is_ok());
+}
+
+#[test]
+fn eval_refuses_labels_outside_the_classes_and_missing_files() {
+    let dir = std::env::temp_dir().join(format!("badexpert-labels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let set = badexpert_runtime::FrameSet::new(badexpert_runtime::FrameShape::new(1, 28, 28), vec![0; 2 * 784], Some(vec![1, 12])).unwrap();
+    let images = dir.join("x-images-idx3-ubyte.gz");
+    badexpert_runtime::data::write_idx_images(&images, &set).unwrap();
+    badexpert_runtime::data::write_idx_labels(&dir.join("x-labels-idx1-ubyte.gz"), set.labels().unwrap()).unwrap();
+    let bundle = demo().join("bundle");
+    let o = guard_bin(&[
+        "eval", "--bundle", bundle.to_str().unwrap(), "--clean", images.to_str().unwrap(),
+        "--triggered", images.to_str().unwrap(), "--target", "0",
+    ]);
+    assert_clean_failure(&o, &["label 12", "outside 0..10"]);
+    let o = guard_bin(&[
+        "eval", "--bundle", bundle.to_str().unwrap(), "--clean", "/nonexistent/x-images-idx3-ubyte",
+        "--triggered", images.to_str().unwrap(), "--target", "0",
+    ]);
+    assert_clean_failure(&o, &["/nonexistent/x-images-idx3-ubyte"]);
+}

@@ -1,0 +1,80 @@
+# Sourced by the project's scripts: makes libtorch (for the converter) and the
+# Fashion-MNIST data available, installing them once into a cache outside the
+# clone. Idempotent; safe to source repeatedly.
+#
+#   BADEXPERT_CACHE   where libtorch is kept (default ~/.cache/badexpert)
+#   LIBTORCH          use this libtorch instead (must be 2.13.0 for tch 0.26)
+
+badexpert_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BADEXPERT_CACHE="${BADEXPERT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/badexpert}"
+TORCH_VERSION=2.13.0
+
+log() { printf '[badexpert] %s\n' "$*" >&2; }
+
+# CPU libtorch assembled from the PyPI wheels (DESIGN.md §7): headers, the CPU
+# libraries, the two small CUDA runtime libraries libtorch_cpu links against,
+# and an empty libtorch.so stub in place of the wheel's CUDA shim.
+install_libtorch() {
+    local dest="$BADEXPERT_CACHE/libtorch-$TORCH_VERSION-cpu"
+    if [ -f "$dest/build-version" ] && [ -f "$dest/lib/libtorch_cpu.so" ]; then
+        echo "$dest"; return 0
+    fi
+    log "installing CPU libtorch $TORCH_VERSION into $dest (one time, ~515 MB download)"
+    local tmp; tmp="$(mktemp -d)"
+    python3 -m pip download -q --no-deps -d "$tmp" \
+        "torch==$TORCH_VERSION" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 >&2 || {
+        log "pip download of torch==$TORCH_VERSION failed"; return 1; }
+    rm -rf "$dest.partial"; mkdir -p "$dest.partial/lib" "$dest.partial/include"
+    python3 - "$tmp" "$dest.partial" <<'PY' >&2 || return 1
+import sys, zipfile, glob, os, shutil
+tmp, dest = sys.argv[1], sys.argv[2]
+torch = glob.glob(os.path.join(tmp, "torch-*.whl"))[0]
+want_libs = {"libc10.so", "libtorch_cpu.so", "libtorch_global_deps.so"}
+with zipfile.ZipFile(torch) as z:
+    for n in z.namelist():
+        base = os.path.basename(n)
+        if n.startswith("torch/include/") and not n.endswith("/"):
+            out = os.path.join(dest, "include", n[len("torch/include/"):])
+        elif n.startswith("torch/lib/") and (base in want_libs or base.startswith("libgomp")):
+            out = os.path.join(dest, "lib", base)
+        else:
+            continue
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(n) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+for whl in glob.glob(os.path.join(tmp, "nvidia_cuda_*.whl")):
+    with zipfile.ZipFile(whl) as z:
+        for n in z.namelist():
+            base = os.path.basename(n)
+            if base.startswith("libcudart.so.13") or base.startswith("libcupti.so.13"):
+                with z.open(n) as src, open(os.path.join(dest, "lib", base), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+PY
+    # Empty shim: the link asks for -ltorch; the real one NEEDs libtorch_cuda.
+    echo 'void badexpert_libtorch_stub(void) {}' > "$tmp/stub.c"
+    cc -shared -fPIC -o "$dest.partial/lib/libtorch.so" "$tmp/stub.c" || return 1
+    echo "$TORCH_VERSION" > "$dest.partial/build-version"
+    rm -rf "$tmp" "$dest"; mv "$dest.partial" "$dest"
+    echo "$dest"
+}
+
+# Fashion-MNIST from Debian (only needed to rebuild demo models or for the
+# full-data tests; the shipped demo runs from models/ alone).
+FASHION_MNIST_DIR="${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+install_fashion_mnist() {
+    if [ -f "$FASHION_MNIST_DIR/t10k-images-idx3-ubyte.gz" ]; then return 0; fi
+    log "installing dataset-fashion-mnist with apt"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq dataset-fashion-mnist >&2
+}
+
+setup_build_env() {
+    if [ -z "${LIBTORCH:-}" ]; then
+        LIBTORCH="$(install_libtorch)" || return 1
+    fi
+    export LIBTORCH
+    # libtorch's OpenMP workers spin while idle; on a shared 2-core box that
+    # collapses throughput. Passive waiting costs nothing measurable here.
+    export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+    export BADEXPERT_FASHION_MNIST="$FASHION_MNIST_DIR"
+}

@@ -1,0 +1,94 @@
+//! Convert → bundle → guard → metrics, on the shipped demo model.
+
+mod common;
+
+use badexpert_converter::demo::{load_fashion_mnist, split_test_set};
+use badexpert_converter::attack::Attack;
+use badexpert_converter::onnx::TchGraph;
+use badexpert_converter::train::predict_logits;
+use badexpert_runtime::metrics::{Evaluation, Labelled};
+use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout, Preprocessor, Role};
+use tract_core::prelude::*;
+
+use common::*;
+
+/// Max |Δlogit| between the exported plans (tract, batch of 100) and the
+/// libtorch interpreter (eval mode) for M, B and M′.
+#[test]
+fn plans_agree_with_the_interpreter() {
+    let c = demo_conversion();
+    let frames = load(&demo_dir().join("eval-clean-images-idx3-ubyte.gz"));
+    let frames = frames.select(&(0..100).collect::<Vec<_>>());
+    let bundle = GuardBundle::open_with_batch(&c.bundle, 100).unwrap();
+    let m = bundle.manifest();
+    let pre = Preprocessor::new(&m.normalization, m.input.shape).unwrap();
+    let mut input = vec![0f32; 100 * m.input.shape.len()];
+    for (i, chunk) in input.chunks_mut(m.input.shape.len()).enumerate() {
+        pre.planar_into(frames.frame(i), chunk).unwrap();
+    }
+    let s = m.input.shape;
+    let input = tract_ndarray::Array4::from_shape_vec((100, s.channels, s.height, s.width), input).unwrap();
+    let model = TchGraph::load(&demo_dir().join("model.onnx"), tch::Device::Cpu).unwrap();
+    for (role, graph) in [(Role::Model, &model), (Role::Expert, &c.expert), (Role::Auxiliary, &c.auxiliary)] {
+        let tract_out = bundle.plan(role).run(tvec![input.clone().into_tensor().into()]).unwrap();
+        let tract_logits = tract_out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        let torch_logits = Vec::<f32>::try_from(predict_logits(graph, &frames, &pre).unwrap().flatten(0, -1)).unwrap();
+        assert_eq!(tract_logits.len(), torch_logits.len());
+        let max_diff = tract_logits.iter().zip(&torch_logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("{role:?}: max |Δlogit| = {max_diff:.2e} over 100 frames");
+        assert!(max_diff <= 1e-4, "{role:?}: max |Δlogit| {max_diff}");
+    }
+}
+
+fn guard_all(guard: &mut Guard, set: &FrameSet) -> Vec<Labelled> {
+    let labels = set.labels().unwrap();
+    (0..set.len())
+        .map(|i| Labelled { label: labels[i], verdict: guard.guard(set.frame(i), PixelLayout::Chw).unwrap() })
+        .collect()
+}
+
+/// Issue 2's acceptance figures: the guard built from the 2,000-image reserve,
+/// evaluated on the other 8,000 Fashion-MNIST test images and their triggered copies.
+#[test]
+fn demo_meets_the_acceptance_bar_on_full_fashion_mnist() {
+    let data = load_fashion_mnist(&fashion_mnist_dir())
+        .expect("Fashion-MNIST is needed for this test: scripts/test.sh installs dataset-fashion-mnist");
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap()).unwrap();
+    let seed = spec["spec"]["seed"].as_u64().unwrap();
+    let (reserve, rest) = split_test_set(&data.test, 2000, seed).unwrap();
+    assert_eq!(reserve, common::reserve(), "shipped reserve is the seeded split of the test set");
+    assert_eq!(rest.len(), 8000);
+
+    let c = demo_conversion();
+    let bundle = GuardBundle::open(&c.bundle).unwrap();
+    let mut guard = Guard::new(&bundle).unwrap();
+    let clean = guard_all(&mut guard, &rest);
+    let triggered = guard_all(&mut guard, &Attack::BadNet.triggered(&rest));
+    let e = Evaluation::compute(&clean, &triggered, 0, bundle.manifest().decision.threshold).unwrap();
+    eprintln!("{}\n{}", e.table(), serde_json::to_string(&e).unwrap());
+    eprintln!(
+        "held-out accuracy M {:.3} B {:.3} M′ {:.3}; calibration FPR {:.4} on {} frames",
+        c.model_accuracy, c.expert_accuracy, c.auxiliary_accuracy, c.calibration.realised_fpr, c.calibration.frames_used
+    );
+    assert!(e.clean_accuracy >= 0.88, "CA {}", e.clean_accuracy);
+    assert!(e.attack_success_rate >= 0.95, "ASR {}", e.attack_success_rate);
+    assert!(e.auroc.unwrap() >= 0.99, "AUROC {:?}", e.auroc);
+    assert!(e.attack_success_rate_defended <= 0.05, "ASR with guard {}", e.attack_success_rate_defended);
+    assert!(e.clean_accuracy - e.clean_accuracy_defended <= 0.02, "CA drop {}", e.clean_accuracy - e.clean_accuracy_defended);
+    assert!((0.003..=0.025).contains(&e.clean_fpr), "clean FPR {}", e.clean_fpr);
+}
+
+/// The bundle shipped in models/ (for devices without libtorch) loads and
+/// guards the shipped slice as well as a fresh conversion does.
+#[test]
+fn shipped_bundle_guards_the_shipped_slice() {
+    let bundle = GuardBundle::open(demo_dir().join("bundle")).unwrap();
+    let mut guard = Guard::new(&bundle).unwrap();
+    let clean = guard_all(&mut guard, &load(&demo_dir().join("eval-clean-images-idx3-ubyte.gz")));
+    let triggered = guard_all(&mut guard, &load(&demo_dir().join("eval-badnet-images-idx3-ubyte.gz")));
+    let e = Evaluation::compute(&clean, &triggered, 0, bundle.manifest().decision.threshold).unwrap();
+    eprintln!("{}", e.table());
+    assert!(e.auroc.unwrap() >= 0.98, "{e:?}");
+    assert!(e.attack_success_rate_defended <= 0.05, "{e:?}");
+}
