@@ -25,7 +25,7 @@ use badexpert_runtime::{sha256_file, FrameSet, FrameShape, Normalization, Prepro
 use crate::augment::Augmentation;
 use crate::auxiliary::AuxiliaryModel;
 use crate::calibration::{calibrate, Calibration};
-use crate::expert::BackdoorExpert;
+use crate::expert::{BackdoorExpert, ExpertRate};
 use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use crate::onnx::{read_model, TchGraph};
 use crate::train::{accuracy, predict_logits, Progress};
@@ -242,8 +242,12 @@ pub fn convert(
                 sha256: sha256_file(model_path)?,
             },
             fine_tune: FineTuneRecord {
-                expert: expert_cfg.record(opts.expert.mislabel.describe(), expert_accuracy),
-                auxiliary: aux_cfg.record("true labels", auxiliary_accuracy),
+                expert: expert_cfg.record(
+                    opts.expert.mislabel.describe(),
+                    expert_accuracy,
+                    if matches!(opts.expert.rate, ExpertRate::Auto { .. }) { expert_trials.clone() } else { vec![] },
+                ),
+                auxiliary: aux_cfg.record("true labels", auxiliary_accuracy, vec![]),
                 reserve_size: reserve.len(),
                 fit_size: fit.len(),
                 holdout_size: holdout.len(),

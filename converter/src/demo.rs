@@ -59,6 +59,8 @@ pub struct DemoSpec {
     /// "sgd" (Nesterov momentum 0.9) or "adam".
     pub optimizer: String,
     pub learning_rate: f64,
+    /// Epochs after which the rate is multiplied by 0.1.
+    pub lr_milestones: Vec<usize>,
     pub weight_decay: f64,
     /// Random crop (padding H/8) and horizontal flip while training, as is standard.
     pub augment: bool,
@@ -76,9 +78,10 @@ impl Default for DemoSpec {
             attack: Attack::BadNet.to_string(),
             target: 0,
             poison_rate: 0.01,
-            epochs: 4,
+            epochs: 8,
             optimizer: "sgd".into(),
             learning_rate: 0.05,
+            lr_milestones: vec![6],
             weight_decay: 5e-4,
             augment: true,
             batch_size: 128,
@@ -139,8 +142,8 @@ pub fn make_demo(data: &FashionMnist, out: &Path, spec: &DemoSpec, device: Devic
         epochs: spec.epochs,
         batch_size: spec.batch_size,
         weight_decay: spec.weight_decay,
-        lr_milestones: vec![],
-        lr_decay: 1.0,
+        lr_milestones: spec.lr_milestones.clone(),
+        lr_decay: 0.1,
         augmentation: if spec.augment { Augmentation::standard(shape.height, true) } else { Augmentation::NONE },
         seed: spec.seed,
     };

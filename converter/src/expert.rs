@@ -59,11 +59,14 @@ pub enum ExpertRate {
 }
 
 impl ExpertRate {
-    /// The automatic mode over 1e-5 … 1e-2 (about ×2 apart), target ≤ 20 %.
+    /// The automatic mode over 1e-5 … 1e-2 (about ×1.5 apart, so the first
+    /// rate past the collapse is not far past it), target ≤ 30 %.
     pub fn auto() -> Self {
         ExpertRate::Auto {
-            candidates: vec![1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2],
-            max_clean_accuracy: 0.2,
+            candidates: vec![
+                1e-5, 2e-5, 3e-5, 5e-5, 7e-5, 1e-4, 1.5e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7e-3, 1e-2,
+            ],
+            max_clean_accuracy: 0.3,
         }
     }
 }
@@ -81,7 +84,9 @@ impl std::str::FromStr for ExpertRate {
     }
 }
 
-/// Settings for making B; the defaults are the paper's.
+/// Settings for making B: the paper's (Adam, one epoch, batch 128, labels
+/// (y+1) mod K), with the rate chosen automatically by default because the
+/// right rate depends on the model (DESIGN.md §3.1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackdoorExpert {
     pub rate: ExpertRate,
@@ -92,7 +97,7 @@ pub struct BackdoorExpert {
 
 impl Default for BackdoorExpert {
     fn default() -> Self {
-        BackdoorExpert { rate: ExpertRate::Fixed(1e-4), epochs: 1, batch_size: 128, mislabel: Mislabel::NextClass }
+        BackdoorExpert { rate: ExpertRate::auto(), epochs: 1, batch_size: 128, mislabel: Mislabel::NextClass }
     }
 }
 

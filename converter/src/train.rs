@@ -40,7 +40,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// The manifest's record of this configuration.
-    pub fn record(&self, labels: &str, holdout_accuracy: f64) -> TrainingRecord {
+    pub fn record(&self, labels: &str, holdout_accuracy: f64, rate_search: Vec<(f64, f64)>) -> TrainingRecord {
         TrainingRecord {
             optimizer: match self.optimizer {
                 Optimizer::Adam => "adam(beta1=0.9,beta2=0.999,eps=1e-8)".into(),
@@ -55,6 +55,7 @@ impl TrainConfig {
             labels: labels.into(),
             augmentation: self.augmentation.describe(),
             holdout_accuracy,
+            rate_search,
         }
     }
 

@@ -113,6 +113,9 @@ pub struct TrainingRecord {
     pub augmentation: String,
     /// Clean accuracy on the held-out split after training.
     pub holdout_accuracy: f64,
+    /// (learning rate, held-out clean accuracy) of each rate tried when the
+    /// rate was chosen automatically; empty for a fixed rate.
+    pub rate_search: Vec<(f64, f64)>,
 }
 
 impl Manifest {

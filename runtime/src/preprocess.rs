@@ -128,7 +128,8 @@ mod tests {
         let norm = Normalization { scale: 1.0 / 255.0, mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.5] };
         let p = Preprocessor::new(&norm, FrameShape::new(3, 2, 2)).unwrap();
         let hwc: Vec<u8> = (0..12).map(|i| i * 20).collect();
-        let chw: Vec<u8> = (0..3).flat_map(|c| (0..4).map(move |px| hwc[px * 3 + c])).collect();
+        let hwc_ref = &hwc;
+        let chw: Vec<u8> = (0..3).flat_map(|c| (0..4).map(move |px| hwc_ref[px * 3 + c])).collect();
         let (mut a, mut b) = (vec![0.0; 12], vec![0.0; 12]);
         p.interleaved_into(&hwc, &mut a).unwrap();
         p.planar_into(&chw, &mut b).unwrap();
