@@ -6,7 +6,7 @@ use badexpert_converter::demo::{load_fashion_mnist, split_test_set};
 use badexpert_converter::attack::Attack;
 use badexpert_converter::onnx::TchGraph;
 use badexpert_converter::train::predict_logits;
-use badexpert_runtime::metrics::{Evaluation, Labelled};
+use badexpert_runtime::metrics::{Evaluation, Scored};
 use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout, Preprocessor, Role};
 use tract_core::prelude::*;
 
@@ -40,11 +40,9 @@ fn plans_agree_with_the_interpreter() {
     }
 }
 
-fn guard_all(guard: &mut Guard, set: &FrameSet) -> Vec<Labelled> {
+fn guard_all(guard: &mut Guard, set: &FrameSet) -> Vec<Scored> {
     let labels = set.labels().unwrap();
-    (0..set.len())
-        .map(|i| Labelled { label: labels[i], verdict: guard.guard(set.frame(i), PixelLayout::Chw).unwrap() })
-        .collect()
+    (0..set.len()).map(|i| Scored::from_verdict(labels[i], &guard.guard(set.frame(i), PixelLayout::Chw).unwrap())).collect()
 }
 
 /// Issue 2's acceptance figures: the guard built from the 2,000-image reserve,

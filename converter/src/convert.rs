@@ -17,8 +17,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
 
+use badexpert_runtime::data::{write_idx_images, write_idx_labels};
 use badexpert_runtime::manifest::{
-    Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, FORMAT_VERSION, MANIFEST_FILE,
+    CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, FORMAT_VERSION, MANIFEST_FILE,
 };
 use badexpert_runtime::{sha256_file, FrameSet, FrameShape, Normalization, Preprocessor, ScoreMode};
 
@@ -30,6 +31,10 @@ use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use crate::onnx::{read_model, TchGraph};
 use crate::train::{accuracy, predict_logits, Progress};
 use crate::{Error, Result};
+
+/// Files of the stored clean frames inside a bundle.
+const CLEAN_IMAGES: &str = "clean-images-idx3-ubyte.gz";
+const CLEAN_LABELS: &str = "clean-labels-idx1-ubyte.gz";
 
 /// Everything `convert` can be told; `ConvertOptions::new` gives the paper's defaults.
 #[derive(Debug, Clone)]
@@ -51,6 +56,8 @@ pub struct ConvertOptions {
     pub device: Device,
     /// Replace an existing bundle at the destination.
     pub overwrite: bool,
+    /// Clean held-out frames to store in the bundle for run-time detectors (STRIP); 0 = none.
+    pub store_clean: usize,
 }
 
 impl ConvertOptions {
@@ -68,6 +75,7 @@ impl ConvertOptions {
             augmentation: None,
             device: Device::cuda_if_available(),
             overwrite: false,
+            store_clean: 0,
         }
     }
 }
@@ -237,6 +245,7 @@ pub fn convert(
                 expert: digest(&staging, EXPERT_PLAN)?,
                 auxiliary: digest(&staging, AUXILIARY_PLAN)?,
             },
+            clean_frames: None,
             source_model: FileDigest {
                 file: model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                 sha256: sha256_file(model_path)?,
@@ -256,6 +265,13 @@ pub fn convert(
             },
             created_by: format!("badexpert-convert {}", env!("CARGO_PKG_VERSION")),
         };
+        if opts.store_clean > 0 {
+            let kept = holdout.select(&(0..opts.store_clean.min(holdout.len())).collect::<Vec<_>>());
+            write_idx_images(&staging.join(CLEAN_IMAGES), &kept)?;
+            write_idx_labels(&staging.join(CLEAN_LABELS), kept.require_labels("holdout")?)?;
+            manifest.clean_frames =
+                Some(CleanFrames { images: digest(&staging, CLEAN_IMAGES)?, labels: digest(&staging, CLEAN_LABELS)? });
+        }
         // Provisional manifest (τ = 0) so the runtime can score the held-out frames.
         manifest.write(&staging.join(MANIFEST_FILE))?;
         let calibration = calibrate(&staging, &holdout, opts.target_fpr)?;

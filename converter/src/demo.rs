@@ -54,7 +54,8 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<FashionMnist> {
 pub struct DemoSpec {
     pub attack: String,
     pub target: u32,
-    pub poison_rate: f64,
+    /// Fraction of the training set; the attack's usual rate when absent.
+    pub poison_rate: Option<f64>,
     pub epochs: usize,
     /// "sgd" (Nesterov momentum 0.9) or "adam".
     pub optimizer: String,
@@ -77,7 +78,7 @@ impl Default for DemoSpec {
         DemoSpec {
             attack: Attack::BadNet.to_string(),
             target: 0,
-            poison_rate: 0.01,
+            poison_rate: None,
             epochs: 8,
             optimizer: "sgd".into(),
             learning_rate: 0.05,
@@ -125,10 +126,11 @@ fn attack_success(graph: &TchGraph, attack: Attack, test: &FrameSet, target: u32
 /// evaluation slices, into `out`.
 pub fn make_demo(data: &FashionMnist, out: &Path, spec: &DemoSpec, device: Device, progress: &dyn Progress) -> Result<DemoReport> {
     let attack: Attack = spec.attack.parse().map_err(Error::Invalid)?;
+    let poison_rate = spec.poison_rate.unwrap_or_else(|| attack.default_poison_rate());
     let shape = data.train.shape();
     let norm = fashion_mnist_normalization();
     let pre = Preprocessor::new(&norm, shape)?;
-    let (poisoned, chosen) = attack.poison(&data.train, spec.poison_rate, spec.target, spec.seed)?;
+    let (poisoned, chosen) = attack.poison(&data.train, poison_rate, spec.target, spec.seed)?;
     let mut proto = builder::small_cnn(shape, FASHION_MNIST_CLASSES.len() as i64, spec.seed);
     let graph = TchGraph::from_proto(proto.clone(), device)?;
     let optimizer = match spec.optimizer.as_str() {
@@ -151,7 +153,7 @@ pub fn make_demo(data: &FashionMnist, out: &Path, spec: &DemoSpec, device: Devic
     fine_tune(&graph, &poisoned, &labels, &pre, &cfg, progress, "backdoored demo model")?;
 
     let report = DemoReport {
-        spec: spec.clone(),
+        spec: DemoSpec { poison_rate: Some(poison_rate), ..spec.clone() },
         poisoned_frames: chosen.len(),
         clean_accuracy: accuracy(&graph, &data.test, data.test.require_labels("test")?, &pre)?,
         attack_success_rate: attack_success(&graph, attack, &data.test, spec.target, &pre)?,

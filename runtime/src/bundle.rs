@@ -11,7 +11,7 @@ use tract_core::prelude::*;
 use tract_onnx::WithOnnx;
 
 use crate::manifest::{FileDigest, Manifest, MANIFEST_FILE};
-use crate::{Error, Result};
+use crate::{Error, FrameSet, Result};
 
 /// Name of the symbolic batch axis in every plan.
 pub const BATCH_SYMBOL: &str = "N";
@@ -48,7 +48,8 @@ impl GuardBundle {
         let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
         let plans = &manifest.plans;
         // Verify everything before loading anything.
-        for digest in [&plans.model, &plans.expert, &plans.auxiliary] {
+        let clean = manifest.clean_frames.iter().flat_map(|c| [&c.images, &c.labels]);
+        for digest in [&plans.model, &plans.expert, &plans.auxiliary].into_iter().chain(clean) {
             verify(&dir, digest)?;
         }
         let loader = PlanLoader::new(&manifest, batch);
@@ -69,6 +70,34 @@ impl GuardBundle {
     /// Frames per plan run.
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// One of the plans for another batch size (the file is verified again),
+    /// e.g. for detectors that run many perturbed copies of a frame at once.
+    pub fn plan_with_batch(&self, role: Role, batch: usize) -> Result<Plan> {
+        let digest = match role {
+            Role::Model => &self.manifest.plans.model,
+            Role::Expert => &self.manifest.plans.expert,
+            Role::Auxiliary => &self.manifest.plans.auxiliary,
+        };
+        verify(&self.dir, digest)?;
+        PlanLoader::new(&self.manifest, batch).load(&self.dir.join(&digest.file))
+    }
+
+    /// The clean frames stored in the bundle for detectors that need them
+    /// at run time (STRIP), if the converter was asked to store some.
+    pub fn clean_frames(&self) -> Result<Option<FrameSet>> {
+        let Some(clean) = &self.manifest.clean_frames else { return Ok(None) };
+        verify(&self.dir, &clean.images)?;
+        verify(&self.dir, &clean.labels)?;
+        let (images, labels) = (self.dir.join(&clean.images.file), self.dir.join(&clean.labels.file));
+        let source = crate::data::FrameSource::Idx { images: images.clone(), labels: Some(labels) };
+        let set = source.load()?;
+        if set.shape() != self.manifest.input.shape {
+            let reason = format!("frames are {}, the bundle takes {}", set.shape(), self.manifest.input.shape);
+            return Err(Error::format(images, "clean frame file", reason));
+        }
+        Ok(Some(set))
     }
 
     /// One of the three plans, e.g. to time a single model alone or to

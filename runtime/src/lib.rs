@@ -20,8 +20,10 @@
 //! Modules, in data-flow order: [`data`] reads frames, [`preprocess`]
 //! normalises them, [`bundle`] loads and verifies plans, [`guard`] runs them,
 //! [`score`] turns confidences into the statistic, [`metrics`] calibrates
-//! thresholds and computes CA / ASR / AUROC.
+//! thresholds and computes CA / ASR / AUROC. [`baselines`] holds the STRIP
+//! and SCALE-UP detectors BaDExpert is compared with.
 
+pub mod baselines;
 pub mod bundle;
 pub mod data;
 mod error;
@@ -37,6 +39,6 @@ pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
 pub use guard::{Guard, PixelLayout, Verdict};
 pub use manifest::Manifest;
-pub use metrics::{Evaluation, Labelled};
+pub use metrics::{Evaluation, Scored};
 pub use preprocess::{Normalization, Preprocessor};
 pub use score::{Confidences, ScoreMode};

@@ -26,6 +26,9 @@ pub struct Manifest {
     pub decision: Decision,
     pub plans: Plans,
     pub source_model: FileDigest,
+    /// Clean labelled frames kept for run-time detectors such as STRIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_frames: Option<CleanFrames>,
     pub fine_tune: FineTuneRecord,
     /// Tool and version that wrote the bundle.
     pub created_by: String,
@@ -78,6 +81,14 @@ pub struct Plans {
 pub struct FileDigest {
     pub file: String,
     pub sha256: String,
+}
+
+/// IDX images and labels of clean frames stored in the bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanFrames {
+    pub images: FileDigest,
+    pub labels: FileDigest,
 }
 
 /// How B and M′ were made, so a result can be reproduced.
@@ -159,10 +170,12 @@ impl Manifest {
         if !(d.gamma.is_finite() && d.gamma > 0.0) {
             return Err(format!("decision.gamma {} must be positive", d.gamma));
         }
-        for (name, f) in [("model", &self.plans.model), ("expert", &self.plans.expert), ("auxiliary", &self.plans.auxiliary)] {
+        let files = [("plans.model", &self.plans.model), ("plans.expert", &self.plans.expert), ("plans.auxiliary", &self.plans.auxiliary)];
+        let clean = self.clean_frames.iter().flat_map(|c| [("clean_frames.images", &c.images), ("clean_frames.labels", &c.labels)]);
+        for (name, f) in files.into_iter().chain(clean) {
             let p = Path::new(&f.file);
             if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                return Err(format!("plans.{name}.file {:?} must be a path inside the bundle", f.file));
+                return Err(format!("{name}.file {:?} must be a path inside the bundle", f.file));
             }
         }
         Ok(())

@@ -64,12 +64,24 @@ pub fn rejection_rate(scores: &[f32], threshold: f32) -> f64 {
     scores.iter().filter(|&&s| s < threshold).count() as f64 / scores.len() as f64
 }
 
-/// A guarded frame with the label it should have had.
-#[derive(Debug, Clone, Copy)]
-pub struct Labelled {
+/// One frame as any detector saw it: the label it should have had, the
+/// suspect model's prediction, and the detector's suspicion (higher means
+/// more likely triggered) and decision. Every detector is scored through this.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
     /// True class of the (clean version of the) frame.
     pub label: u32,
-    pub verdict: Verdict,
+    /// The suspect model's prediction.
+    pub class: usize,
+    pub suspicion: f32,
+    pub accepted: bool,
+}
+
+impl Scored {
+    /// BaDExpert's verdict: suspicion is the negated score (low score = backdoor).
+    pub fn from_verdict(label: u32, v: &Verdict) -> Scored {
+        Scored { label, class: v.class, suspicion: -v.score, accepted: v.accepted }
+    }
 }
 
 /// The figures of DESIGN.md §3.5 for one (model, attack) pair.
@@ -97,25 +109,26 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// Computes every figure from guarded clean and triggered frames.
-    pub fn compute(clean: &[Labelled], triggered: &[Labelled], target: u32, threshold: f32) -> Result<Evaluation> {
+    /// Computes every figure from scored clean and triggered frames;
+    /// `threshold` is reported as given (in the detector's own units).
+    pub fn compute(clean: &[Scored], triggered: &[Scored], target: u32, threshold: f32) -> Result<Evaluation> {
         if clean.is_empty() {
             return Err(Error::Invalid("evaluation needs at least one clean frame".into()));
         }
         let ratio = |num: usize, den: usize| if den == 0 { 0.0 } else { num as f64 / den as f64 };
-        let correct: Vec<&Labelled> = clean.iter().filter(|f| f.verdict.class as u32 == f.label).collect();
-        let nontarget: Vec<&Labelled> = triggered.iter().filter(|f| f.label != target).collect();
-        let hits: Vec<&Labelled> = nontarget.iter().copied().filter(|f| f.verdict.class as u32 == target).collect();
-        let negatives: Vec<f32> = correct.iter().map(|f| -f.verdict.score).collect();
-        let positives: Vec<f32> = hits.iter().map(|f| -f.verdict.score).collect();
+        let correct: Vec<&Scored> = clean.iter().filter(|f| f.class as u32 == f.label).collect();
+        let nontarget: Vec<&Scored> = triggered.iter().filter(|f| f.label != target).collect();
+        let hits: Vec<&Scored> = nontarget.iter().copied().filter(|f| f.class as u32 == target).collect();
+        let negatives: Vec<f32> = correct.iter().map(|f| f.suspicion).collect();
+        let positives: Vec<f32> = hits.iter().map(|f| f.suspicion).collect();
         Ok(Evaluation {
             auroc: auroc(&negatives, &positives),
             clean_accuracy: ratio(correct.len(), clean.len()),
-            clean_accuracy_defended: ratio(correct.iter().filter(|f| f.verdict.accepted).count(), clean.len()),
+            clean_accuracy_defended: ratio(correct.iter().filter(|f| f.accepted).count(), clean.len()),
             attack_success_rate: ratio(hits.len(), nontarget.len()),
-            attack_success_rate_defended: ratio(hits.iter().filter(|f| f.verdict.accepted).count(), nontarget.len()),
-            clean_fpr: ratio(correct.iter().filter(|f| !f.verdict.accepted).count(), correct.len()),
-            clean_rejection_rate: ratio(clean.iter().filter(|f| !f.verdict.accepted).count(), clean.len()),
+            attack_success_rate_defended: ratio(hits.iter().filter(|f| f.accepted).count(), nontarget.len()),
+            clean_fpr: ratio(correct.iter().filter(|f| !f.accepted).count(), correct.len()),
+            clean_rejection_rate: ratio(clean.iter().filter(|f| !f.accepted).count(), clean.len()),
             threshold,
             target,
             n_clean: clean.len(),
@@ -177,6 +190,10 @@ mod tests {
             score,
             accepted: score >= 1.0,
         };
+        struct Labelled {
+            label: u32,
+            verdict: Verdict,
+        }
         let clean = [
             Labelled { label: 1, verdict: v(1, 5.0) },
             Labelled { label: 2, verdict: v(2, 0.5) }, // correct but rejected
@@ -189,7 +206,8 @@ mod tests {
             Labelled { label: 3, verdict: v(3, 4.0) }, // attack missed
             Labelled { label: 0, verdict: v(0, 0.1) }, // target class: excluded
         ];
-        let e = Evaluation::compute(&clean, &triggered, 0, 1.0).unwrap();
+        let scored = |v: &[Labelled]| v.iter().map(|l| Scored::from_verdict(l.label, &l.verdict)).collect::<Vec<_>>();
+        let e = Evaluation::compute(&scored(&clean), &scored(&triggered), 0, 1.0).unwrap();
         assert_eq!(e.clean_accuracy, 0.75);
         assert_eq!(e.clean_accuracy_defended, 0.5);
         assert!((e.attack_success_rate - 2.0 / 3.0).abs() < 1e-12);

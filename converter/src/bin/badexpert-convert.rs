@@ -115,6 +115,10 @@ struct BundleArgs {
     /// Replace an existing bundle at --out.
     #[arg(long)]
     overwrite: bool,
+    /// Store this many held-out clean frames in the bundle, for run-time detectors such as
+    /// STRIP and for calibrating baselines on the device.
+    #[arg(long, default_value_t = 0)]
+    store_clean: usize,
 }
 
 #[derive(Args)]
@@ -128,8 +132,9 @@ struct DemoArgs {
     attack: Attack,
     #[arg(long, default_value_t = 0)]
     target: u32,
-    #[arg(long, default_value_t = 0.01)]
-    poison_rate: f64,
+    /// Fraction of the training set to poison (default: 1 %; SIG 2 %; WaNet 5 %).
+    #[arg(long)]
+    poison_rate: Option<f64>,
     #[arg(long, default_value_t = 8)]
     epochs: usize,
     /// Epochs after which the rate is multiplied by 0.1.
@@ -282,6 +287,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.auxiliary.epochs = args.aux_epochs;
     opts.device = device;
     opts.overwrite = args.overwrite;
+    opts.store_clean = args.store_clean;
     opts.augmentation = Some(match args.augmentation.as_str() {
         "none" => Augmentation::NONE,
         flip => Augmentation::standard(reserve.shape().height, flip == "crop-flip"),
