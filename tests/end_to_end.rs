@@ -90,3 +90,41 @@ fn shipped_bundle_guards_the_shipped_slice() {
     assert!(e.auroc.unwrap() >= 0.98, "{e:?}");
     assert!(e.attack_success_rate_defended <= 0.05, "{e:?}");
 }
+
+/// STRIP and SCALE-UP run on the bundle's stored clean frames and are scored
+/// by the same metrics code as BaDExpert.
+#[test]
+fn baselines_are_scored_with_the_same_metrics() {
+    use badexpert_runtime::baselines::{ScaleUp, Strip};
+    let c = demo_conversion();
+    let bundle = GuardBundle::open(&c.bundle).unwrap();
+    let stored = bundle.clean_frames().unwrap().expect("converted with store_clean");
+    assert_eq!(stored.len(), 200);
+    let take = |set: FrameSet| set.select(&(0..100).collect::<Vec<_>>());
+    let clean = take(load(&demo_dir().join("eval-clean-images-idx3-ubyte.gz")));
+    let triggered = Attack::BadNet.triggered(&clean);
+    let mut guard = Guard::new(&bundle).unwrap();
+    let mut strip = Strip::new(&bundle, stored, 20).unwrap();
+    let mut scale_up = ScaleUp::new(&bundle).unwrap();
+    let score = |set: &FrameSet, guard: &mut Guard, f: &mut dyn FnMut(&[u8]) -> f32| -> Vec<Scored> {
+        let labels = set.labels().unwrap();
+        (0..set.len())
+            .map(|i| {
+                let v = guard.guard(set.frame(i), PixelLayout::Chw).unwrap();
+                Scored { label: labels[i], class: v.class, suspicion: f(set.frame(i)), accepted: true }
+            })
+            .collect()
+    };
+    let mut strip_score = |f: &[u8]| strip.score(f).unwrap();
+    let s_clean = score(&clean, &mut guard, &mut strip_score);
+    let s_trig = score(&triggered, &mut guard, &mut strip_score);
+    let strip_eval = Evaluation::compute(&s_clean, &s_trig, 0, 0.0).unwrap();
+    let mut scale_score = |f: &[u8]| scale_up.score(f).unwrap();
+    let u_clean = score(&clean, &mut guard, &mut scale_score);
+    let u_trig = score(&triggered, &mut guard, &mut scale_score);
+    assert!(u_clean.iter().chain(&u_trig).all(|s| (0.0..=1.0).contains(&s.suspicion)));
+    let scale_eval = Evaluation::compute(&u_clean, &u_trig, 0, 0.0).unwrap();
+    eprintln!("STRIP AUROC {:?}, SCALE-UP AUROC {:?} (BadNet, 100 + 100 frames)", strip_eval.auroc, scale_eval.auroc);
+    // A bright corner patch dominates superimpositions: STRIP's known success case.
+    assert!(strip_eval.auroc.unwrap() > 0.9, "{strip_eval:?}");
+}

@@ -191,16 +191,14 @@ pub fn convert(
             (1.0 / opts.target_fpr).ceil()
         )));
     }
-    let fit_labels = fit.require_labels("fit")?;
     let hold_labels = holdout.require_labels("holdout")?;
     debug_assert_eq!(fit.len() + holdout.len(), labels.len());
     let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(shape.height, true));
 
     let chosen = opts.expert.make(&load, &fit, &holdout, classes, &pre, augmentation, opts.seed, progress)?;
     let (expert, expert_cfg, expert_trials) = (chosen.graph, chosen.config, chosen.trials);
-    let aux_cfg = opts.auxiliary.config(augmentation, opts.seed.wrapping_add(1));
-    let auxiliary = load()?;
-    opts.auxiliary.fit(&auxiliary, &fit, fit_labels, &pre, &aux_cfg, progress)?;
+    let made = opts.auxiliary.make(&load, &fit, &holdout, &pre, augmentation, opts.seed.wrapping_add(1), progress)?;
+    let (auxiliary, aux_cfg, aux_trials) = (made.graph, made.config, made.trials);
 
     let model_accuracy = accuracy(&model, &holdout, hold_labels, &pre)?;
     let expert_accuracy = accuracy(&expert, &holdout, hold_labels, &pre)?;
@@ -256,7 +254,7 @@ pub fn convert(
                     expert_accuracy,
                     if matches!(opts.expert.rate, ExpertRate::Auto { .. }) { expert_trials.clone() } else { vec![] },
                 ),
-                auxiliary: aux_cfg.record("true labels", auxiliary_accuracy, vec![]),
+                auxiliary: aux_cfg.record("true labels", auxiliary_accuracy, aux_trials),
                 reserve_size: reserve.len(),
                 fit_size: fit.len(),
                 holdout_size: holdout.len(),

@@ -31,6 +31,9 @@ pub enum Error {
     #[error(transparent)]
     Runtime(#[from] badexpert_runtime::Error),
 
+    #[error("{what}: training diverged (loss {loss} in epoch {epoch}); lower the learning rate")]
+    Diverged { what: String, loss: f64, epoch: usize },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -24,7 +24,8 @@
 //! graph and back), [`expert`] (§3.1, B), [`auxiliary`] (§3.2, M′),
 //! [`train`] (the shared fine-tuning loop), [`calibration`] (§3.4, τ via the
 //! runtime's guard), [`export`] (NNEF plans), [`convert`] (the pipeline).
-//! [`attack`] and [`demo`] make backdoored models to evaluate on.
+//! [`attack`] and [`demo`] make backdoored models to evaluate on; [`report`]
+//! compares BaDExpert with STRIP and SCALE-UP across them.
 
 pub mod attack;
 pub mod augment;
@@ -36,6 +37,7 @@ mod error;
 pub mod expert;
 pub mod export;
 pub mod onnx;
+pub mod report;
 pub mod train;
 
 pub use convert::{convert, ConvertOptions, Conversion};

@@ -112,6 +112,22 @@ pub fn fine_tune(
     progress: &dyn Progress,
     what: &str,
 ) -> Result<f64> {
+    fine_tune_watched(graph, frames, labels, pre, cfg, progress, what, &mut |_| Ok(true))
+}
+
+/// [`fine_tune`], calling `after_epoch(epoch)` at the end of every epoch;
+/// training stops early when it returns `false`.
+#[allow(clippy::too_many_arguments)]
+pub fn fine_tune_watched(
+    graph: &TchGraph,
+    frames: &FrameSet,
+    labels: &[i64],
+    pre: &Preprocessor,
+    cfg: &TrainConfig,
+    progress: &dyn Progress,
+    what: &str,
+    after_epoch: &mut dyn FnMut(usize) -> Result<bool>,
+) -> Result<f64> {
     if frames.len() != labels.len() {
         return Err(Error::Data(format!("{} frames but {} training labels", frames.len(), labels.len())));
     }
@@ -157,13 +173,16 @@ pub fn fine_tune(
             opt.step();
             let l = loss.f_double_value(&[])?;
             if !l.is_finite() {
-                return Err(Error::Invalid(format!("{what}: loss became {l} in epoch {epoch}; lower the learning rate")));
+                return Err(Error::Diverged { what: what.into(), loss: l, epoch });
             }
             total += l * chunk.len() as f64;
             seen += chunk.len();
             progress.step(l);
         }
         last_epoch_loss = total / seen.max(1) as f64;
+        if !after_epoch(epoch)? {
+            break;
+        }
     }
     progress.finish();
     Ok(last_epoch_loss)

@@ -26,6 +26,7 @@
 pub mod baselines;
 pub mod bundle;
 pub mod data;
+pub mod evaluate;
 mod error;
 mod frames;
 pub mod guard;

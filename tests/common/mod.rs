@@ -47,6 +47,7 @@ pub fn demo_conversion() -> MutexGuard<'static, Conversion> {
         let mut opts = ConvertOptions::new(norm);
         opts.device = tch::Device::Cpu;
         opts.overwrite = true;
+        opts.store_clean = 200;
         Mutex::new(convert(&model, &reserve(), &out, &opts, &()).expect("demo conversion"))
     });
     lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

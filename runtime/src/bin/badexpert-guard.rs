@@ -4,12 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use badexpert_runtime::data::{read_idx_labels, read_image_file, FrameSource};
-use badexpert_runtime::baselines::{ScaleUp, Strip};
-use badexpert_runtime::metrics::{threshold_at_fpr, Evaluation, Scored};
+use badexpert_runtime::baselines::Strip;
+use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind};
 use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout, Verdict};
 use clap::{Args, Parser, Subcommand};
 
@@ -208,84 +207,6 @@ fn load_labelled(path: &Path, labels: Option<&PathBuf>, what: &str) -> Result<Fr
     Ok(set)
 }
 
-fn guard_all(guard: &mut Guard, set: &FrameSet, latencies: &mut Vec<f64>) -> Result<Vec<Verdict>> {
-    let mut out = Vec::with_capacity(set.len());
-    for i in 0..set.len() {
-        let start = Instant::now();
-        let verdict = guard.guard(set.frame(i), PixelLayout::Chw).with_context(|| format!("frame {i}"))?;
-        latencies.push(start.elapsed().as_secs_f64() * 1e6);
-        out.push(verdict);
-    }
-    Ok(out)
-}
-
-/// A detector under evaluation: its per-frame suspicion (higher = more suspicious).
-trait Detector {
-    fn suspicion(&mut self, frame: &[u8]) -> Result<f32>;
-    /// Model evaluations per frame.
-    fn evaluations(&self) -> usize;
-}
-
-impl Detector for (Strip, usize) {
-    fn suspicion(&mut self, frame: &[u8]) -> Result<f32> {
-        Ok(self.0.score(frame)?)
-    }
-    fn evaluations(&self) -> usize {
-        self.1
-    }
-}
-
-impl Detector for ScaleUp {
-    fn suspicion(&mut self, frame: &[u8]) -> Result<f32> {
-        Ok(self.score(frame)?)
-    }
-    fn evaluations(&self) -> usize {
-        ScaleUp::FACTORS.len() + 1
-    }
-}
-
-/// Per-frame cost of a detector.
-fn cost(evaluations: usize, latencies: &mut [f64]) -> serde_json::Value {
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
-    serde_json::json!({ "model_evaluations": evaluations, "mean_us": mean, "p50_us": pick(0.5), "p99_us": pick(0.99), "frames": latencies.len() })
-}
-
-/// Scores a baseline detector: threshold at the bundle's target FPR on its
-/// stored clean frames (those M classifies correctly), then every eval frame.
-fn evaluate_baseline(
-    detector: &mut dyn Detector,
-    calibration: &FrameSet,
-    calibration_classes: &[usize],
-    sets: [(&FrameSet, &[Verdict]); 2],
-    target: u32,
-    fpr: f64,
-) -> Result<(Evaluation, serde_json::Value)> {
-    let labels = calibration.require_labels("stored clean frames")?;
-    let mut negated = Vec::new();
-    for i in 0..calibration.len() {
-        if calibration_classes[i] as u32 == labels[i] {
-            negated.push(-detector.suspicion(calibration.frame(i))?);
-        }
-    }
-    // Reject when suspicion > t, i.e. −suspicion < −t: the same quantile rule as BaDExpert's.
-    let t = threshold_at_fpr(&negated, fpr).context("calibrating on the bundle's stored clean frames")?;
-    let mut latencies = Vec::new();
-    let mut scored = [Vec::new(), Vec::new()];
-    for (k, (set, verdicts)) in sets.into_iter().enumerate() {
-        let labels = set.require_labels("evaluation")?;
-        for i in 0..set.len() {
-            let start = Instant::now();
-            let suspicion = detector.suspicion(set.frame(i))?;
-            latencies.push(start.elapsed().as_secs_f64() * 1e6);
-            scored[k].push(Scored { label: labels[i], class: verdicts[i].class, suspicion, accepted: -suspicion >= t });
-        }
-    }
-    let eval = Evaluation::compute(&scored[0], &scored[1], target, -t)?;
-    Ok((eval, cost(detector.evaluations(), &mut latencies)))
-}
-
 fn first(set: FrameSet, max: Option<usize>) -> FrameSet {
     match max {
         Some(m) if m < set.len() => set.select(&(0..m).collect::<Vec<_>>()),
@@ -307,45 +228,19 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
     if args.target as usize >= m.classes.len() {
         bail!("--target {} is outside 0..{} (the model has {} classes)", args.target, m.classes.len(), m.classes.len());
     }
-    let mut latencies = Vec::with_capacity(clean.len() + triggered.len());
-    let clean_v = guard_all(&mut guard, &clean, &mut latencies)?;
-    let trig_v = guard_all(&mut guard, &triggered, &mut latencies)?;
-    let scored = |set: &FrameSet, v: &[Verdict]| -> Vec<Scored> {
-        let labels = set.labels().expect("checked labelled");
-        v.iter().zip(labels).map(|(v, &l)| Scored::from_verdict(l, v)).collect()
-    };
-    let eval = Evaluation::compute(&scored(&clean, &clean_v), &scored(&triggered, &trig_v), args.target, m.decision.threshold)?;
-    let guard_cost = cost(3, &mut latencies);
-
-    let mut detectors = serde_json::Map::new();
-    let mut rows = vec![("badexpert".to_string(), eval.clone(), guard_cost.clone())];
-    let baselines: Vec<&String> = args.detectors.iter().filter(|d| *d != "badexpert").collect();
-    if !baselines.is_empty() {
-        let stored = bundle.clean_frames()?.with_context(|| {
-            format!("{} need clean frames at run time; this bundle stores none (convert with --store-clean N)", baselines.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" and "))
-        })?;
-        let stored_classes: Vec<usize> =
-            guard_all(&mut guard, &stored, &mut Vec::new())?.iter().map(|v| v.class).collect();
-        for name in baselines {
-            let mut detector: Box<dyn Detector> = match name.as_str() {
-                "strip" => Box::new((Strip::new(&bundle, stored.clone(), args.strip_n)?, args.strip_n)),
-                _ => Box::new(ScaleUp::new(&bundle)?),
-            };
-            let sets = [(&clean, &clean_v[..]), (&triggered, &trig_v[..])];
-            let (e, c) = evaluate_baseline(detector.as_mut(), &stored, &stored_classes, sets, args.target, m.decision.target_fpr)
-                .with_context(|| format!("evaluating {name}"))?;
-            rows.push((name.clone(), e, c));
-        }
+    let detectors: Vec<DetectorKind> = args.detectors.iter().map(|d| d.parse()).collect::<Result<_, String>>().map_err(anyhow::Error::msg)?;
+    let rows = evaluate_detectors(&bundle, &mut guard, &clean, &triggered, args.target, &detectors, args.strip_n)?;
+    let eval = rows[0].evaluation.clone();
+    let guard_cost = rows[0].cost.clone();
+    let mut by_name = serde_json::Map::new();
+    for r in &rows {
+        let mut v = serde_json::to_value(&r.evaluation)?;
+        v["cost_per_frame"] = serde_json::to_value(&r.cost)?;
+        by_name.insert(r.detector.to_string(), v);
     }
-    for (name, e, c) in &rows {
-        let mut v = serde_json::to_value(e)?;
-        v["cost_per_frame"] = c.clone();
-        detectors.insert(name.replace('-', "_"), v);
-    }
-
     let mut report = serde_json::to_value(&eval)?;
-    report["latency_us"] = guard_cost.clone();
-    report["detectors"] = detectors.into();
+    report["latency_us"] = serde_json::to_value(&guard_cost)?;
+    report["detectors"] = by_name.into();
     report["bundle"] = args.bundle.display().to_string().into();
     let json = serde_json::to_string_pretty(&report)?;
     println!("{json}");
@@ -355,24 +250,10 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
     eprintln!("{}", eval.table());
     eprintln!(
         "guard latency per frame   mean {:.0} µs, p50 {:.0} µs, p99 {:.0} µs (M + B + M′, 1 thread)",
-        guard_cost["mean_us"].as_f64().unwrap_or(0.0),
-        guard_cost["p50_us"].as_f64().unwrap_or(0.0),
-        guard_cost["p99_us"].as_f64().unwrap_or(0.0)
+        guard_cost.mean_us, guard_cost.p50_us, guard_cost.p99_us
     );
     if rows.len() > 1 {
-        eprintln!("\n| detector | AUROC | CA with detector | ASR with detector | clean FPR | model runs/frame | µs/frame |");
-        eprintln!("|---|---|---|---|---|---|---|");
-        for (name, e, c) in &rows {
-            eprintln!(
-                "| {name} | {} | {:.2} % | {:.2} % | {:.2} % | {} | {:.0} |",
-                e.auroc.map_or("n/a".into(), |a| format!("{a:.4}")),
-                100.0 * e.clean_accuracy_defended,
-                100.0 * e.attack_success_rate_defended,
-                100.0 * e.clean_fpr,
-                c["model_evaluations"],
-                c["mean_us"].as_f64().unwrap_or(0.0)
-            );
-        }
+        eprintln!("\n{}", detector_table(&rows));
     }
     Ok(())
 }

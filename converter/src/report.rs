@@ -1,0 +1,195 @@
+//! The evaluation report (the paper's Tables 1 and 2 for our data): for each
+//! backdoored model directory (as `make-demo` writes them), build a guard
+//! bundle, then compare BaDExpert with STRIP and SCALE-UP on its clean
+//! evaluation slice and the slice's triggered copy, plus low-opacity Blend as
+//! an evasion attempt. Writes `report.json` and `report.md`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use badexpert_runtime::data::FrameSource;
+use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind, DetectorReport};
+use badexpert_runtime::{Evaluation, FrameSet, Guard, GuardBundle};
+
+use crate::attack::Attack;
+use crate::convert::{convert, ConvertOptions};
+use crate::onnx::{normalization_metadata, read_model};
+use crate::train::Progress;
+use crate::{Error, Result};
+
+/// What to evaluate and how.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// Evaluation frames per side (clean, triggered), the first ones of the slice.
+    pub frames: usize,
+    pub strip_n: usize,
+    /// Opacities for the low-opacity Blend evasion (applied to Blend models).
+    pub low_opacity: Vec<f32>,
+    pub convert: ConvertOptions,
+}
+
+/// One model's results.
+#[derive(Debug, Serialize)]
+pub struct ModelReport {
+    pub name: String,
+    pub attack: String,
+    pub target: u32,
+    pub detectors: Vec<DetectorReport>,
+    /// (opacity, BaDExpert's figures) for low-opacity Blend.
+    pub low_opacity_blend: Vec<(f32, Evaluation)>,
+    /// Chosen expert rate and held-out accuracies of M, B, M′.
+    pub expert_learning_rate: f64,
+    pub holdout_accuracy: [f64; 3],
+}
+
+/// The model directories under `root` (those holding `model.onnx` and `demo.json`), sorted.
+pub fn model_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| Error::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").is_file() && p.join("demo.json").is_file())
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        return Err(Error::Invalid(format!("{}: no model directories (model.onnx + demo.json) found", root.display())));
+    }
+    Ok(dirs)
+}
+
+fn first(set: FrameSet, n: usize) -> FrameSet {
+    set.select(&(0..n.min(set.len())).collect::<Vec<_>>())
+}
+
+/// Evaluates one model directory into `out/<name>/`.
+pub fn report_model(dir: &Path, out: &Path, opts: &ReportOptions, progress: &dyn Progress) -> Result<ModelReport> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let spec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("demo.json")).map_err(|e| Error::io(dir.join("demo.json"), e))?,
+    )
+    .map_err(|e| Error::Invalid(format!("{}: {e}", dir.join("demo.json").display())))?;
+    let attack: Attack = spec["spec"]["attack"].as_str().unwrap_or("").parse().map_err(Error::Invalid)?;
+    let target = spec["spec"]["target"].as_u64().unwrap_or(0) as u32;
+    let model = dir.join("model.onnx");
+    let mut copts = opts.convert.clone();
+    if let Some(n) = normalization_metadata(&read_model(&model)?)? {
+        copts.normalization = n;
+    }
+    copts.overwrite = true;
+    copts.store_clean = copts.store_clean.max(200);
+    let reserve = FrameSource::detect(&dir.join("reserve-images-idx3-ubyte.gz")).load()?;
+    let bundle_dir = out.join(&name).join("bundle");
+    let conversion = convert(&model, &reserve, &bundle_dir, &copts, progress)?;
+    let bundle = GuardBundle::open(&bundle_dir)?;
+    let mut guard = Guard::new(&bundle)?;
+    let clean = first(FrameSource::detect(&dir.join("eval-clean-images-idx3-ubyte.gz")).load()?, opts.frames);
+    let triggered = attack.triggered(&clean);
+    let all = [DetectorKind::BadExpert, DetectorKind::Strip, DetectorKind::ScaleUp];
+    let detectors = evaluate_detectors(&bundle, &mut guard, &clean, &triggered, target, &all, opts.strip_n)?;
+    let mut low_opacity_blend = Vec::new();
+    if matches!(attack, Attack::Blend { .. }) {
+        for &alpha in &opts.low_opacity {
+            let t = Attack::Blend { alpha }.triggered(&clean);
+            let r = evaluate_detectors(&bundle, &mut guard, &clean, &t, target, &[DetectorKind::BadExpert], opts.strip_n)?;
+            low_opacity_blend.push((alpha, r[0].evaluation.clone()));
+        }
+    }
+    Ok(ModelReport {
+        name,
+        attack: attack.to_string(),
+        target,
+        detectors,
+        low_opacity_blend,
+        expert_learning_rate: conversion.manifest.fine_tune.expert.learning_rate,
+        holdout_accuracy: [conversion.model_accuracy, conversion.expert_accuracy, conversion.auxiliary_accuracy],
+    })
+}
+
+fn get(r: &ModelReport, k: DetectorKind) -> Option<&Evaluation> {
+    r.detectors.iter().find(|d| d.detector == k).map(|d| &d.evaluation)
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}", 100.0 * v)
+}
+
+/// The markdown report: Table 1 (CA/ASR without and with each detector),
+/// Table 2 (AUROC per detector), averages, low-opacity Blend, cost.
+pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
+    let kinds = [DetectorKind::BadExpert, DetectorKind::Strip, DetectorKind::ScaleUp];
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# badexpert evaluation report\n\n{} clean + {} triggered frames per model; thresholds at {:.0} % target FPR, \
+         chosen out of sample (BaDExpert: held-out reserve; baselines: clean frames stored in the bundle).\n",
+        opts.frames,
+        opts.frames,
+        100.0 * opts.convert.target_fpr
+    );
+    let _ = writeln!(md, "## CA / ASR (%) without defense and with each detector\n");
+    let _ = writeln!(md, "| model | attack | no defense CA | no defense ASR | {} |", kinds.map(|k| format!("{k} CA | {k} ASR")).join(" | "));
+    let _ = writeln!(md, "|---|---|---|---|{}", "---|---|".repeat(kinds.len()));
+    let mut sums = vec![0.0; 2 + 2 * kinds.len()];
+    for r in reports {
+        let base = get(r, DetectorKind::BadExpert).expect("always evaluated");
+        let mut cells = vec![base.clean_accuracy, base.attack_success_rate];
+        for k in kinds {
+            let e = get(r, k).expect("evaluated");
+            cells.extend([e.clean_accuracy_defended, e.attack_success_rate_defended]);
+        }
+        for (s, c) in sums.iter_mut().zip(&cells) {
+            *s += c;
+        }
+        let _ = writeln!(md, "| {} | {} | {} |", r.name, r.attack, cells.iter().map(|&c| pct(c)).collect::<Vec<_>>().join(" | "));
+    }
+    let n = reports.len().max(1) as f64;
+    let _ = writeln!(md, "| **average** | | {} |\n", sums.iter().map(|&s| format!("**{}**", pct(s / n))).collect::<Vec<_>>().join(" | "));
+
+    let _ = writeln!(md, "## AUROC per detector\n");
+    let _ = writeln!(md, "| model | attack | {} |", kinds.map(|k| k.to_string()).join(" | "));
+    let _ = writeln!(md, "|---|---|{}", "---|".repeat(kinds.len()));
+    let mut auroc_sums = vec![0.0; kinds.len()];
+    for r in reports {
+        let vals: Vec<f64> = kinds.iter().map(|&k| get(r, k).and_then(|e| e.auroc).unwrap_or(f64::NAN)).collect();
+        for (s, v) in auroc_sums.iter_mut().zip(&vals) {
+            *s += v;
+        }
+        let _ = writeln!(md, "| {} | {} | {} |", r.name, r.attack, vals.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" | "));
+    }
+    let _ = writeln!(md, "| **average** | | {} |\n", auroc_sums.iter().map(|s| format!("**{:.4}**", s / n)).collect::<Vec<_>>().join(" | "));
+
+    let low: Vec<&ModelReport> = reports.iter().filter(|r| !r.low_opacity_blend.is_empty()).collect();
+    if !low.is_empty() {
+        let _ = writeln!(md, "## Low-opacity Blend at test time (evasion attempt), BaDExpert\n");
+        let _ = writeln!(md, "| model | opacity | AUROC | ASR without defense | ASR with BaDExpert |\n|---|---|---|---|---|");
+        for r in low {
+            for (alpha, e) in &r.low_opacity_blend {
+                let _ = writeln!(
+                    md,
+                    "| {} | {alpha:.2} | {} | {} | {} |",
+                    r.name,
+                    e.auroc.map_or("n/a".into(), |a| format!("{a:.4}")),
+                    pct(e.attack_success_rate),
+                    pct(e.attack_success_rate_defended)
+                );
+            }
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "## Per model: detectors side by side (with per-frame cost)\n");
+    for r in reports {
+        let _ = writeln!(
+            md,
+            "### {} ({}; expert rate {:.1e}; held-out CA of M / B / M′: {} / {} / {} %)\n\n{}",
+            r.name,
+            r.attack,
+            r.expert_learning_rate,
+            pct(r.holdout_accuracy[0]),
+            pct(r.holdout_accuracy[1]),
+            pct(r.holdout_accuracy[2]),
+            detector_table(&r.detectors)
+        );
+    }
+    md
+}
