@@ -35,10 +35,7 @@ impl std::str::FromStr for AuxiliaryRate {
         if s == "auto" {
             return Ok(AuxiliaryRate::auto());
         }
-        match s.parse::<f64>() {
-            Ok(lr) if lr > 0.0 && lr.is_finite() => Ok(AuxiliaryRate::Fixed(lr)),
-            _ => Err(format!("learning rate {s:?}: expected a positive number or \"auto\"")),
-        }
+        crate::train::parse_learning_rate(s).map(AuxiliaryRate::Fixed)
     }
 }
 

@@ -77,10 +77,7 @@ impl std::str::FromStr for ExpertRate {
         if s == "auto" {
             return Ok(ExpertRate::auto());
         }
-        match s.parse::<f64>() {
-            Ok(lr) if lr > 0.0 && lr.is_finite() => Ok(ExpertRate::Fixed(lr)),
-            _ => Err(format!("learning rate {s:?}: expected a positive number or \"auto\"")),
-        }
+        crate::train::parse_learning_rate(s).map(ExpertRate::Fixed)
     }
 }
 

@@ -65,6 +65,14 @@ impl TrainConfig {
     }
 }
 
+/// Parses a learning rate given on a command line: a positive finite number.
+pub(crate) fn parse_learning_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(lr) if lr > 0.0 && lr.is_finite() => Ok(lr),
+        _ => Err(format!("learning rate {s:?}: expected a positive number or \"auto\"")),
+    }
+}
+
 /// Reports progress of a long loop; the CLI shows bars, tests pass `()`.
 pub trait Progress {
     fn start(&self, _what: &str, _steps: u64) {}
