@@ -19,7 +19,8 @@ use crate::onnx::{normalization_metadata, read_model};
 use crate::train::Progress;
 use crate::{Error, Result};
 
-/// What to evaluate and how.
+/// What to evaluate and how. Each model's input normalisation comes from its
+/// ONNX metadata (as `make-demo` records it), not from `convert`.
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
     /// Evaluation frames per side (clean, triggered), the first ones of the slice.
@@ -73,9 +74,9 @@ pub fn report_model(dir: &Path, out: &Path, opts: &ReportOptions, progress: &dyn
     let target = spec["spec"]["target"].as_u64().unwrap_or(0) as u32;
     let model = dir.join("model.onnx");
     let mut copts = opts.convert.clone();
-    if let Some(n) = normalization_metadata(&read_model(&model)?)? {
-        copts.normalization = n;
-    }
+    copts.normalization = normalization_metadata(&read_model(&model)?)?.ok_or_else(|| {
+        Error::Invalid(format!("{}: no input normalisation recorded in its metadata", model.display()))
+    })?;
     copts.overwrite = true;
     copts.store_clean = copts.store_clean.max(200);
     let reserve = FrameSource::detect(&dir.join("reserve-images-idx3-ubyte.gz")).load()?;
