@@ -6,7 +6,7 @@
 #   LIBTORCH          use this libtorch instead (must be 2.13.0 for tch 0.26)
 
 badexpert_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BADEXPERT_CACHE="${BADEXPERT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/badexpert}"
+BADEXPERT_CACHE="${BADEXPERT_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/badexpert}"
 TORCH_VERSION=2.13.0
 
 log() { printf '[badexpert] %s\n' "$*" >&2; }
