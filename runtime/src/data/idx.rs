@@ -86,25 +86,26 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u32>> {
 
 /// Converts interleaved (N)HWC pixels to planar (N)CHW.
 pub(crate) fn hwc_to_chw(hwc: &[u8], shape: FrameShape) -> Vec<u8> {
-    let (c, hw) = (shape.channels, shape.height * shape.width);
-    let mut out = vec![0u8; hwc.len()];
-    for (frame_in, frame_out) in hwc.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
-        for p in 0..hw {
-            for ch in 0..c {
-                frame_out[ch * hw + p] = frame_in[p * c + ch];
-            }
-        }
-    }
-    out
+    relayout(hwc, shape, true)
 }
 
 fn chw_to_hwc(chw: &[u8], shape: FrameShape) -> Vec<u8> {
+    relayout(chw, shape, false)
+}
+
+/// Moves every value between interleaved and planar order, frame by frame.
+fn relayout(src: &[u8], shape: FrameShape, to_planar: bool) -> Vec<u8> {
     let (c, hw) = (shape.channels, shape.height * shape.width);
-    let mut out = vec![0u8; chw.len()];
-    for (frame_in, frame_out) in chw.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
+    let mut out = vec![0u8; src.len()];
+    for (frame_in, frame_out) in src.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
         for p in 0..hw {
             for ch in 0..c {
-                frame_out[p * c + ch] = frame_in[ch * hw + p];
+                let (planar, interleaved) = (ch * hw + p, p * c + ch);
+                if to_planar {
+                    frame_out[planar] = frame_in[interleaved];
+                } else {
+                    frame_out[interleaved] = frame_in[planar];
+                }
             }
         }
     }
