@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use badexpert_runtime::data::FrameSource;
 use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind, DetectorReport};
-use badexpert_runtime::{Evaluation, FrameSet, Guard, GuardBundle};
+use badexpert_runtime::{Evaluation, Guard, GuardBundle};
 
 use crate::attack::Attack;
 use crate::convert::{convert, ConvertOptions};
@@ -59,10 +59,6 @@ pub fn model_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-fn first(set: FrameSet, n: usize) -> FrameSet {
-    set.select(&(0..n.min(set.len())).collect::<Vec<_>>())
-}
-
 /// Evaluates one model directory into `out/<name>/`.
 pub fn report_model(dir: &Path, out: &Path, opts: &ReportOptions, progress: &dyn Progress) -> Result<ModelReport> {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -84,7 +80,7 @@ pub fn report_model(dir: &Path, out: &Path, opts: &ReportOptions, progress: &dyn
     let conversion = convert(&model, &reserve, &bundle_dir, &copts, progress)?;
     let bundle = GuardBundle::open(&bundle_dir)?;
     let mut guard = Guard::new(&bundle)?;
-    let clean = first(FrameSource::detect(&dir.join("eval-clean-images-idx3-ubyte.gz")).load()?, opts.frames);
+    let clean = FrameSource::detect(&dir.join("eval-clean-images-idx3-ubyte.gz")).load()?.head(opts.frames);
     let triggered = attack.triggered(&clean);
     let all = [DetectorKind::BadExpert, DetectorKind::Strip, DetectorKind::ScaleUp];
     let detectors = evaluate_detectors(&bundle, &mut guard, &clean, &triggered, target, &all, opts.strip_n)?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tract_core::internal::*;
 
 use crate::bundle::{GuardBundle, Role};
+use crate::guard::{input_slice, output_f32};
 use crate::preprocess::Preprocessor;
 use crate::score::argmax;
 use crate::{Error, FrameSet, Result};
@@ -34,19 +35,14 @@ impl BatchRunner {
     }
 
     fn input(&mut self) -> &mut [f32] {
-        Arc::make_mut(&mut self.input)
-            .to_plain_array_view_mut::<f32>()
-            .ok()
-            .and_then(|v| v.into_slice())
-            .expect("contiguous f32 input made in BatchRunner::new")
+        input_slice(&mut self.input)
     }
 
     /// Runs the batch and hands each copy's logits to `each`.
     fn run(&mut self, mut each: impl FnMut(usize, &[f32])) -> Result<()> {
         let fail = |reason: String| Error::Inference { model: "model", reason };
         let out = self.state.run(tvec![TValue::from_const(self.input.clone())]).map_err(|e| fail(format!("{e:#}")))?;
-        let view = out[0].try_as_plain_ram().map_err(|e| fail(e.to_string()))?;
-        let logits = view.as_slice::<f32>().map_err(|e| fail(e.to_string()))?;
+        let logits = output_f32(&out[0]).map_err(|e| fail(e.to_string()))?;
         if logits.len() != self.batch * self.classes {
             return Err(fail(format!("{} logits for batch {} × {} classes", logits.len(), self.batch, self.classes)));
         }

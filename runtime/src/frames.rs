@@ -135,6 +135,11 @@ impl FrameSet {
         FrameSet { shape: self.shape, pixels, labels }
     }
 
+    /// The first `n` frames (all of them when there are fewer).
+    pub fn head(&self, n: usize) -> FrameSet {
+        self.select(&(0..n.min(self.len())).collect::<Vec<_>>())
+    }
+
     /// Appends the frames of `other` (same shape; both labelled or both not).
     pub fn extend(&mut self, other: &FrameSet) -> Result<()> {
         if other.shape != self.shape {

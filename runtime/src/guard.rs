@@ -118,12 +118,17 @@ impl Guard {
 /// The input tensor's values. The Arc is exclusive again once the previous
 /// run's values were dropped; only a plan that kept a reference would force a
 /// copy here.
-fn input_slice(input: &mut Arc<Tensor>) -> &mut [f32] {
+pub(crate) fn input_slice(input: &mut Arc<Tensor>) -> &mut [f32] {
     Arc::make_mut(input)
         .to_plain_array_view_mut::<f32>()
         .ok()
         .and_then(|v| v.into_slice())
-        .expect("input tensor is a contiguous f32 tensor made in Guard::new")
+        .expect("input tensors are contiguous f32 tensors made with Tensor::zero::<f32>")
+}
+
+/// The f32 values of a plan output, read in place.
+pub(crate) fn output_f32(value: &TValue) -> TractResult<&[f32]> {
+    value.try_as_plain_ram()?.as_slice::<f32>()
 }
 
 /// Runs one plan and reads its logits in place.
@@ -131,8 +136,7 @@ fn run_logits<T>(runner: &mut Runner, input: &TValue, classes: usize, read: impl
     let name = runner.name;
     let fail = |reason: String| Error::Inference { model: name, reason };
     let outputs = runner.state.run(tvec![input.clone()]).map_err(|e| fail(format!("{e:#}")))?;
-    let view = outputs[0].try_as_plain_ram().map_err(|e| fail(e.to_string()))?;
-    let logits = view.as_slice::<f32>().map_err(|e| fail(e.to_string()))?;
+    let logits = output_f32(&outputs[0]).map_err(|e| fail(e.to_string()))?;
     if logits.len() != classes {
         return Err(fail(format!("{} logits for {classes} classes", logits.len())));
     }

@@ -207,18 +207,15 @@ fn load_labelled(path: &Path, labels: Option<&PathBuf>, what: &str) -> Result<Fr
     Ok(set)
 }
 
-fn first(set: FrameSet, max: Option<usize>) -> FrameSet {
-    match max {
-        Some(m) if m < set.len() => set.select(&(0..m).collect::<Vec<_>>()),
-        _ => set,
-    }
-}
-
 fn evaluate(args: &EvalArgs) -> Result<()> {
     let (bundle, mut guard) = open(&args.bundle)?;
     let m = bundle.manifest();
-    let clean = first(load_labelled(&args.clean, args.clean_labels.as_ref(), "clean")?, args.max_frames);
-    let triggered = first(load_labelled(&args.triggered, args.triggered_labels.as_ref(), "triggered")?, args.max_frames);
+    let cap = |set: FrameSet| match args.max_frames {
+        Some(n) => set.head(n),
+        None => set,
+    };
+    let clean = cap(load_labelled(&args.clean, args.clean_labels.as_ref(), "clean")?);
+    let triggered = cap(load_labelled(&args.triggered, args.triggered_labels.as_ref(), "triggered")?);
     for (set, what) in [(&clean, "clean"), (&triggered, "triggered")] {
         if set.shape() != m.input.shape {
             bail!("{what} frames are {}, the bundle expects {}", set.shape(), m.input.shape);
