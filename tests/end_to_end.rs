@@ -111,7 +111,7 @@ fn baselines_are_scored_with_the_same_metrics() {
         (0..set.len())
             .map(|i| {
                 let v = guard.guard(set.frame(i), PixelLayout::Chw).unwrap();
-                Scored { label: labels[i], class: v.class, suspicion: f(set.frame(i)), accepted: true }
+                Scored { label: labels[i], class: v.class, suspicion: f(set.frame(i)), accepted: true, confidences: None }
             })
             .collect()
     };

@@ -23,8 +23,24 @@ fn small_report_compares_three_detectors() {
         assert!(d.cost.mean_us > 0.0 && d.cost.frames == 160);
     }
     assert!(r.detectors[0].evaluation.auroc.unwrap() > 0.95, "{:?}", r.detectors[0].evaluation);
+    let parts = r.detectors[0].components.expect("BaDExpert keeps c_B and c_A");
+    assert_eq!(Some(parts.ensemble), r.detectors[0].evaluation.auroc);
+    assert!(r.detectors[1..].iter().all(|d| d.components.is_none()));
+    let names: Vec<String> = r.plots.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["roc.svg", "scores.svg", "confidences.svg"]);
+    let svg = |name: &str| std::fs::read_to_string(out.join("badnet-fmnist").join(name)).unwrap();
+    let roc = svg("roc.svg");
+    assert_eq!(roc.matches("stroke-width=\"2\" points=").count(), 3 * 3, "per detector: a linear and a log-FPR curve and a legend mark");
+    assert!(roc.contains("badexpert (AUROC") && roc.contains("scale_up (AUROC"));
+    assert!(svg("scores.svg").contains("threshold τ"));
+    // One dot per negative and per positive frame, plus two legend dots.
+    let e = &r.detectors[0].evaluation;
+    let hits = (e.attack_success_rate * e.n_triggered_nontarget as f64).round() as usize;
+    let correct = (e.clean_accuracy * e.n_clean as f64).round() as usize;
+    assert_eq!(svg("confidences.svg").matches("<circle").count(), correct + hits + 2);
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["detectors"][1]["detector"], "strip");
     let md = markdown(&[r], &opts);
     assert!(md.contains("| badnet-fmnist | badnet |") && md.contains("## AUROC per detector"), "{md}");
+    assert!(md.contains("B alone") && md.contains("![roc](badnet-fmnist/roc.svg)"), "{md}");
 }

@@ -34,6 +34,9 @@ pub enum Error {
     #[error("{what}: training diverged (loss {loss} in epoch {epoch}); lower the learning rate")]
     Diverged { what: String, loss: f64, epoch: usize },
 
+    #[error("plot {}: {reason}", path.display())]
+    Plot { path: PathBuf, reason: String },
+
     #[error("{0}")]
     Invalid(String),
 }

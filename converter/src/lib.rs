@@ -37,6 +37,7 @@ mod error;
 pub mod expert;
 pub mod export;
 pub mod onnx;
+pub mod plot;
 pub mod report;
 pub mod train;
 

@@ -16,6 +16,7 @@ use badexpert_runtime::{Evaluation, Guard, GuardBundle};
 use crate::attack::Attack;
 use crate::convert::{convert, ConvertOptions};
 use crate::onnx::{normalization_metadata, read_model};
+use crate::plot::write_plots;
 use crate::train::Progress;
 use crate::{Error, Result};
 
@@ -43,6 +44,8 @@ pub struct ModelReport {
     /// Chosen expert rate and held-out accuracies of M, B, M′.
     pub expert_learning_rate: f64,
     pub holdout_accuracy: [f64; 3],
+    /// The SVG figures, relative to the report directory.
+    pub plots: Vec<PathBuf>,
 }
 
 /// The model directories under `root` (those holding `model.onnx` and `demo.json`), sorted.
@@ -84,6 +87,10 @@ pub fn report_model(dir: &Path, out: &Path, opts: &ReportOptions, progress: &dyn
     let triggered = attack.triggered(&clean);
     let all = [DetectorKind::BadExpert, DetectorKind::Strip, DetectorKind::ScaleUp];
     let detectors = evaluate_detectors(&bundle, &mut guard, &clean, &triggered, target, &all, opts.strip_n)?;
+    let plots = write_plots(&out.join(&name), &format!("{name} ({attack})"), &detectors, target, f64::from(bundle.manifest().decision.gamma))?
+        .into_iter()
+        .map(|p| p.strip_prefix(out).map(Path::to_path_buf).unwrap_or(p))
+        .collect();
     let mut low_opacity_blend = Vec::new();
     if matches!(attack, Attack::Blend { .. }) {
         for &alpha in &opts.low_opacity {
@@ -100,6 +107,7 @@ pub fn report_model(dir: &Path, out: &Path, opts: &ReportOptions, progress: &dyn
         low_opacity_blend,
         expert_learning_rate: conversion.manifest.fine_tune.expert.learning_rate,
         holdout_accuracy: [conversion.model_accuracy, conversion.expert_accuracy, conversion.auxiliary_accuracy],
+        plots,
     })
 }
 
@@ -156,6 +164,15 @@ pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
     }
     let _ = writeln!(md, "| **average** | | {} |\n", auroc_sums.iter().map(|s| format!("**{:.4}**", s / n)).collect::<Vec<_>>().join(" | "));
 
+    let _ = writeln!(md, "## BaDExpert's parts: AUROC of B alone, M′ alone and both (the paper's Fig 5)\n");
+    let _ = writeln!(md, "| model | attack | B alone (high c_B) | M′ alone (low c_A) | both |\n|---|---|---|---|---|");
+    for r in reports {
+        if let Some(c) = r.detectors.iter().find_map(|d| d.components) {
+            let _ = writeln!(md, "| {} | {} | {:.4} | {:.4} | {:.4} |", r.name, r.attack, c.expert_only, c.auxiliary_only, c.ensemble);
+        }
+    }
+    md.push('\n');
+
     let low: Vec<&ModelReport> = reports.iter().filter(|r| !r.low_opacity_blend.is_empty()).collect();
     if !low.is_empty() {
         let _ = writeln!(md, "## Low-opacity Blend at test time (evasion attempt), BaDExpert\n");
@@ -187,6 +204,10 @@ pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
             pct(r.holdout_accuracy[2]),
             detector_table(&r.detectors)
         );
+        for p in &r.plots {
+            let _ = writeln!(md, "![{}]({})", p.file_stem().unwrap_or_default().to_string_lossy(), p.display());
+        }
+        md.push('\n');
     }
     md
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::baselines::{ScaleUp, Strip};
 use crate::guard::{Guard, PixelLayout, Verdict};
-use crate::metrics::{threshold_at_fpr, Evaluation, Scored};
+use crate::metrics::{threshold_at_fpr, ComponentAuroc, Evaluation, Scored};
 use crate::{Error, FrameSet, GuardBundle, Result};
 
 /// The detectors that can be compared.
@@ -71,6 +71,9 @@ impl Cost {
 pub struct DetectorReport {
     pub detector: DetectorKind,
     pub evaluation: Evaluation,
+    /// BaDExpert only: AUROC of B alone, M′ alone and both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<ComponentAuroc>,
     pub cost: Cost,
     /// The frames as scored, for ROC curves and histograms.
     #[serde(skip)]
@@ -132,6 +135,7 @@ pub fn evaluate_detectors(
     let mut reports = vec![DetectorReport {
         detector: DetectorKind::BadExpert,
         evaluation: Evaluation::compute(&c, &t, target, m.decision.threshold)?,
+        components: ComponentAuroc::compute(&c, &t, target),
         cost: Cost::from_latencies(3, latencies),
         clean: c,
         triggered: t,
@@ -166,7 +170,7 @@ pub fn evaluate_detectors(
                     let start = Instant::now();
                     let suspicion = detector.suspicion(set.frame(i))?;
                     latencies.push(start.elapsed().as_secs_f64() * 1e6);
-                    Ok(Scored { label: labels[i], class: verdicts[i].class, suspicion, accepted: -suspicion >= t })
+                    Ok(Scored { label: labels[i], class: verdicts[i].class, suspicion, accepted: -suspicion >= t, confidences: None })
                 })
                 .collect()
         };
@@ -175,6 +179,7 @@ pub fn evaluate_detectors(
         reports.push(DetectorReport {
             detector: kind,
             evaluation: Evaluation::compute(&c, &tr, target, -t)?,
+            components: None,
             cost: Cost::from_latencies(evaluations, latencies),
             clean: c,
             triggered: tr,

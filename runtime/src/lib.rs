@@ -40,6 +40,6 @@ pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
 pub use guard::{Guard, PixelLayout, Verdict};
 pub use manifest::Manifest;
-pub use metrics::{Evaluation, Scored};
+pub use metrics::{ComponentAuroc, Evaluation, Scored};
 pub use preprocess::{Normalization, Preprocessor};
 pub use score::{Confidences, ScoreMode};

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::{Error, Result, Verdict};
+use crate::{Confidences, Error, Result, Verdict};
 
 /// Area under the ROC curve: the probability that a positive outranks a
 /// negative (ties count half). Higher scores mean "more positive". `None`
@@ -75,12 +75,75 @@ pub struct Scored {
     pub class: usize,
     pub suspicion: f32,
     pub accepted: bool,
+    /// BaDExpert's (c_B, c_A), kept for component ablations and plots.
+    pub confidences: Option<Confidences>,
 }
 
 impl Scored {
     /// BaDExpert's verdict: suspicion is the negated score (low score = backdoor).
     pub fn from_verdict(label: u32, v: &Verdict) -> Scored {
-        Scored { label, class: v.class, suspicion: -v.score, accepted: v.accepted }
+        Scored { label, class: v.class, suspicion: -v.score, accepted: v.accepted, confidences: Some(v.confidences) }
+    }
+}
+
+/// The two sides every ROC figure is computed on: clean frames M classifies
+/// correctly (negatives) and triggered frames of other classes that M sends
+/// to the target (positives, the attack's hits).
+pub fn roc_sides<'a>(clean: &'a [Scored], triggered: &'a [Scored], target: u32) -> (Vec<&'a Scored>, Vec<&'a Scored>) {
+    let negatives = clean.iter().filter(|f| f.class as u32 == f.label).collect();
+    let positives = triggered.iter().filter(|f| f.label != target && f.class as u32 == target).collect();
+    (negatives, positives)
+}
+
+/// ROC curve points (FPR, TPR), from (0, 0) to (1, 1), one per distinct
+/// threshold; higher suspicion means "more positive".
+pub fn roc_curve(negatives: &[f32], positives: &[f32]) -> Vec<(f64, f64)> {
+    let mut all: Vec<(f32, bool)> =
+        negatives.iter().map(|&s| (s, false)).chain(positives.iter().map(|&s| (s, true))).collect();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (n_neg, n_pos) = (negatives.len().max(1) as f64, positives.len().max(1) as f64);
+    let (mut fp, mut tp) = (0usize, 0usize);
+    let mut curve = vec![(0.0, 0.0)];
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            if all[j].1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        curve.push((fp as f64 / n_neg, tp as f64 / n_pos));
+        i = j;
+    }
+    curve
+}
+
+/// AUROC of each half of BaDExpert alone and of the ensemble (the paper's
+/// Fig 5): B alone flags high c_B, M′ alone flags low c_A.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ComponentAuroc {
+    pub expert_only: f64,
+    pub auxiliary_only: f64,
+    pub ensemble: f64,
+}
+
+impl ComponentAuroc {
+    /// `None` when a side is empty or the frames carry no confidences.
+    pub fn compute(clean: &[Scored], triggered: &[Scored], target: u32) -> Option<ComponentAuroc> {
+        let (neg, pos) = roc_sides(clean, triggered, target);
+        let by = |f: &dyn Fn(&Scored) -> Option<f32>| -> Option<f64> {
+            let n: Option<Vec<f32>> = neg.iter().map(|s| f(s)).collect();
+            let p: Option<Vec<f32>> = pos.iter().map(|s| f(s)).collect();
+            auroc(&n?, &p?)
+        };
+        Some(ComponentAuroc {
+            expert_only: by(&|s| s.confidences.map(|c| c.expert))?,
+            auxiliary_only: by(&|s| s.confidences.map(|c| -c.auxiliary))?,
+            ensemble: by(&|s| Some(s.suspicion))?,
+        })
     }
 }
 
@@ -116,24 +179,23 @@ impl Evaluation {
             return Err(Error::Invalid("evaluation needs at least one clean frame".into()));
         }
         let ratio = |num: usize, den: usize| if den == 0 { 0.0 } else { num as f64 / den as f64 };
-        let correct: Vec<&Scored> = clean.iter().filter(|f| f.class as u32 == f.label).collect();
-        let nontarget: Vec<&Scored> = triggered.iter().filter(|f| f.label != target).collect();
-        let hits: Vec<&Scored> = nontarget.iter().copied().filter(|f| f.class as u32 == target).collect();
+        let (correct, hits) = roc_sides(clean, triggered, target);
+        let nontarget = triggered.iter().filter(|f| f.label != target).count();
         let negatives: Vec<f32> = correct.iter().map(|f| f.suspicion).collect();
         let positives: Vec<f32> = hits.iter().map(|f| f.suspicion).collect();
         Ok(Evaluation {
             auroc: auroc(&negatives, &positives),
             clean_accuracy: ratio(correct.len(), clean.len()),
             clean_accuracy_defended: ratio(correct.iter().filter(|f| f.accepted).count(), clean.len()),
-            attack_success_rate: ratio(hits.len(), nontarget.len()),
-            attack_success_rate_defended: ratio(hits.iter().filter(|f| f.accepted).count(), nontarget.len()),
+            attack_success_rate: ratio(hits.len(), nontarget),
+            attack_success_rate_defended: ratio(hits.iter().filter(|f| f.accepted).count(), nontarget),
             clean_fpr: ratio(correct.iter().filter(|f| !f.accepted).count(), correct.len()),
             clean_rejection_rate: ratio(clean.iter().filter(|f| !f.accepted).count(), clean.len()),
             threshold,
             target,
             n_clean: clean.len(),
             n_triggered: triggered.len(),
-            n_triggered_nontarget: nontarget.len(),
+            n_triggered_nontarget: nontarget,
         })
     }
 
@@ -216,5 +278,20 @@ mod tests {
         assert_eq!(e.n_triggered_nontarget, 3);
         // positives {0.1, 2.0} vs negatives {5, 0.5, 6} on -score: 0.1 beats all 3, 2.0 beats 2
         assert!((e.auroc.unwrap() - 5.0 / 6.0).abs() < 1e-12);
+        // All four frames share c_B = c_A = 0.5: each component alone is a coin flip.
+        let parts = ComponentAuroc::compute(&scored(&clean), &scored(&triggered), 0).unwrap();
+        assert_eq!((parts.expert_only, parts.auxiliary_only), (0.5, 0.5));
+        assert_eq!(parts.ensemble, e.auroc.unwrap());
+    }
+
+    #[test]
+    fn roc_curve_runs_corner_to_corner_and_matches_auroc() {
+        let (neg, pos) = ([0.0f32, 1.0, 2.0], [1.0f32, 3.0]);
+        let curve = roc_curve(&neg, &pos);
+        assert_eq!(curve.first(), Some(&(0.0, 0.0)));
+        assert_eq!(curve.last(), Some(&(1.0, 1.0)));
+        // Trapezoids under the curve give the same area as the rank statistic.
+        let area: f64 = curve.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum();
+        assert!((area - auroc(&neg, &pos).unwrap()).abs() < 1e-12, "{area}");
     }
 }
