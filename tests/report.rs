@@ -44,3 +44,31 @@ fn small_report_compares_three_detectors() {
     assert!(md.contains("| badnet-fmnist | badnet |") && md.contains("## AUROC per detector"), "{md}");
     assert!(md.contains("B alone") && md.contains("![roc](badnet-fmnist/roc.svg)"), "{md}");
 }
+
+#[test]
+fn ablation_varies_reserve_and_rate_and_reports_each_part() {
+    use badexpert_converter::ablation::{ablate, markdown, AblationOptions, Study};
+    use badexpert_converter::expert::ExpertRate;
+    tch::set_num_threads(2);
+    let out = std::env::temp_dir().join(format!("badexpert-ablation-{}", std::process::id()));
+    let mut convert = ConvertOptions::new(Normalization::unit());
+    convert.device = tch::Device::Cpu;
+    let opts = AblationOptions { reserve_sizes: vec![200], expert_rates: vec![ExpertRate::Fixed(1e-3)], frames: 60, convert };
+    let rows = ablate(&common::demo_dir(), &out, &opts, &()).unwrap();
+    assert_eq!(rows.len(), 2);
+    let (small, rate) = (&rows[0], &rows[1]);
+    assert_eq!((small.study, small.reserve_size, small.expert_rate.as_str()), (Study::ReserveSize, 200, "auto"));
+    assert_eq!((rate.study, rate.reserve_size, rate.expert_rate_used), (Study::ExpertRate, 2000, 1e-3));
+    // 40 held-out frames cannot calibrate 1 %: the row says what it calibrated for.
+    assert_eq!(small.target_fpr, 1.5 / 40.0);
+    assert_eq!(rate.target_fpr, 0.01);
+    for r in &rows {
+        let parts = r.components.expect("BaDExpert keeps c_B and c_A");
+        assert_eq!(Some(parts.ensemble), r.evaluation.auroc);
+        assert!((0.0..=1.0).contains(&parts.expert_only) && (0.0..=1.0).contains(&parts.auxiliary_only));
+        assert_eq!(r.evaluation.n_clean, 60);
+    }
+    let md = markdown(&rows);
+    assert!(md.contains("## Clean reserve size") && md.contains("## Unlearning rate") && md.contains("| badnet-fmnist | 200 | auto"), "{md}");
+    std::fs::remove_dir_all(&out).ok();
+}

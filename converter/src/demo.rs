@@ -3,7 +3,7 @@
 //! poisoned with a backdoor, plus the clean reserve and evaluation slices the
 //! demo needs so that it runs without the full data set.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tch::Device;
@@ -14,7 +14,7 @@ use badexpert_runtime::{FrameSet, Normalization, Preprocessor};
 use crate::attack::Attack;
 use crate::augment::Augmentation;
 use crate::convert::split_reserve;
-use crate::onnx::{builder, set_normalization_metadata, write_model, TchGraph};
+use crate::onnx::{builder, normalization_metadata, read_model, set_normalization_metadata, write_model, TchGraph};
 use crate::train::{accuracy, class_indices, fine_tune, Optimizer, Progress, TrainConfig};
 use crate::{Error, Result};
 
@@ -177,4 +177,46 @@ pub fn make_demo(data: &FashionMnist, out: &Path, spec: &DemoSpec, device: Devic
     let json = serde_json::to_string_pretty(&report).expect("plain struct serialises");
     std::fs::write(out.join("demo.json"), json + "\n").map_err(|e| Error::io(out.join("demo.json"), e))?;
     Ok(report)
+}
+
+/// A directory as [`make_demo`] writes it, opened for evaluation: the model,
+/// its attack and target from `demo.json`, its normalisation from the ONNX
+/// metadata, the clean reserve and the clean evaluation slice.
+pub struct DemoDir {
+    pub name: String,
+    pub model: PathBuf,
+    pub attack: Attack,
+    pub target: u32,
+    pub normalization: Normalization,
+    pub reserve: FrameSet,
+    pub eval_clean: FrameSet,
+}
+
+impl DemoDir {
+    pub fn open(dir: &Path) -> Result<DemoDir> {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let json_path = dir.join("demo.json");
+        let spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json_path).map_err(|e| Error::io(&json_path, e))?)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", json_path.display())))?;
+        let attack: Attack = spec["spec"]["attack"]
+            .as_str()
+            .ok_or_else(|| Error::Invalid(format!("{}: no spec.attack", json_path.display())))?
+            .parse()
+            .map_err(|e| Error::Invalid(format!("{}: {e}", json_path.display())))?;
+        let target = spec["spec"]["target"]
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok())
+            .ok_or_else(|| Error::Invalid(format!("{}: no spec.target", json_path.display())))?;
+        let model = dir.join("model.onnx");
+        let normalization = normalization_metadata(&read_model(&model)?)?.ok_or_else(|| {
+            Error::Invalid(format!("{}: no input normalisation recorded in its metadata", model.display()))
+        })?;
+        let load = |name: &str| -> Result<FrameSet> {
+            let set = FrameSource::detect(&dir.join(format!("{name}-images-idx3-ubyte.gz"))).load()?;
+            set.require_labels(name)?;
+            Ok(set)
+        };
+        Ok(DemoDir { name, model, attack, target, normalization, reserve: load("reserve")?, eval_clean: load("eval-clean")? })
+    }
 }

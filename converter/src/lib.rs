@@ -25,8 +25,10 @@
 //! [`train`] (the shared fine-tuning loop), [`calibration`] (§3.4, τ via the
 //! runtime's guard), [`export`] (NNEF plans), [`convert`] (the pipeline).
 //! [`attack`] and [`demo`] make backdoored models to evaluate on; [`report`]
-//! compares BaDExpert with STRIP and SCALE-UP across them.
+//! compares BaDExpert with STRIP and SCALE-UP across them and [`plot`] draws
+//! its figures; [`ablation`] varies the reserve size and the unlearning rate.
 
+pub mod ablation;
 pub mod attack;
 pub mod augment;
 pub mod auxiliary;

@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use badexpert_runtime::data::FrameSource;
 use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind, DetectorReport};
 use badexpert_runtime::{Evaluation, Guard, GuardBundle};
 
 use crate::attack::Attack;
 use crate::convert::{convert, ConvertOptions};
-use crate::onnx::{normalization_metadata, read_model};
+use crate::demo::DemoDir;
 use crate::plot::write_plots;
 use crate::train::Progress;
 use crate::{Error, Result};
@@ -64,26 +63,17 @@ pub fn model_dirs(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Evaluates one model directory into `out/<name>/`.
 pub fn report_model(dir: &Path, out: &Path, opts: &ReportOptions, progress: &dyn Progress) -> Result<ModelReport> {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let spec: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("demo.json")).map_err(|e| Error::io(dir.join("demo.json"), e))?,
-    )
-    .map_err(|e| Error::Invalid(format!("{}: {e}", dir.join("demo.json").display())))?;
-    let attack: Attack = spec["spec"]["attack"].as_str().unwrap_or("").parse().map_err(Error::Invalid)?;
-    let target = spec["spec"]["target"].as_u64().unwrap_or(0) as u32;
-    let model = dir.join("model.onnx");
+    let demo = DemoDir::open(dir)?;
+    let (name, attack, target) = (demo.name.clone(), demo.attack, demo.target);
     let mut copts = opts.convert.clone();
-    copts.normalization = normalization_metadata(&read_model(&model)?)?.ok_or_else(|| {
-        Error::Invalid(format!("{}: no input normalisation recorded in its metadata", model.display()))
-    })?;
+    copts.normalization = demo.normalization.clone();
     copts.overwrite = true;
     copts.store_clean = copts.store_clean.max(200);
-    let reserve = FrameSource::detect(&dir.join("reserve-images-idx3-ubyte.gz")).load()?;
     let bundle_dir = out.join(&name).join("bundle");
-    let conversion = convert(&model, &reserve, &bundle_dir, &copts, progress)?;
+    let conversion = convert(&demo.model, &demo.reserve, &bundle_dir, &copts, progress)?;
     let bundle = GuardBundle::open(&bundle_dir)?;
     let mut guard = Guard::new(&bundle)?;
-    let clean = FrameSource::detect(&dir.join("eval-clean-images-idx3-ubyte.gz")).load()?.head(opts.frames);
+    let clean = demo.eval_clean.head(opts.frames);
     let triggered = attack.triggered(&clean);
     let all = [DetectorKind::BadExpert, DetectorKind::Strip, DetectorKind::ScaleUp];
     let detectors = evaluate_detectors(&bundle, &mut guard, &clean, &triggered, target, &all, opts.strip_n)?;

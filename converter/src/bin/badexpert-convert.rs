@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
+use badexpert_converter::ablation::{ablate, markdown as ablation_markdown, AblationOptions};
 use badexpert_converter::attack::Attack;
 use badexpert_converter::augment::Augmentation;
 use badexpert_converter::auxiliary::AuxiliaryRate;
@@ -59,6 +60,28 @@ enum Command {
         /// Only these model directories (names), comma-separated.
         #[arg(long, value_delimiter = ',')]
         only: Option<Vec<String>>,
+    },
+    /// Ablations on backdoored model directories: clean reserve size and the expert's
+    /// unlearning rate, each with the AUROC of B alone, M′ alone and both; writes
+    /// ablation.json and ablation.md.
+    Ablate {
+        /// Directory holding model directories (as for `report`).
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Only these model directories (names), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "badnet-fmnist,blend-fmnist")]
+        only: Vec<String>,
+        /// Reserve sizes to try (nested subsets of the directory's reserve); empty to skip.
+        #[arg(long, value_delimiter = ',', default_value = "100,200,400,2000")]
+        reserve_sizes: Vec<usize>,
+        /// Expert learning rates to try with the whole reserve ("auto" or a rate); empty to skip.
+        #[arg(long, value_delimiter = ',', default_value = "auto,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3,1e-2")]
+        expert_lrs: Vec<ExpertRate>,
+        /// Clean (and as many triggered) evaluation frames per model.
+        #[arg(long, default_value_t = 1000)]
+        frames: usize,
     },
     /// Write a triggered copy of a frame set (labels kept: the true classes).
     Trigger {
@@ -259,14 +282,29 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Trigger { attack, input, output } => trigger(attack, &input, &output),
+        Command::Ablate { models, out, only, reserve_sizes, expert_lrs, frames } => {
+            let mut convert = ConvertOptions::new(Normalization::unit());
+            convert.device = device;
+            let opts = AblationOptions { reserve_sizes, expert_rates: expert_lrs, frames, convert };
+            let dirs = selected_model_dirs(&models, Some(&only))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            let started = std::time::Instant::now();
+            let mut rows = Vec::new();
+            for dir in &dirs {
+                rows.extend(ablate(dir, &out, &opts, &progress).with_context(|| format!("model {}", dir.display()))?);
+            }
+            let md = ablation_markdown(&rows);
+            std::fs::write(out.join("ablation.md"), &md)?;
+            std::fs::write(out.join("ablation.json"), serde_json::to_string_pretty(&rows)? + "\n")?;
+            println!("{md}");
+            eprintln!("{} ablation setting(s) in {:.0} s: {}", rows.len(), started.elapsed().as_secs_f64(), out.join("ablation.md").display());
+            Ok(())
+        }
         Command::Report { models, out, frames, strip_n, only } => {
             let mut convert = ConvertOptions::new(Normalization::unit());
             convert.device = device;
             let opts = ReportOptions { frames, strip_n, low_opacity: vec![0.10, 0.15, 0.20], convert };
-            let mut dirs = model_dirs(&models)?;
-            if let Some(only) = &only {
-                dirs.retain(|d| d.file_name().is_some_and(|n| only.iter().any(|o| o.as_str() == n)));
-            }
+            let dirs = selected_model_dirs(&models, only.as_deref())?;
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let started = std::time::Instant::now();
             let mut reports = Vec::new();
@@ -282,6 +320,20 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The model directories under `root`, restricted to the names in `only`;
+/// a name that matches nothing is an error, not a silent skip.
+fn selected_model_dirs(root: &Path, only: Option<&[String]>) -> Result<Vec<PathBuf>> {
+    let mut dirs = model_dirs(root)?;
+    if let Some(only) = only {
+        let name = |d: &PathBuf| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(missing) = only.iter().find(|o| !dirs.iter().any(|d| &name(d) == *o)) {
+            bail!("{}: no model directory named {missing:?}", root.display());
+        }
+        dirs.retain(|d| only.contains(&name(d)));
+    }
+    Ok(dirs)
 }
 
 fn load_reserve(path: &Path, labels: Option<&PathBuf>) -> Result<FrameSet> {
