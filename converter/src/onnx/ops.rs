@@ -52,14 +52,56 @@ pub(crate) enum Op {
     Concat { axis: i64 },
     Identity,
     Dropout { ratio: Option<f64> },
+    HardSwish,
+    HardSigmoid { alpha: f64, beta: f64 },
+    Gelu { tanh: bool },
+    Erf,
+    Tanh,
+    Neg,
+    Sqrt,
+    Pow,
+    Exp,
+    Reciprocal,
+    /// `axes` from the attribute (before opset 18) or, when `None`, the optional second input.
+    ReduceMean { axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
+    LayerNorm { axis: i64, epsilon: f64 },
+    Shape { start: i64, end: Option<i64> },
+    Gather { axis: i64 },
+    /// `axes` from the attribute (before opset 13) or the second input.
+    Unsqueeze { axes: Option<Vec<i64>> },
+    Squeeze { axes: Option<Vec<i64>> },
+    Slice,
+    ConstantOfShape { value: Tensor },
+    Expand,
+    Cast { to: Kind },
+    Equal,
+    Where,
 }
 
 /// Operator types the interpreter implements (plus Constant, folded at load).
 pub(crate) const SUPPORTED: &[&str] = &[
     "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Clip", "Softmax",
     "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
-    "Transpose", "Concat", "Identity", "Dropout", "Constant",
+    "Transpose", "Concat", "Identity", "Dropout", "Constant", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Tanh",
+    "Neg", "Sqrt", "Pow", "Exp", "Reciprocal", "ReduceMean", "LayerNormalization", "Shape", "Gather", "Unsqueeze",
+    "Squeeze", "Slice", "ConstantOfShape", "Expand", "Cast", "Equal", "Where",
 ];
+
+/// ONNX TensorProto data types as libtorch kinds.
+fn kind_of(onnx_type: i64) -> Option<Kind> {
+    Some(match onnx_type {
+        1 => Kind::Float,
+        2 => Kind::Uint8,
+        3 => Kind::Int8,
+        5 => Kind::Int16,
+        6 => Kind::Int,
+        7 => Kind::Int64,
+        9 => Kind::Bool,
+        10 => Kind::Half,
+        11 => Kind::Double,
+        _ => return None,
+    })
+}
 
 /// Attributes of one node by name.
 pub(crate) struct Attrs<'a> {
@@ -185,6 +227,56 @@ impl Op {
             "Concat" => Op::Concat { axis: a.int("axis", 0) },
             "Identity" => Op::Identity,
             "Dropout" => Op::Dropout { ratio: (opset < 12).then(|| a.float("ratio", 0.5)) },
+            "HardSwish" => Op::HardSwish,
+            "HardSigmoid" => Op::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) },
+            "Gelu" => Op::Gelu {
+                tanh: match a.string("approximate").as_deref() {
+                    None | Some("none") => false,
+                    Some("tanh") => true,
+                    Some(other) => return Err(a.error(format!("approximate {other:?} is not an ONNX value"))),
+                },
+            },
+            "Erf" => Op::Erf,
+            "Tanh" => Op::Tanh,
+            "Neg" => Op::Neg,
+            "Sqrt" => Op::Sqrt,
+            "Pow" => Op::Pow,
+            "Exp" => Op::Exp,
+            "Reciprocal" => Op::Reciprocal,
+            "ReduceMean" => Op::ReduceMean {
+                axes: if opset < 18 { Some(a.ints("axes").unwrap_or_default()) } else { None },
+                keepdims: a.int("keepdims", 1) != 0,
+                noop_with_empty_axes: a.int("noop_with_empty_axes", 0) != 0,
+            },
+            "LayerNormalization" => {
+                if a.int("stash_type", 1) != 1 {
+                    return Err(a.error("stash_type other than float is not supported"));
+                }
+                Op::LayerNorm { axis: a.int("axis", -1), epsilon: a.float("epsilon", 1e-5) }
+            }
+            "Shape" => Op::Shape { start: a.int("start", 0), end: a.map.get("end").map(|e| e.i) },
+            "Gather" => Op::Gather { axis: a.int("axis", 0) },
+            "Unsqueeze" => Op::Unsqueeze { axes: if opset < 13 { Some(a.ints("axes").unwrap_or_default()) } else { None } },
+            "Squeeze" => Op::Squeeze { axes: if opset < 13 { a.ints("axes") } else { None } },
+            "Slice" => {
+                if opset < 10 {
+                    return Err(a.error("Slice before opset 10 (attribute form) is not supported"));
+                }
+                Op::Slice
+            }
+            "ConstantOfShape" => Op::ConstantOfShape {
+                value: match a.map.get("value").and_then(|v| v.t.as_ref()) {
+                    Some(t) => tensor_from_proto(t).map_err(|e| a.error(e))?.f_flatten(0, -1).map_err(|e| a.error(e))?,
+                    None => Tensor::from_slice(&[0f32]),
+                },
+            },
+            "Expand" => Op::Expand,
+            "Cast" => {
+                let to = a.int("to", 0);
+                Op::Cast { to: kind_of(to).ok_or_else(|| a.error(format!("Cast to ONNX type {to} is not supported")))? }
+            }
+            "Equal" => Op::Equal,
+            "Where" => Op::Where,
             _ => return Ok(None),
         }))
     }
@@ -313,8 +405,158 @@ impl Op {
                 };
                 t(x.f_dropout(ratio, true))
             }
+            Op::HardSwish => t(x.f_hardswish()),
+            Op::HardSigmoid { alpha, beta } => t(x.f_mul_scalar(*alpha).and_then(|y| y.f_add_scalar(*beta)).and_then(|y| y.f_clamp(0.0, 1.0))),
+            Op::Gelu { tanh } => t(x.f_gelu(if *tanh { "tanh" } else { "none" })),
+            Op::Erf => t(x.f_erf()),
+            Op::Tanh => t(x.f_tanh()),
+            Op::Neg => t(x.f_neg()),
+            Op::Sqrt => t(x.f_sqrt()),
+            Op::Pow => t(x.f_pow(input(1)?)),
+            Op::Exp => t(x.f_exp()),
+            Op::Reciprocal => t(x.f_reciprocal()),
+            Op::ReduceMean { axes, keepdims, noop_with_empty_axes } => {
+                let axes = match (axes, optional(1)) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(a)) => int_values(a)?,
+                    (None, None) => vec![],
+                };
+                if axes.is_empty() {
+                    if *noop_with_empty_axes {
+                        return Ok(x.shallow_clone());
+                    }
+                    let all: Vec<i64> = (0..x.dim() as i64).collect();
+                    return t(x.f_mean_dim(all.as_slice(), *keepdims, x.kind()));
+                }
+                t(x.f_mean_dim(axes.as_slice(), *keepdims, x.kind()))
+            }
+            Op::LayerNorm { axis, epsilon } => {
+                let size = x.size();
+                let axis = normalize_axis(*axis, size.len())?;
+                t(x.f_layer_norm(&size[axis..], Some(input(1)?), optional(2), *epsilon, false))
+            }
+            Op::Shape { start, end } => {
+                let size = x.size();
+                let rank = size.len() as i64;
+                let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+                let (b, e) = (clamp(*start), clamp(end.unwrap_or(rank)));
+                t(Tensor::from_slice(&size[b..e.max(b)]).f_to_device(x.device()))
+            }
+            Op::Gather { axis } => {
+                let indices = input(1)?;
+                let size = x.size();
+                let axis = normalize_axis(*axis, size.len())?;
+                // Negative indices count from the end.
+                let idx = t(indices.f_to_kind(Kind::Int64).and_then(|i| i.f_remainder(size[axis])).and_then(|i| i.f_to_device(x.device())))?;
+                if idx.dim() == 0 {
+                    return t(x.f_select(axis as i64, idx.int64_value(&[])));
+                }
+                let picked = t(x.f_index_select(axis as i64, &t(idx.f_flatten(0, -1))?))?;
+                let shape: Vec<i64> = size[..axis].iter().chain(idx.size().iter()).chain(size[axis + 1..].iter()).copied().collect();
+                t(picked.f_reshape(shape.as_slice()))
+            }
+            Op::Unsqueeze { axes } => {
+                let axes = match axes {
+                    Some(a) => a.clone(),
+                    None => int_values(input(1)?)?,
+                };
+                let rank = x.dim() + axes.len();
+                let mut axes: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, rank)).collect::<std::result::Result<_, _>>()?;
+                axes.sort_unstable();
+                let mut y = x.shallow_clone();
+                for a in axes {
+                    y = t(y.f_unsqueeze(a as i64))?;
+                }
+                Ok(y)
+            }
+            Op::Squeeze { axes } => {
+                let axes = match (axes, optional(1)) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(a)) => int_values(a)?,
+                    (None, None) => return t(x.f_squeeze()),
+                };
+                let mut axes: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, x.dim())).collect::<std::result::Result<_, _>>()?;
+                axes.sort_unstable_by(|a, b| b.cmp(a));
+                let mut y = x.shallow_clone();
+                for a in axes {
+                    y = t(y.f_squeeze_dim(a as i64))?;
+                }
+                Ok(y)
+            }
+            Op::Slice => slice(x, &int_values(input(1)?)?, &int_values(input(2)?)?, optional(3), optional(4)),
+            Op::ConstantOfShape { value } => {
+                let shape = int_values(x)?;
+                t(value.f_to_device(x.device()).and_then(|v| v.f_reshape([0i64; 0].as_slice())).and_then(|v| v.f_expand(shape.as_slice(), false)).and_then(|v| v.f_contiguous()))
+            }
+            Op::Expand => {
+                let shape = int_values(input(1)?)?;
+                let size = x.size();
+                // Bidirectional broadcast: the result has the larger rank and the larger of each pair.
+                let rank = shape.len().max(size.len());
+                let at = |v: &[i64], i: usize| if i + v.len() >= rank { v[i + v.len() - rank] } else { 1 };
+                let target: Vec<i64> = (0..rank).map(|i| at(&size, i).max(at(&shape, i))).collect();
+                t(x.f_expand(target.as_slice(), false))
+            }
+            Op::Cast { to } => t(x.f_to_kind(*to)),
+            Op::Equal => t(x.f_eq_tensor(input(1)?)),
+            Op::Where => t(input(1)?.f_where_self(x, input(2)?)),
         }
     }
+}
+
+fn normalize_axis(axis: i64, rank: usize) -> std::result::Result<usize, String> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a >= rank as i64 {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+/// ONNX Slice: per axis, `starts`/`ends` clamped to the axis, any step.
+fn slice(x: &Tensor, starts: &[i64], ends: &[i64], axes: Option<&Tensor>, steps: Option<&Tensor>) -> std::result::Result<Tensor, String> {
+    let rank = x.dim();
+    let axes = match axes {
+        Some(a) => int_values(a)?,
+        None => (0..starts.len() as i64).collect(),
+    };
+    let steps = match steps {
+        Some(s) => int_values(s)?,
+        None => vec![1; starts.len()],
+    };
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err("starts, ends, axes and steps differ in length".into());
+    }
+    let mut y = x.shallow_clone();
+    for i in 0..starts.len() {
+        let axis = normalize_axis(axes[i], rank)?;
+        let dim = y.size()[axis];
+        let step = steps[i];
+        if step == 0 {
+            return Err("Slice step 0".into());
+        }
+        let resolve = |v: i64, lo: i64, hi: i64| (if v < 0 { v.saturating_add(dim) } else { v }).clamp(lo, hi);
+        let index: Vec<i64> = if step > 0 {
+            let (b, e) = (resolve(starts[i], 0, dim), resolve(ends[i], 0, dim));
+            (b..e).step_by(step as usize).collect()
+        } else {
+            let (b, e) = (resolve(starts[i], -1, dim - 1), resolve(ends[i], -1, dim - 1));
+            let mut v = Vec::new();
+            let mut k = b;
+            while k > e {
+                v.push(k);
+                k += step;
+            }
+            v
+        };
+        if step == 1 {
+            let (b, n) = (index.first().copied().unwrap_or(0), index.len() as i64);
+            y = y.f_narrow(axis as i64, b, n).map_err(|e| e.to_string())?;
+        } else {
+            let idx = Tensor::from_slice(&index).to_device(y.device());
+            y = y.f_index_select(axis as i64, &idx).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(y)
 }
 
 /// Integer values of a (shape-like) tensor.
