@@ -112,3 +112,25 @@ fn one_sgd_step_updates_weights_as_pytorch_did() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn merged_initializers_are_split_so_batchnorm_statistics_train_apart() {
+    // A fresh Conv→BN→Linear exported by PyTorch in eval mode with
+    // training=PRESERVE: BN's weight doubles as running_var and its bias as
+    // running_mean, through Identity nodes.
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/merged-batchnorm-initializers.onnx");
+    let graph = TchGraph::load(&onnx, Device::Cpu).unwrap();
+    let x = Tensor::randn([4, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let before = graph.predict(&x).unwrap();
+    assert!(relative_diff(&before, &tract_logits(&onnx, &x)) <= 1e-4);
+    let mut opt = nn::Sgd::default().build(graph.var_store(), 0.1).unwrap();
+    let loss = graph.forward(&x, true).unwrap().cross_entropy_for_logits(&Tensor::from_slice(&[0i64, 1, 2, 0]));
+    opt.backward_step(&loss);
+    let proto = graph.to_proto().unwrap();
+    let g = proto.graph.as_ref().unwrap();
+    assert!(g.node.iter().all(|n| n.op_type != "Identity"), "Identity of an initializer left in the graph");
+    let get = |name: &str| tensor_from_proto(g.initializer.iter().find(|t| t.name == name).unwrap()).unwrap();
+    // The running variance moved towards the batch variance; the BN weight by its gradient: no longer equal.
+    assert!(relative_diff(&get("1.running_var"), &get("1.weight")) > 1e-3);
+    assert!(relative_diff(&get("1.running_mean"), &get("1.bias")) > 1e-3);
+}

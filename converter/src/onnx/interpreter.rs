@@ -70,6 +70,27 @@ fn dims_of(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
     }
 }
 
+/// PyTorch's exporter merges initializers with equal values and feeds the
+/// duplicates through `Identity` nodes: an untrained BatchNorm's weight (all
+/// ones) then also serves as its running variance. Fine-tuning must move them
+/// apart, so each such Identity becomes an initializer of its own.
+fn split_aliased_initializers(proto: &mut ModelProto) {
+    let Some(graph) = proto.graph.as_mut() else { return };
+    loop {
+        let inits: HashMap<&str, usize> = graph.initializer.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+        let found = graph.node.iter().enumerate().find_map(|(k, n)| {
+            (n.op_type == "Identity" && n.input.len() == 1 && n.output.len() == 1)
+                .then(|| inits.get(n.input[0].as_str()).map(|&i| (k, i)))
+                .flatten()
+        });
+        let Some((node, init)) = found else { return };
+        let mut copy = graph.initializer[init].clone();
+        copy.name = graph.node[node].output[0].clone();
+        graph.node.remove(node);
+        graph.initializer.push(copy);
+    }
+}
+
 impl TchGraph {
     /// Reads an ONNX file into a graph on `device`.
     pub fn load(path: &Path, device: Device) -> Result<TchGraph> {
@@ -82,7 +103,8 @@ impl TchGraph {
 
     /// Builds a graph from a decoded model. Every unsupported operator is
     /// reported at once, with the nodes that use it.
-    pub fn from_proto(proto: ModelProto, device: Device) -> Result<TchGraph> {
+    pub fn from_proto(mut proto: ModelProto, device: Device) -> Result<TchGraph> {
+        split_aliased_initializers(&mut proto);
         let graph = proto.graph.as_ref().ok_or_else(|| Error::Invalid("no graph".into()))?;
         let opset = opset(&proto);
 
