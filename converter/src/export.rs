@@ -32,9 +32,89 @@ pub fn decluttered(model: &ModelProto, shape: FrameShape, what: &str) -> Result<
     for i in 0..m.outputs.len() {
         m.set_output_fact(i, InferenceFact::default()).map_err(|e| fail("output fact", e))?;
     }
-    m.into_typed()
+    let mut typed = m
+        .into_typed()
         .and_then(|t| t.into_decluttered())
-        .map_err(|e| fail("type inference with a symbolic batch", e))
+        .map_err(|e| fail("type inference with a symbolic batch", e))?;
+    explicit_ceil_padding(&mut typed).map_err(|e| fail("ceil-mode pooling", e))?;
+    unfuse_gelu_exact(&mut typed).map_err(|e| fail("GELU", e))?;
+    Ok(typed)
+}
+
+/// tract's decluttering fuses the exact (erf) GELU of PyTorch exports into
+/// `GeluExact`, which tract 0.23 cannot write to NNEF. It is unfused here into
+/// `0.5·x·(1 + erf(x/√2))`, which NNEF holds and the device fuses again when it
+/// optimises the plan.
+fn unfuse_gelu_exact(model: &mut TypedModel) -> TractResult<()> {
+    use tract_core::ops::change_axes::wire_with_rank_broadcast;
+    use tract_core::ops::element_wise::ElementWiseOp;
+    use tract_core::ops::math::{add, erf, mul};
+    use tract_core::ops::nn::GeluExact;
+    let fused: Vec<usize> =
+        model.nodes().iter().filter(|n| n.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<GeluExact>())).map(|n| n.id).collect();
+    for id in &fused {
+        let (name, input) = (model.node(*id).name.clone(), model.node(*id).inputs[0]);
+        let dt = model.outlet_fact(input)?.datum_type;
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, input)?;
+        let konst = |patch: &mut TypedModelPatch, what: &str, v: f32| -> TractResult<OutletId> {
+            patch.add_const(format!("{name}.{what}"), tensor0(v).cast_to_dt(dt)?.into_owned())
+        };
+        let (inv_sqrt2, one, half) =
+            (konst(&mut patch, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2)?, konst(&mut patch, "one", 1.0)?, konst(&mut patch, "half", 0.5)?);
+        let scaled = wire_with_rank_broadcast(format!("{name}.scaled"), &mut patch, mul(), &[x, inv_sqrt2])?[0];
+        let erf = patch.wire_node(format!("{name}.erf"), erf(), &[scaled])?[0];
+        let one_plus_erf = wire_with_rank_broadcast(format!("{name}.one_plus_erf"), &mut patch, add(), &[erf, one])?[0];
+        let half_x = wire_with_rank_broadcast(format!("{name}.half_x"), &mut patch, mul(), &[x, half])?[0];
+        let out = patch.wire_node(format!("{name}.gelu"), mul(), &[half_x, one_plus_erf])?[0];
+        patch.shunt_outside(model, OutletId::new(*id, 0), out)?;
+        patch.apply(model)?;
+    }
+    if !fused.is_empty() {
+        model.compact()?;
+    }
+    Ok(())
+}
+
+/// NNEF has no ceil mode: tract writes a ceil-mode pool's declared padding
+/// and reads it back as floor mode, which loses the last row and column. The
+/// extra end padding ceil mode implies is made explicit instead (padded
+/// values are ignored by max pooling and by averages that do not count
+/// padding; an average that counts padding keeps ceil mode and is refused).
+fn explicit_ceil_padding(model: &mut TypedModel) -> TractResult<()> {
+    use tract_core::ops::cnn::{MaxPool, PaddingSpec, PoolSpec, SumPool};
+    for id in 0..model.nodes.len() {
+        let Some(&input) = model.nodes[id].inputs.first() else { continue };
+        let shape = model.outlet_fact(input)?.shape.to_tvec();
+        let node = &mut model.nodes[id];
+        let spec: &mut PoolSpec = if let Some(op) = node.op_as_mut::<MaxPool>() {
+            &mut op.pool_spec
+        } else if let Some(op) = node.op_as_mut::<SumPool>() {
+            if op.count_include_pad && matches!(op.pool_spec.padding, PaddingSpec::ExplicitOnnxPool(_, _, true)) {
+                anyhow::bail!("node {}: average pooling with ceil_mode and count_include_pad cannot be written to NNEF", node.name);
+            }
+            &mut op.pool_spec
+        } else {
+            continue;
+        };
+        let PaddingSpec::ExplicitOnnxPool(bef, aft, true) = &spec.padding else { continue };
+        let (bef, mut aft) = (bef.clone(), aft.clone());
+        let dims = spec.data_format.shape(shape)?;
+        for (d, dim) in dims.hw_dims().iter().enumerate() {
+            let input = dim.to_i64()? as usize;
+            let kernel_field = (spec.kernel_shape[d] - 1) * spec.dilation(d) + 1;
+            let stride = spec.stride(d);
+            let dividend = (input + bef[d] + aft[d]).saturating_sub(kernel_field);
+            let mut output = dividend.div_ceil(stride) + 1;
+            // As ONNX and PyTorch: the last window starts inside the input or the declared padding.
+            if (output - 1) * stride >= input + bef[d] {
+                output -= 1;
+            }
+            aft[d] = aft[d].max(((output - 1) * stride + kernel_field).saturating_sub(input + bef[d]));
+        }
+        spec.padding = PaddingSpec::ExplicitOnnxPool(bef, aft, false);
+    }
+    Ok(())
 }
 
 /// Writes `model` as an NNEF tar plan at `out`.
