@@ -71,6 +71,9 @@ pub struct DemoSpec {
     pub reserve_size: usize,
     /// Evaluation frames shipped beside the model.
     pub eval_size: usize,
+    /// An untrained ONNX classifier (input [N, 1, 28, 28], 10 logits) to
+    /// train instead of the built-in CNN, e.g. a PyTorch export.
+    pub architecture: Option<PathBuf>,
 }
 
 impl Default for DemoSpec {
@@ -89,6 +92,7 @@ impl Default for DemoSpec {
             seed: 1,
             reserve_size: 2000,
             eval_size: 1000,
+            architecture: None,
         }
     }
 }
@@ -131,8 +135,15 @@ pub fn make_demo(data: &FashionMnist, out: &Path, spec: &DemoSpec, device: Devic
     let norm = fashion_mnist_normalization();
     let pre = Preprocessor::new(&norm, shape)?;
     let (poisoned, chosen) = attack.poison(&data.train, poison_rate, spec.target, spec.seed)?;
-    let mut proto = builder::small_cnn(shape, FASHION_MNIST_CLASSES.len() as i64, spec.seed);
+    let mut proto = match &spec.architecture {
+        Some(path) => read_model(path)?,
+        None => builder::small_cnn(shape, FASHION_MNIST_CLASSES.len() as i64, spec.seed),
+    };
     let graph = TchGraph::from_proto(proto.clone(), device)?;
+    let dims = &graph.input().dims;
+    if dims.len() != 4 || dims[1..].iter().zip([shape.channels, shape.height, shape.width]).any(|(d, w)| d.is_some_and(|d| d as usize != w)) {
+        return Err(Error::Invalid(format!("the architecture's input {dims:?} does not take Fashion-MNIST's {shape} frames")));
+    }
     let optimizer = match spec.optimizer.as_str() {
         "sgd" => Optimizer::SgdNesterov,
         "adam" => Optimizer::Adam,

@@ -197,6 +197,10 @@ struct DemoArgs {
     no_augment: bool,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Train this untrained ONNX classifier (input [N, 1, 28, 28], 10 logits, e.g. a
+    /// PyTorch export) instead of the built-in CNN.
+    #[arg(long)]
+    architecture: Option<PathBuf>,
 }
 
 fn parse_mislabel(s: &str) -> Result<Mislabel, String> {
@@ -275,6 +279,7 @@ fn run(cli: Cli) -> Result<()> {
                 weight_decay: args.weight_decay,
                 augment: !args.no_augment,
                 seed: args.seed,
+                architecture: args.architecture,
                 ..DemoSpec::default()
             };
             let report = make_demo(&data, &args.out, &spec, device, &progress)?;
