@@ -1,0 +1,80 @@
+//! Heap allocations per guarded frame, counted by a global allocator: what
+//! the guard does beyond the three tract plan runs must allocate nothing
+//! (issue: steady state without allocation). What tract itself allocates
+//! per run is measured the same way and printed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use badexpert_runtime::data::FrameSource;
+use badexpert_runtime::{Guard, GuardBundle, PixelLayout, Role};
+use tract_core::prelude::*;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const FRAMES: usize = 200;
+
+/// Allocations per iteration of `f` over `FRAMES` iterations (after 10 warm-up ones).
+fn per_frame(mut f: impl FnMut(usize)) -> f64 {
+    for i in 0..10 {
+        f(i);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..FRAMES {
+        f(i);
+    }
+    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / FRAMES as f64
+}
+
+#[test]
+fn guarding_a_frame_allocates_nothing_beyond_tract() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/badnet-fmnist");
+    let bundle = GuardBundle::open(demo.join("bundle")).unwrap();
+    let frames = FrameSource::detect(&demo.join("eval-clean-images-idx3-ubyte.gz")).load().unwrap();
+
+    let mut guard = Guard::new(&bundle).unwrap();
+    let guard_allocs = per_frame(|i| {
+        let v = guard.guard(frames.frame(i % frames.len()), PixelLayout::Chw).unwrap();
+        std::hint::black_box(v);
+    });
+
+    // The same three plan runs, on one input tensor, without the guard around them.
+    let s = bundle.manifest().input.shape;
+    let input = Arc::new(Tensor::zero::<f32>(&[1, s.channels, s.height, s.width]).unwrap());
+    let mut states: Vec<_> = [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| bundle.plan(r).spawn().unwrap()).collect();
+    let tract_allocs = per_frame(|_| {
+        for state in states.iter_mut() {
+            let out = state.run(tvec![TValue::from_const(input.clone())]).unwrap();
+            std::hint::black_box(out);
+        }
+    });
+
+    let ours = guard_allocs - tract_allocs;
+    eprintln!("allocations per guarded frame: {guard_allocs:.2} in total, {tract_allocs:.2} inside tract's three plan runs, {ours:.2} in badexpert's code");
+    assert_eq!(ours, 0.0, "the guard's own code allocates per frame");
+}
