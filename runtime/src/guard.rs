@@ -11,12 +11,13 @@ use tract_core::internal::*;
 
 use crate::bundle::GuardBundle;
 use crate::manifest::Decision;
+pub use crate::preprocess::PixelLayout;
 use crate::preprocess::Preprocessor;
 use crate::score::{argmax, softmax_at, Confidences};
 use crate::{Error, Result};
 
 /// The guard's answer for one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct Verdict {
     /// The suspect model's prediction ŷ.
     pub class: usize,
@@ -25,15 +26,6 @@ pub struct Verdict {
     pub score: f32,
     /// False when the frame is flagged as triggered (score < threshold).
     pub accepted: bool,
-}
-
-/// Layout of the u8 pixels handed to the guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PixelLayout {
-    /// Planar: all of channel 0, then channel 1, ... (gray frames are both).
-    Chw,
-    /// Interleaved, as cameras deliver RGB24.
-    Hwc,
 }
 
 struct Runner {
@@ -77,11 +69,7 @@ impl Guard {
 
     /// Guards one u8 frame.
     pub fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
-        let buf = input_slice(&mut self.input);
-        match layout {
-            PixelLayout::Chw => self.pre.planar_into(frame, buf)?,
-            PixelLayout::Hwc => self.pre.interleaved_into(frame, buf)?,
-        }
+        self.pre.load(frame, layout, input_slice(&mut self.input))?;
         self.run()
     }
 
@@ -109,10 +97,25 @@ impl Guard {
         let class = run_logits(&mut self.model, &input, classes, |l| argmax(l))?;
         let expert = run_logits(&mut self.expert, &input, classes, |l| softmax_at(l, class))?;
         let auxiliary = run_logits(&mut self.auxiliary, &input, classes, |l| softmax_at(l, class))?;
-        let confidences = Confidences { expert, auxiliary };
-        let score = self.decision.score.score(confidences, self.decision.gamma);
-        Ok(Verdict { class, confidences, score, accepted: score >= self.decision.threshold })
+        Ok(decide(&self.decision, class, Confidences { expert, auxiliary }))
     }
+}
+
+/// The verdict for M's class and the two confidences in it.
+pub(crate) fn decide(decision: &Decision, class: usize, confidences: Confidences) -> Verdict {
+    let score = decision.score.score(confidences, decision.gamma);
+    Verdict { class, confidences, score, accepted: score >= decision.threshold }
+}
+
+/// Checks a plan's logits: the manifest's class count, all finite.
+pub(crate) fn check_logits(logits: &[f32], classes: usize) -> std::result::Result<(), String> {
+    if logits.len() != classes {
+        return Err(format!("{} logits for {classes} classes", logits.len()));
+    }
+    if logits.iter().any(|v| !v.is_finite()) {
+        return Err("non-finite logits".into());
+    }
+    Ok(())
 }
 
 /// The input tensor's values. The Arc is exclusive again once the previous
@@ -137,11 +140,6 @@ fn run_logits<T>(runner: &mut Runner, input: &TValue, classes: usize, read: impl
     let fail = |reason: String| Error::Inference { model: name, reason };
     let outputs = runner.state.run(tvec![input.clone()]).map_err(|e| fail(format!("{e:#}")))?;
     let logits = output_f32(&outputs[0]).map_err(|e| fail(e.to_string()))?;
-    if logits.len() != classes {
-        return Err(fail(format!("{} logits for {classes} classes", logits.len())));
-    }
-    if logits.iter().any(|v| !v.is_finite()) {
-        return Err(fail("non-finite logits".into()));
-    }
+    check_logits(logits, classes).map_err(fail)?;
     Ok(read(logits))
 }

@@ -20,10 +20,12 @@
 //! Modules, in data-flow order: [`data`] reads frames, [`preprocess`]
 //! normalises them, [`bundle`] loads and verifies plans, [`guard`] runs them,
 //! [`score`] turns confidences into the statistic, [`metrics`] calibrates
-//! thresholds and computes CA / ASR / AUROC. [`baselines`] holds the STRIP
+//! thresholds and computes CA / ASR / AUROC. [`parallel`] runs the three
+//! models on three threads and [`batch`] guards several frames per run. [`baselines`] holds the STRIP
 //! and SCALE-UP detectors BaDExpert is compared with.
 
 pub mod baselines;
+pub mod batch;
 pub mod bundle;
 pub mod data;
 pub mod evaluate;
@@ -32,13 +34,16 @@ mod frames;
 pub mod guard;
 pub mod manifest;
 pub mod metrics;
+pub mod parallel;
 pub mod preprocess;
 pub mod score;
 
 pub use bundle::{sha256_file, GuardBundle, Plan, Role, BATCH_SYMBOL};
 pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
+pub use batch::BatchGuard;
 pub use guard::{Guard, PixelLayout, Verdict};
+pub use parallel::ParallelGuard;
 pub use manifest::Manifest;
 pub use metrics::{ComponentAuroc, Evaluation, Scored};
 pub use preprocess::{Normalization, Preprocessor};

@@ -60,6 +60,15 @@ impl Normalization {
     }
 }
 
+/// Layout of the u8 pixels handed to the guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelLayout {
+    /// Planar: all of channel 0, then channel 1, ... (gray frames are both).
+    Chw,
+    /// Interleaved, as cameras deliver RGB24.
+    Hwc,
+}
+
 /// A normalisation compiled for one frame shape.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -78,6 +87,14 @@ impl Preprocessor {
 
     pub fn shape(&self) -> FrameShape {
         self.shape
+    }
+
+    /// Writes a frame in either layout into `out` as normalised planar CHW.
+    pub fn load(&self, frame: &[u8], layout: PixelLayout, out: &mut [f32]) -> Result<()> {
+        match layout {
+            PixelLayout::Chw => self.planar_into(frame, out),
+            PixelLayout::Hwc => self.interleaved_into(frame, out),
+        }
     }
 
     /// Writes a planar (CHW) u8 frame into `out`, normalised.

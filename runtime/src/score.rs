@@ -34,7 +34,7 @@ impl std::str::FromStr for ScoreMode {
 }
 
 /// The two confidences in ŷ that the score is built from.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct Confidences {
     /// softmax(B(x))[ŷ]
     pub expert: f32,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use badexpert_runtime::data::FrameSource;
-use badexpert_runtime::{Guard, GuardBundle, PixelLayout, Role};
+use badexpert_runtime::{BatchGuard, Guard, GuardBundle, ParallelGuard, PixelLayout, Role, Verdict};
 use tract_core::prelude::*;
 
 struct Counting;
@@ -77,4 +77,31 @@ fn guarding_a_frame_allocates_nothing_beyond_tract() {
     let ours = guard_allocs - tract_allocs;
     eprintln!("allocations per guarded frame: {guard_allocs:.2} in total, {tract_allocs:.2} inside tract's three plan runs, {ours:.2} in badexpert's code");
     assert_eq!(ours, 0.0, "the guard's own code allocates per frame");
+
+    // Three threads: the hand-off through preallocated slots adds nothing either.
+    let mut parallel = ParallelGuard::new(&bundle).unwrap();
+    let parallel_allocs = per_frame(|i| {
+        std::hint::black_box(parallel.guard(frames.frame(i % frames.len()), PixelLayout::Chw).unwrap());
+    });
+    eprintln!("ParallelGuard: {parallel_allocs:.2} allocations per frame ({:.2} beyond tract's runs)", parallel_allocs - tract_allocs);
+    assert_eq!(parallel_allocs, tract_allocs, "the parallel guard's own code allocates per frame");
+
+    // Batches of 8 into caller-owned verdicts.
+    let batched = GuardBundle::open_with_batch(demo.join("bundle"), 8).unwrap();
+    let mut batch = BatchGuard::new(&batched).unwrap();
+    let mut verdicts = [Verdict::default(); 8];
+    let mut states: Vec<_> = [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| batched.plan(r).spawn().unwrap()).collect();
+    let input8 = Arc::new(Tensor::zero::<f32>(&[8, s.channels, s.height, s.width]).unwrap());
+    let tract8 = per_frame(|_| {
+        for state in states.iter_mut() {
+            std::hint::black_box(state.run(tvec![TValue::from_const(input8.clone())]).unwrap());
+        }
+    });
+    let batch_allocs = per_frame(|i| {
+        let k = (i * 8) % (frames.len() - 8);
+        let chunk: [&[u8]; 8] = std::array::from_fn(|j| frames.frame(k + j));
+        batch.guard_batch(&chunk, PixelLayout::Chw, &mut verdicts).unwrap();
+    });
+    eprintln!("BatchGuard (8 frames): {batch_allocs:.2} allocations per batch, {tract8:.2} inside tract's runs");
+    assert_eq!(batch_allocs, tract8, "the batch guard's own code allocates per batch");
 }

@@ -1,0 +1,85 @@
+//! The guard over several frames at once (multi-camera nodes, offline
+//! scoring): each model runs once on a batch, which amortises per-run
+//! overhead and lets tract use wider kernels. Open the bundle with
+//! [`GuardBundle::open_with_batch`] for the batch size.
+
+use std::sync::Arc;
+
+use tract_core::internal::*;
+
+use crate::bundle::GuardBundle;
+use crate::guard::{check_logits, decide, input_slice, output_f32, PixelLayout, Verdict};
+use crate::manifest::Decision;
+use crate::preprocess::Preprocessor;
+use crate::score::{argmax, softmax_at};
+use crate::{Error, Result};
+
+/// Guards up to `batch` frames per call with one run of each model.
+pub struct BatchGuard {
+    pre: Preprocessor,
+    decision: Decision,
+    classes: usize,
+    batch: usize,
+    input: Arc<Tensor>,
+    states: [(&'static str, TypedSimpleState); 3],
+}
+
+impl BatchGuard {
+    pub fn new(bundle: &GuardBundle) -> Result<BatchGuard> {
+        let m = bundle.manifest();
+        let (shape, batch) = (m.input.shape, bundle.batch());
+        let spawn = |name: &'static str, plan: &crate::bundle::Plan| -> Result<(&'static str, TypedSimpleState)> {
+            Ok((name, plan.spawn().map_err(|e| Error::Inference { model: name, reason: e.to_string() })?))
+        };
+        Ok(BatchGuard {
+            pre: Preprocessor::new(&m.normalization, shape)?,
+            decision: m.decision.clone(),
+            classes: m.classes.len(),
+            batch,
+            input: Arc::new(Tensor::zero::<f32>(&[batch, shape.channels, shape.height, shape.width]).map_err(|e| Error::Invalid(e.to_string()))?),
+            states: [spawn("model", &bundle.model)?, spawn("expert", &bundle.expert)?, spawn("auxiliary", &bundle.auxiliary)?],
+        })
+    }
+
+    /// Frames per run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Guards `frames` (at most [`batch`](Self::batch)) into `verdicts[..frames.len()]`.
+    /// A short batch runs full size; the unused rows are ignored.
+    pub fn guard_batch(&mut self, frames: &[&[u8]], layout: PixelLayout, verdicts: &mut [Verdict]) -> Result<()> {
+        if frames.len() > self.batch || verdicts.len() < frames.len() {
+            return Err(Error::Invalid(format!(
+                "{} frames for a batch of {} into {} verdicts",
+                frames.len(),
+                self.batch,
+                verdicts.len()
+            )));
+        }
+        let per_frame = self.pre.shape().len();
+        let buf = input_slice(&mut self.input);
+        for (i, frame) in frames.iter().enumerate() {
+            self.pre.load(frame, layout, &mut buf[i * per_frame..(i + 1) * per_frame]).map_err(|e| Error::Frame(format!("frame {i} of the batch: {e}")))?;
+        }
+        let (n, k) = (frames.len(), self.classes);
+        for (role, (name, state)) in self.states.iter_mut().enumerate() {
+            let fail = |reason: String| Error::Inference { model: name, reason };
+            let out = state.run(tvec![TValue::from_const(self.input.clone())]).map_err(|e| fail(format!("{e:#}")))?;
+            let logits = output_f32(&out[0]).map_err(|e| fail(e.to_string()))?;
+            check_logits(logits, self.batch * k).map_err(fail)?;
+            for (i, v) in verdicts[..n].iter_mut().enumerate() {
+                let row = &logits[i * k..(i + 1) * k];
+                match role {
+                    0 => v.class = argmax(row),
+                    1 => v.confidences.expert = softmax_at(row, v.class),
+                    _ => v.confidences.auxiliary = softmax_at(row, v.class),
+                }
+            }
+        }
+        for v in &mut verdicts[..n] {
+            *v = decide(&self.decision, v.class, v.confidences);
+        }
+        Ok(())
+    }
+}
