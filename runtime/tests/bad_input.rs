@@ -129,3 +129,14 @@ fn eval_refuses_labels_outside_the_classes_and_missing_files() {
     ]);
     assert_clean_failure(&o, &["/nonexistent/x-images-idx3-ubyte"]);
 }
+
+#[test]
+fn run_parallel_prints_the_same_lines_as_sequential() {
+    let bundle = demo().join("bundle");
+    let set = demo().join("eval-badnet-images-idx3-ubyte.gz");
+    let seq = guard_bin(&["run", "--bundle", bundle.to_str().unwrap(), set.to_str().unwrap()]);
+    let par = guard_bin(&["run", "--parallel", "--bundle", bundle.to_str().unwrap(), set.to_str().unwrap()]);
+    assert!(seq.status.success() && par.status.success(), "{}", stderr(&par));
+    assert_eq!(String::from_utf8_lossy(&seq.stdout).lines().count(), 1000);
+    assert_eq!(seq.stdout, par.stdout);
+}

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use badexpert_runtime::data::{read_idx_labels, read_image_file, FrameSource};
 use badexpert_runtime::baselines::Strip;
 use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind};
-use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout, Verdict};
+use badexpert_runtime::{FrameSet, Guard, GuardBundle, ParallelGuard, PixelLayout, Verdict};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -28,6 +28,9 @@ enum Command {
         /// Image files, directories of images, IDX image files, CIFAR-10 .bin batches.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        /// Run M, B and M′ on three threads (one frame's latency ≈ one model's on ≥ 3 cores).
+        #[arg(long)]
+        parallel: bool,
     },
     /// Evaluate a bundle: CA and ASR with and without the guard, AUROC, realised FPR, latency.
     Eval(EvalArgs),
@@ -84,13 +87,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { bundle, inputs } => guard_inputs(&bundle, &inputs),
+        Command::Run { bundle, inputs, parallel } => guard_inputs(&bundle, &inputs, parallel),
         Command::Eval(args) => evaluate(&args).map(|()| ExitCode::SUCCESS),
         Command::Info { bundle } => {
             let b = GuardBundle::open(&bundle)?;
             println!("{}", serde_json::to_string_pretty(b.manifest())?);
             eprintln!("bundle {}: all plan hashes verified, plans load", bundle.display());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The guard `run` uses: sequential or with the three models on three threads.
+enum FrameGuard {
+    Sequential(Guard),
+    Parallel(ParallelGuard),
+}
+
+impl FrameGuard {
+    fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> badexpert_runtime::Result<Verdict> {
+        match self {
+            FrameGuard::Sequential(g) => g.guard(frame, layout),
+            FrameGuard::Parallel(g) => g.guard(frame, layout),
         }
     }
 }
@@ -135,8 +153,9 @@ fn expand(path: &Path) -> Result<Vec<Input>> {
     }
 }
 
-fn guard_inputs(bundle: &Path, inputs: &[PathBuf]) -> Result<ExitCode> {
-    let (bundle, mut guard) = open(bundle)?;
+fn guard_inputs(bundle: &Path, inputs: &[PathBuf], parallel: bool) -> Result<ExitCode> {
+    let (bundle, guard) = open(bundle)?;
+    let mut guard = if parallel { FrameGuard::Parallel(ParallelGuard::new(&bundle)?) } else { FrameGuard::Sequential(guard) };
     let classes = &bundle.manifest().classes;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
