@@ -139,3 +139,14 @@ fn activations_and_reductions_of_newer_opsets() {
     check("reducemean-axes-input", single_op("ReduceMean", vec![int("keepdims", 1)], chw, &[], &[("axes", &[2, 3])], 18), chw);
     check("reducemean-axes-attr", single_op("ReduceMean", vec![ints("axes", &[1]), int("keepdims", 0)], chw, &[], &[], 13), chw);
 }
+
+#[test]
+fn built_resnet18_has_resnet18_size_and_runs_like_tract() {
+    use badexpert_converter::onnx::builder::resnet18;
+    let shape = FrameShape::new(3, 32, 32);
+    let full = TchGraph::from_proto(resnet18(shape, 10, 64, 0), Device::Cpu).unwrap();
+    let params = full.trainable_parameters();
+    // torchvision's CIFAR ResNet18: 11.17 M; our convs also carry biases.
+    assert!((11_100_000..11_300_000).contains(&params), "{params}");
+    check("resnet18-width4", resnet18(shape, 10, 4, 0), [3, 32, 32]);
+}

@@ -106,15 +106,41 @@ impl GraphBuilder {
 
     /// 2-D convolution, "same" padding for odd kernels, stride 1.
     pub fn conv(&mut self, out_channels: i64, kernel: i64) -> &mut Self {
+        self.conv_strided(out_channels, kernel, 1)
+    }
+
+    /// 2-D convolution with padding kernel/2 and the given stride.
+    pub fn conv_strided(&mut self, out_channels: i64, kernel: i64, stride: i64) -> &mut Self {
         let cin = self.dims[0];
         let base = self.name("conv");
         let fan_in = cin * kernel * kernel;
         let w = self.uniform(format!("{base}.weight"), &[out_channels, cin, kernel, kernel], fan_in);
         let b = self.uniform(format!("{base}.bias"), &[out_channels], fan_in);
         let p = kernel / 2;
-        self.push("Conv", vec![w, b], vec![ints_attr("kernel_shape", &[kernel, kernel]), ints_attr("pads", &[p, p, p, p])]);
-        self.dims[0] = out_channels;
+        let attrs = vec![ints_attr("kernel_shape", &[kernel, kernel]), ints_attr("pads", &[p, p, p, p]), ints_attr("strides", &[stride, stride])];
+        self.push("Conv", vec![w, b], attrs);
+        self.dims = vec![out_channels, (self.dims[1] + 2 * p - kernel) / stride + 1, (self.dims[2] + 2 * p - kernel) / stride + 1];
         self
+    }
+
+    /// A ResNet basic block: two 3×3 conv-BN (ReLU between) plus a shortcut
+    /// (1×1 conv-BN when the shape changes), then ReLU.
+    pub fn basic_block(&mut self, out_channels: i64, stride: i64) -> &mut Self {
+        let (input, input_dims) = (self.current.clone(), self.dims.clone());
+        self.conv_strided(out_channels, 3, stride).batch_norm().relu().conv(out_channels, 3).batch_norm();
+        let (main, main_dims) = (self.current.clone(), self.dims.clone());
+        let shortcut = if stride != 1 || input_dims[0] != out_channels {
+            self.current = input;
+            self.dims = input_dims;
+            self.conv_strided(out_channels, 1, stride).batch_norm();
+            self.current.clone()
+        } else {
+            input
+        };
+        self.current = main;
+        self.dims = main_dims;
+        self.push("Add", vec![shortcut], vec![]);
+        self.relu()
     }
 
     pub fn batch_norm(&mut self) -> &mut Self {
@@ -195,6 +221,18 @@ impl GraphBuilder {
             ..Default::default()
         }
     }
+}
+
+/// ResNet18 with the CIFAR stem (3×3 conv, stride 1, no max-pool) and base
+/// width `width` (64 is the full model: 11.2 M parameters).
+pub fn resnet18(input: FrameShape, classes: i64, width: i64, seed: u64) -> ModelProto {
+    let mut b = GraphBuilder::new(input, seed);
+    b.conv(width, 3).batch_norm().relu();
+    for (stage, mult) in [1, 2, 4, 8].into_iter().enumerate() {
+        b.basic_block(width * mult, if stage == 0 { 1 } else { 2 }).basic_block(width * mult, 1);
+    }
+    b.global_average_pool().flatten().linear(classes);
+    b.finish()
 }
 
 /// The demo architecture: two conv-BN-ReLU-MaxPool blocks and a two-layer
