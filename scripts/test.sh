@@ -8,3 +8,6 @@ setup_build_env
 install_fashion_mnist
 cd "$badexpert_root"
 cargo test --release --workspace "$@"
+# The runtime on ARM: tests under qemu-aarch64, armv7 build (skips with a
+# message when the cross toolchain cannot be installed).
+"$badexpert_root/scripts/test-arm.sh"
