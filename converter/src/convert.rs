@@ -182,13 +182,13 @@ pub fn convert(
         None => (0..classes).map(|k| k.to_string()).collect(),
     };
     let (fit, holdout) = split_reserve(reserve, opts.holdout_fraction, opts.seed)?;
-    if (holdout.len() as f64 * opts.target_fpr) < 1.0 {
+    if ((holdout.len() + 1) as f64 * opts.target_fpr) < 1.0 {
         return Err(Error::Data(format!(
             "a reserve of {} frames holds out {} for calibration, too few for a {:.2}% false-positive rate (need ≥ {} held out)",
             reserve.len(),
             holdout.len(),
             opts.target_fpr * 100.0,
-            (1.0 / opts.target_fpr).ceil()
+            (1.0 / opts.target_fpr).ceil() - 1.0
         )));
     }
     let hold_labels = holdout.require_labels("holdout")?;

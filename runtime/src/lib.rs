@@ -32,6 +32,7 @@ pub mod evaluate;
 mod error;
 mod frames;
 pub mod guard;
+pub mod latency;
 pub mod manifest;
 pub mod metrics;
 pub mod parallel;

@@ -32,9 +32,13 @@ pub fn auroc(negatives: &[f32], positives: &[f32]) -> Option<f64> {
     Some((rank_sum_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
 }
 
-/// The threshold that rejects a fraction `fpr` of clean scores (reject when
-/// score < τ): sorted ascending, the value at index ⌊fpr·n⌋. Fails when the
-/// set is too small for that rate to mean anything (fpr·n < 1).
+/// The threshold that rejects at most a fraction `fpr` of *new* clean
+/// frames (reject when score < τ). Sorted ascending, τ is the j-th smallest
+/// calibration score with j = ⌊fpr·(n+1)⌋: a new clean score falls below it
+/// with probability j/(n+1) ≤ fpr (the split-conformal finite-sample rule).
+/// DESIGN.md §3.4's index ⌊fpr·n⌋ is one order statistic higher: its expected
+/// out-of-sample FPR is (⌊fpr·n⌋+1)/(n+1), 1.12 % for 1 % on 357 frames.
+/// Fails when the set is too small for that rate (n + 1 < 1/fpr).
 pub fn threshold_at_fpr(clean_scores: &[f32], fpr: f64) -> Result<f32> {
     if !(fpr > 0.0 && fpr < 1.0) {
         return Err(Error::Invalid(format!("target false-positive rate {fpr} must be in (0, 1)")));
@@ -43,17 +47,17 @@ pub fn threshold_at_fpr(clean_scores: &[f32], fpr: f64) -> Result<f32> {
         return Err(Error::Invalid(format!("calibration score {s} is not finite")));
     }
     let n = clean_scores.len();
-    let k = (fpr * n as f64).floor() as usize;
-    if k == 0 {
+    let j = (fpr * (n + 1) as f64 + 1e-9).floor() as usize;
+    if j == 0 {
         return Err(Error::Invalid(format!(
             "{n} clean calibration frames cannot calibrate a {:.2}% false-positive rate: need at least {} (use a larger reserve or a larger --fpr)",
             fpr * 100.0,
-            (1.0 / fpr).ceil() as usize
+            ((1.0 / fpr).ceil() as usize).saturating_sub(1)
         )));
     }
     let mut sorted = clean_scores.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
-    Ok(sorted[k])
+    Ok(sorted[j - 1])
 }
 
 /// Fraction of scores below the threshold (i.e. rejected).
@@ -235,12 +239,16 @@ mod tests {
 
     #[test]
     fn threshold_takes_the_fpr_quantile_and_refuses_tiny_sets() {
-        let scores: Vec<f32> = (0..200).rev().map(|i| i as f32).collect();
+        // 199 scores 0..198: j = ⌊0.01·200⌋ = 2, τ = the 2nd smallest; one calibration score is below it.
+        let scores: Vec<f32> = (0..199).rev().map(|i| i as f32).collect();
         let t = threshold_at_fpr(&scores, 0.01).unwrap();
-        assert_eq!(t, 2.0);
-        assert_eq!(rejection_rate(&scores, t), 0.01);
+        assert_eq!(t, 1.0);
+        assert_eq!(rejection_rate(&scores, t), 1.0 / 199.0);
+        // 357 frames: j = 3 (DESIGN's ⌊fpr·n⌋ index would be the 4th smallest).
+        let scores: Vec<f32> = (0..357).map(|i| i as f32).collect();
+        assert_eq!(threshold_at_fpr(&scores, 0.01).unwrap(), 2.0);
         let err = threshold_at_fpr(&scores[..50], 0.01).unwrap_err().to_string();
-        assert!(err.contains("50 clean calibration frames") && err.contains("at least 100"), "{err}");
+        assert!(err.contains("50 clean calibration frames") && err.contains("at least 99"), "{err}");
         assert!(threshold_at_fpr(&scores, 0.0).is_err());
     }
 

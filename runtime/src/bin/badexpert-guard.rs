@@ -34,6 +34,21 @@ enum Command {
     },
     /// Evaluate a bundle: CA and ASR with and without the guard, AUROC, realised FPR, latency.
     Eval(EvalArgs),
+    /// Per-frame latency of M alone, the guard (sequential, 3 threads) and batches, measured
+    /// back to back on frames from a file (or zero frames); prints JSON.
+    Bench {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Frames to cycle through (any frame set `run` reads); zero frames when absent.
+        #[arg(long)]
+        frames: Option<PathBuf>,
+        /// Timed runs per mode.
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+        /// Batch sizes for the batched guard, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "8")]
+        batches: Vec<usize>,
+    },
     /// Verify a bundle and print its manifest.
     Info {
         #[arg(long)]
@@ -89,6 +104,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { bundle, inputs, parallel } => guard_inputs(&bundle, &inputs, parallel),
         Command::Eval(args) => evaluate(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench { bundle, frames, runs, batches } => {
+            let shape = GuardBundle::open(&bundle)?.manifest().input.shape;
+            let frames = match frames {
+                Some(p) => FrameSource::detect(&p).load()?,
+                None => FrameSet::new(shape, vec![0; shape.len()], None)?,
+            };
+            if frames.shape() != shape {
+                bail!("frames are {}, the bundle expects {shape}", frames.shape());
+            }
+            let rows = badexpert_runtime::latency::measure(&bundle, &frames, runs.max(1), &batches)?;
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Info { bundle } => {
             let b = GuardBundle::open(&bundle)?;
             println!("{}", serde_json::to_string_pretty(b.manifest())?);
