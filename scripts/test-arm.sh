@@ -32,7 +32,7 @@ export CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
 
 log "runtime tests on aarch64 under qemu"
 out="$(mktemp)"
-if ! cargo test --release -p badexpert-runtime --target aarch64-unknown-linux-gnu -- --nocapture >"$out" 2>&1; then
+if ! cargo test --release --no-fail-fast -p badexpert-runtime --target aarch64-unknown-linux-gnu -- --nocapture >"$out" 2>&1; then
     tail -60 "$out"; rm -f "$out"; exit 1
 fi
 grep -E 'Running|test result|aarch64 on|allocations' "$out" || true
