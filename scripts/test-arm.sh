@@ -26,6 +26,8 @@ fi
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+# Tests that start the badexpert-guard binary start it under the same emulator.
+export BADEXPERT_TEST_RUNNER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
 export CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
@@ -35,7 +37,7 @@ out="$(mktemp)"
 if ! cargo test --release --no-fail-fast -p badexpert-runtime --target aarch64-unknown-linux-gnu -- --nocapture >"$out" 2>&1; then
     tail -60 "$out"; rm -f "$out"; exit 1
 fi
-grep -E 'Running|test result|aarch64 on|allocations' "$out" || true
+grep -E 'Running|test result|aarch64 on|allocations|Guard' "$out" || true
 rm -f "$out"
 log "armv7 build of the runtime"
 cargo build --release -p badexpert-runtime --target armv7-unknown-linux-gnueabihf

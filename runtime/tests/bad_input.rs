@@ -10,8 +10,21 @@ fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/badnet-fmnist")
 }
 
+/// Runs the binary; cross-built tests run it under the same emulator as
+/// themselves (`scripts/test-arm.sh` sets `BADEXPERT_TEST_RUNNER`).
 fn guard_bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_badexpert-guard")).args(args).output().expect("runs")
+    let exe = env!("CARGO_BIN_EXE_badexpert-guard");
+    let runner = std::env::var("BADEXPERT_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(emulator) => {
+            let mut c = Command::new(emulator);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args(args).output().expect("runs")
 }
 
 fn stderr(o: &Output) -> String {
