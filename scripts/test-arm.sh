@@ -24,6 +24,8 @@ if ! install_arm_toolchain; then
     exit 0
 fi
 
+# A target directory of their own: cross builds never wait on the host build's lock.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_CROSS:-$badexpert_root/target/cross}"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 # Tests that start the badexpert-guard binary start it under the same emulator.

@@ -3,7 +3,7 @@
 ONNX models, measured back to back in one run, same thread count (1).
 
     python3 -m pip install onnxruntime numpy
-    python3 benches/onnxruntime.py --dir target/bench/demo --dir target/bench/resnet18
+    python3 benches/compare_onnxruntime.py --dir target/bench/demo --dir target/bench/resnet18
 
 Each --dir holds a guard bundle (bundle/) and the ONNX files of its three
 models (model.onnx, expert.onnx, auxiliary.onnx), as `cargo bench --bench
@@ -51,7 +51,8 @@ def main():
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--guard", default="target/release/badexpert-guard")
     args = ap.parse_args()
-    print(f"onnxruntime {ort.__version__}, 1 thread; per-frame mean latency (µs)\n")
+    version = getattr(ort, "__version__", None) or __import__("importlib.metadata").metadata.version("onnxruntime")
+    print(f"onnxruntime {version}, 1 thread; per-frame mean latency (µs)\n")
     print("| model | mode | badexpert (tract) | ONNX Runtime | badexpert / ORT |")
     print("|---|---|---|---|---|")
     for d in args.dir:
