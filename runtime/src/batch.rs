@@ -36,7 +36,7 @@ impl BatchGuard {
             decision: m.decision.clone(),
             classes: m.classes.len(),
             batch,
-            input: Arc::new(Tensor::zero::<f32>(&[batch, shape.channels, shape.height, shape.width]).map_err(|e| Error::Invalid(e.to_string()))?),
+            input: crate::guard::input_tensor(batch, shape)?,
             states: [spawn("model", &bundle.model)?, spawn("expert", &bundle.expert)?, spawn("auxiliary", &bundle.auxiliary)?],
         })
     }

@@ -60,7 +60,7 @@ impl Guard {
             pre: Preprocessor::new(&m.normalization, shape)?,
             decision: m.decision.clone(),
             classes: m.classes.len(),
-            input: Arc::new(Tensor::zero::<f32>(&[1, shape.channels, shape.height, shape.width]).map_err(|e| Error::Invalid(e.to_string()))?),
+            input: input_tensor(1, shape)?,
             model: spawn("model", &bundle.model)?,
             expert: spawn("expert", &bundle.expert)?,
             auxiliary: spawn("auxiliary", &bundle.auxiliary)?,
@@ -116,6 +116,11 @@ pub(crate) fn check_logits(logits: &[f32], classes: usize) -> std::result::Resul
         return Err("non-finite logits".into());
     }
     Ok(())
+}
+
+/// A zeroed `[batch, C, H, W]` f32 input tensor, shared with the plans by `Arc`.
+pub(crate) fn input_tensor(batch: usize, shape: crate::FrameShape) -> Result<Arc<Tensor>> {
+    Tensor::zero::<f32>(&[batch, shape.channels, shape.height, shape.width]).map(Arc::new).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// The input tensor's values. The Arc is exclusive again once the previous

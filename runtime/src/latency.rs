@@ -60,7 +60,7 @@ pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, bat
     // M alone: the same preprocessing and the same tract plan, without B and M′.
     let m = bundle.manifest();
     let pre = crate::Preprocessor::new(&m.normalization, m.input.shape)?;
-    let mut input = std::sync::Arc::new(Tensor::zero::<f32>(&[1, m.input.shape.channels, m.input.shape.height, m.input.shape.width]).map_err(|e| crate::Error::Invalid(e.to_string()))?);
+    let mut input = crate::guard::input_tensor(1, m.input.shape)?;
     let mut state = bundle.plan(Role::Model).spawn().map_err(|e| crate::Error::Inference { model: "model", reason: e.to_string() })?;
     let alone = time(runs, 1, |i| {
         pre.load(frame(i), PixelLayout::Chw, crate::guard::input_slice(&mut input))?;

@@ -127,7 +127,7 @@ impl ParallelGuard {
             pre: Preprocessor::new(&m.normalization, shape)?,
             decision: m.decision.clone(),
             classes,
-            input: Arc::new(Tensor::zero::<f32>(&[1, shape.channels, shape.height, shape.width]).map_err(|e| Error::Invalid(e.to_string()))?),
+            input: crate::guard::input_tensor(1, shape)?,
             workers,
         })
     }
