@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tract_core::internal::*;
 
-use crate::bundle::GuardBundle;
+use crate::bundle::{GuardBundle, Role};
 use crate::guard::{check_logits, decide, input_slice, output_f32, PixelLayout, Verdict};
 use crate::manifest::Decision;
 use crate::preprocess::Preprocessor;
@@ -28,8 +28,9 @@ impl BatchGuard {
     pub fn new(bundle: &GuardBundle) -> Result<BatchGuard> {
         let m = bundle.manifest();
         let (shape, batch) = (m.input.shape, bundle.batch());
-        let spawn = |name: &'static str, plan: &crate::bundle::Plan| -> Result<(&'static str, TypedSimpleState)> {
-            Ok((name, plan.spawn().map_err(|e| Error::Inference { model: name, reason: e.to_string() })?))
+        let spawn = |role: Role| -> Result<(&'static str, TypedSimpleState)> {
+            let name = role.name();
+            Ok((name, bundle.plan(role).spawn().map_err(|e| Error::Inference { model: name, reason: e.to_string() })?))
         };
         Ok(BatchGuard {
             pre: Preprocessor::new(&m.normalization, shape)?,
@@ -37,7 +38,7 @@ impl BatchGuard {
             classes: m.classes.len(),
             batch,
             input: crate::guard::input_tensor(batch, shape)?,
-            states: [spawn("model", &bundle.model)?, spawn("expert", &bundle.expert)?, spawn("auxiliary", &bundle.auxiliary)?],
+            states: [spawn(Role::Model)?, spawn(Role::Expert)?, spawn(Role::Auxiliary)?],
         })
     }
 

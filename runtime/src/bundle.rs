@@ -19,12 +19,28 @@ pub const BATCH_SYMBOL: &str = "N";
 /// An optimized, runnable tract plan (shareable across threads).
 pub type Plan = Arc<TypedRunnableModel>;
 
+/// How a bundle's plans are built at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Frames per plan run.
+    pub batch: usize,
+    /// Replace the ops badexpert has faster kernels for ([`crate::ops`]);
+    /// off gives tract's plan as is, to measure what the kernels bring.
+    pub own_kernels: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { batch: 1, own_kernels: true }
+    }
+}
+
 /// The three models of a guard, ready to run.
 #[derive(Debug, Clone)]
 pub struct GuardBundle {
     dir: PathBuf,
     manifest: Manifest,
-    batch: usize,
+    options: LoadOptions,
     pub(crate) model: Plan,
     pub(crate) expert: Plan,
     pub(crate) auxiliary: Plan,
@@ -33,16 +49,21 @@ pub struct GuardBundle {
 impl GuardBundle {
     /// Opens a bundle directory with plans for one frame at a time.
     pub fn open(dir: impl AsRef<Path>) -> Result<GuardBundle> {
-        Self::open_with_batch(dir, 1)
+        Self::open_with(dir, LoadOptions::default())
     }
 
     /// Opens a bundle directory with plans that take `batch` frames per run.
     pub fn open_with_batch(dir: impl AsRef<Path>, batch: usize) -> Result<GuardBundle> {
+        Self::open_with(dir, LoadOptions { batch, ..LoadOptions::default() })
+    }
+
+    /// Opens a bundle directory with plans built as `options` say.
+    pub fn open_with(dir: impl AsRef<Path>, options: LoadOptions) -> Result<GuardBundle> {
         let dir = dir.as_ref().to_owned();
         if !dir.is_dir() {
             return Err(Error::format(&dir, "guard bundle", "not a directory"));
         }
-        if batch == 0 {
+        if options.batch == 0 {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
         let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
@@ -52,11 +73,11 @@ impl GuardBundle {
         for digest in [&plans.model, &plans.expert, &plans.auxiliary].into_iter().chain(clean) {
             verify(&dir, digest)?;
         }
-        let loader = PlanLoader::new(&manifest, batch);
+        let loader = PlanLoader::new(&manifest, options);
         let model = loader.load(&dir.join(&plans.model.file))?;
         let expert = loader.load(&dir.join(&plans.expert.file))?;
         let auxiliary = loader.load(&dir.join(&plans.auxiliary.file))?;
-        Ok(GuardBundle { dir, manifest, batch, model, expert, auxiliary })
+        Ok(GuardBundle { dir, manifest, options, model, expert, auxiliary })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -69,7 +90,11 @@ impl GuardBundle {
 
     /// Frames per plan run.
     pub fn batch(&self) -> usize {
-        self.batch
+        self.options.batch
+    }
+
+    pub fn options(&self) -> LoadOptions {
+        self.options
     }
 
     /// One of the plans for another batch size (the file is verified again),
@@ -81,7 +106,7 @@ impl GuardBundle {
             Role::Auxiliary => &self.manifest.plans.auxiliary,
         };
         verify(&self.dir, digest)?;
-        PlanLoader::new(&self.manifest, batch).load(&self.dir.join(&digest.file))
+        PlanLoader::new(&self.manifest, LoadOptions { batch, ..self.options }).load(&self.dir.join(&digest.file))
     }
 
     /// The clean frames stored in the bundle for detectors that need them
@@ -124,6 +149,15 @@ pub enum Role {
 
 impl Role {
     pub const ALL: [Role; 3] = [Role::Model, Role::Expert, Role::Auxiliary];
+
+    /// The name errors and reports use for this model.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Model => "model",
+            Role::Expert => "expert",
+            Role::Auxiliary => "auxiliary",
+        }
+    }
 }
 
 /// Hex sha256 of a file, streamed.
@@ -155,15 +189,17 @@ struct PlanLoader {
     nnef: tract_nnef::internal::Nnef,
     input: [usize; 4],
     classes: usize,
+    own_kernels: bool,
 }
 
 impl PlanLoader {
-    fn new(manifest: &Manifest, batch: usize) -> Self {
+    fn new(manifest: &Manifest, options: LoadOptions) -> Self {
         let s = manifest.input.shape;
         PlanLoader {
             nnef: tract_nnef::nnef().with_onnx(),
-            input: [batch, s.channels, s.height, s.width],
+            input: [options.batch, s.channels, s.height, s.width],
             classes: manifest.classes.len(),
+            own_kernels: options.own_kernels,
         }
     }
 
@@ -191,9 +227,10 @@ impl PlanLoader {
                 self.classes, self.input[0]
             )));
         }
-        model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| fail(format!("cannot optimize: {e:#}")))
+        let mut model = model.into_optimized().map_err(|e| fail(format!("cannot optimize: {e:#}")))?;
+        if self.own_kernels {
+            crate::ops::rewrite(&mut model).map_err(|e| fail(format!("cannot place badexpert's kernels: {e:#}")))?;
+        }
+        model.into_runnable().map_err(|e| fail(format!("cannot plan: {e:#}")))
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tract_core::internal::*;
 
-use crate::bundle::GuardBundle;
+use crate::bundle::{GuardBundle, Role};
 use crate::manifest::Decision;
 pub use crate::preprocess::PixelLayout;
 use crate::preprocess::Preprocessor;
@@ -52,8 +52,9 @@ impl Guard {
         }
         let m = bundle.manifest();
         let shape = m.input.shape;
-        let spawn = |name: &'static str, plan: &crate::bundle::Plan| -> Result<Runner> {
-            let state = plan.spawn().map_err(|e| Error::Inference { model: name, reason: e.to_string() })?;
+        let spawn = |role: Role| -> Result<Runner> {
+            let name = role.name();
+            let state = bundle.plan(role).spawn().map_err(|e| Error::Inference { model: name, reason: e.to_string() })?;
             Ok(Runner { name, state })
         };
         Ok(Guard {
@@ -61,9 +62,9 @@ impl Guard {
             decision: m.decision.clone(),
             classes: m.classes.len(),
             input: input_tensor(1, shape)?,
-            model: spawn("model", &bundle.model)?,
-            expert: spawn("expert", &bundle.expert)?,
-            auxiliary: spawn("auxiliary", &bundle.auxiliary)?,
+            model: spawn(Role::Model)?,
+            expert: spawn(Role::Expert)?,
+            auxiliary: spawn(Role::Auxiliary)?,
         })
     }
 

@@ -18,10 +18,12 @@
 //! ```
 //!
 //! Modules, in data-flow order: [`data`] reads frames, [`preprocess`]
-//! normalises them, [`bundle`] loads and verifies plans, [`guard`] runs them,
+//! normalises them, [`bundle`] loads and verifies plans (with [`ops`]'
+//! kernels in place of tract's slow ones), [`guard`] runs them,
 //! [`score`] turns confidences into the statistic, [`metrics`] calibrates
 //! thresholds and computes CA / ASR / AUROC. [`parallel`] runs the three
-//! models on three threads and [`batch`] guards several frames per run. [`baselines`] holds the STRIP
+//! models on three threads and [`batch`] guards several frames per run;
+//! [`latency`] times those modes and [`profile`] times each op of each plan. [`baselines`] holds the STRIP
 //! and SCALE-UP detectors BaDExpert is compared with.
 
 pub mod baselines;
@@ -35,11 +37,13 @@ pub mod guard;
 pub mod latency;
 pub mod manifest;
 pub mod metrics;
+pub mod ops;
 pub mod parallel;
 pub mod preprocess;
+pub mod profile;
 pub mod score;
 
-pub use bundle::{sha256_file, GuardBundle, Plan, Role, BATCH_SYMBOL};
+pub use bundle::{sha256_file, GuardBundle, LoadOptions, Plan, Role, BATCH_SYMBOL};
 pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
 pub use batch::BatchGuard;

@@ -10,14 +10,13 @@ use std::thread::JoinHandle;
 
 use tract_core::internal::*;
 
-use crate::bundle::{GuardBundle, Plan};
+use crate::bundle::{GuardBundle, Plan, Role};
 use crate::guard::{check_logits, decide, input_slice, output_f32, PixelLayout, Verdict};
 use crate::manifest::Decision;
 use crate::preprocess::Preprocessor;
 use crate::score::{argmax, softmax_at, Confidences};
 use crate::{Error, Result};
 
-const NAMES: [&str; 3] = ["model", "expert", "auxiliary"];
 
 enum Status {
     Idle,
@@ -114,7 +113,7 @@ impl ParallelGuard {
         let (shape, classes) = (m.input.shape, m.classes.len());
         let plans = [bundle.model.clone(), bundle.expert.clone(), bundle.auxiliary.clone()];
         let mut workers = Vec::with_capacity(3);
-        for (plan, name) in plans.into_iter().zip(NAMES) {
+        for (plan, name) in plans.into_iter().zip(Role::ALL.map(Role::name)) {
             let shared = Arc::new(Shared { slot: Mutex::new(Slot { status: Status::Idle, logits: vec![0.0; classes] }), changed: Condvar::new() });
             let for_thread = shared.clone();
             let thread = std::thread::Builder::new()
@@ -150,8 +149,8 @@ impl ParallelGuard {
             match std::mem::replace(&mut slot.status, Status::Idle) {
                 Status::Done if k == 0 => class = argmax(&slot.logits),
                 Status::Done => {} // B's and M′'s logits are read below, once ŷ is known
-                Status::Failed(reason) => failure = failure.or(Some(Error::Inference { model: NAMES[k], reason })),
-                _ => failure = failure.or(Some(Error::Inference { model: NAMES[k], reason: "worker thread stopped".into() })),
+                Status::Failed(reason) => failure = failure.or(Some(Error::Inference { model: Role::ALL[k].name(), reason })),
+                _ => failure = failure.or(Some(Error::Inference { model: Role::ALL[k].name(), reason: "worker thread stopped".into() })),
             }
         }
         if let Some(e) = failure {

@@ -49,6 +49,17 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "8")]
         batches: Vec<usize>,
     },
+    /// Where each plan spends its time: every node timed, grouped by operator; prints JSON.
+    Profile {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Timed runs per plan.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Frames per run.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
     /// Verify a bundle and print its manifest.
     Info {
         #[arg(long)]
@@ -115,6 +126,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let rows = badexpert_runtime::latency::measure(&bundle, &frames, runs.max(1), &batches)?;
             println!("{}", serde_json::to_string_pretty(&rows)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Profile { bundle, runs, batch } => {
+            let b = GuardBundle::open_with_batch(&bundle, batch)?;
+            let profiles = badexpert_runtime::profile::profile(&b, runs)?;
+            println!("{}", serde_json::to_string_pretty(&profiles)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { bundle } => {

@@ -1,0 +1,163 @@
+//! Rewrites of tract's optimized plans with badexpert's own kernels, for ops
+//! the profile showed tract 0.23 runs slowly on the shapes guarded models use.
+//! Applied at load, after tract's optimizer; a node that does not match a
+//! kernel's exact preconditions keeps tract's op.
+
+pub mod max_pool_2x2;
+pub mod pad_planes;
+
+use tract_core::internal::*;
+use tract_core::ops::array::{Pad, PadMode};
+use tract_core::ops::cnn::{MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
+use tract_core::ops::nn::DataFormat;
+
+pub use max_pool_2x2::MaxPool2x2;
+pub use pad_planes::PadPlanes;
+
+/// Replaces every node a badexpert kernel can run; returns how many.
+pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if let Some(pad) = node.op_as::<Pad>().and_then(|p| pad_planes(p, model.outlet_fact(node.inputs[0]).ok()?)) {
+            TypedModelPatch::replace_single_op(model, node, &node.inputs, pad)?.apply(model)?;
+            replaced += 1;
+            continue;
+        }
+        let spec = if let Some(op) = node.op_as::<OptMaxPool>() {
+            (op.with_index_outputs.is_none()).then_some(&op.pool_spec)
+        } else if let Some(op) = node.op_as::<MaxPool>() {
+            (op.with_index_outputs.is_none()).then_some(&op.pool_spec)
+        } else {
+            None
+        };
+        let Some(spec) = spec else { continue };
+        let input = model.outlet_fact(node.inputs[0])?;
+        if is_plain_2x2(spec) && input.datum_type == f32::datum_type() && input.rank() == 4 {
+            let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, MaxPool2x2)?;
+            patch.apply(model)?;
+            replaced += 1;
+        }
+    }
+    Ok(replaced)
+}
+
+/// A constant f32 pad of the last two axes only, as [`PadPlanes`].
+fn pad_planes(pad: &Pad, input: &TypedFact) -> Option<PadPlanes> {
+    let PadMode::Constant(value) = &pad.mode else { return None };
+    let value = value.cast_to_scalar::<f32>().ok()?;
+    let r = pad.pads.len();
+    let only_planes = r >= 2 && pad.pads[..r - 2].iter().all(|&(b, a)| b == 0 && a == 0);
+    (only_planes && input.datum_type == f32::datum_type() && input.rank() == r).then(|| PadPlanes {
+        top: pad.pads[r - 2].0,
+        bottom: pad.pads[r - 2].1,
+        left: pad.pads[r - 1].0,
+        right: pad.pads[r - 1].1,
+        value,
+    })
+}
+
+/// NCHW, 2×2 kernel, stride 2, no dilation, no padding.
+fn is_plain_2x2(spec: &PoolSpec) -> bool {
+    let no_padding = match &spec.padding {
+        PaddingSpec::Valid => true,
+        PaddingSpec::Explicit(before, after) | PaddingSpec::ExplicitOnnxPool(before, after, false) => {
+            before.iter().chain(after).all(|&p| p == 0)
+        }
+        _ => false,
+    };
+    spec.data_format == DataFormat::NCHW
+        && spec.kernel_shape[..] == [2, 2]
+        && spec.strides.as_deref() == Some(&[2, 2][..])
+        && spec.dilations.as_deref().is_none_or(|d| d.iter().all(|&d| d == 1))
+        && no_padding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-pool model on `shape`, optimized by tract, with or without our kernel.
+    fn pool_plan(shape: [usize; 4], spec: PoolSpec, own_kernels: bool) -> TractResult<(std::sync::Arc<TypedRunnableModel>, usize)> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(shape))?;
+        let y = model.wire_node("pool", MaxPool::new(spec, None), &[x])?;
+        model.select_output_outlets(&y)?;
+        let mut model = model.into_optimized()?;
+        let replaced = if own_kernels { rewrite(&mut model)? } else { 0 };
+        Ok((model.into_runnable()?, replaced))
+    }
+
+    fn spec(kernel: usize, stride: usize, padding: PaddingSpec) -> PoolSpec {
+        PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![kernel, kernel],
+            padding,
+            dilations: None,
+            strides: Some(tvec![stride, stride]),
+            input_channels: 3,
+            output_channels: 3,
+        }
+    }
+
+    #[test]
+    fn the_kernel_replaces_2x2_pools_and_matches_tract_bit_for_bit() -> TractResult<()> {
+        for shape in [[1, 3, 28, 28], [2, 3, 7, 9], [1, 3, 2, 2], [1, 3, 3, 5], [2, 3, 17, 33]] {
+            let len = shape.iter().product::<usize>();
+            let values: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0).collect();
+            let x = Tensor::from_shape(&shape, &values)?;
+            let (ours, replaced) = pool_plan(shape, spec(2, 2, PaddingSpec::Valid), true)?;
+            let (tract, _) = pool_plan(shape, spec(2, 2, PaddingSpec::Valid), false)?;
+            assert_eq!(replaced, 1, "{shape:?}");
+            let a = ours.run(tvec![x.clone().into_tvalue()])?.remove(0);
+            let b = tract.run(tvec![x.into_tvalue()])?.remove(0);
+            assert_eq!(a.shape(), b.shape(), "{shape:?}");
+            assert_eq!(a.try_as_plain_ram()?.as_slice::<f32>()?, b.try_as_plain_ram()?.as_slice::<f32>()?, "{shape:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn plane_padding_matches_tract_bit_for_bit() -> TractResult<()> {
+        let cases: [(&[usize], Vec<(usize, usize)>, f32); 4] = [
+            (&[1, 3, 5, 7], vec![(0, 0), (0, 0), (1, 1), (1, 1)], 0.0),
+            (&[2, 3, 4, 4], vec![(0, 0), (0, 0), (0, 2), (3, 0)], -1.5),
+            (&[3, 1, 6], vec![(0, 0), (2, 1), (0, 4)], 0.0),
+            (&[1, 3, 5, 7], vec![(0, 1), (0, 0), (1, 1), (1, 1)], 0.0),
+        ];
+        for (shape, pads, value) in cases {
+            let len = shape.iter().product::<usize>();
+            let x = Tensor::from_shape(shape, &(0..len).map(|i| i as f32 * 0.5 - 3.0).collect::<Vec<_>>())?;
+            let expect_ours = pads[..pads.len() - 2].iter().all(|&p| p == (0, 0));
+            let run = |own: bool| -> TractResult<(Tensor, usize)> {
+                let mut model = TypedModel::default();
+                let s = model.add_source("x", f32::fact(shape))?;
+                let mode = PadMode::Constant(Arc::new(tensor0(value)));
+                let y = model.wire_node("pad", Pad { pads: pads.clone(), mode }, &[s])?;
+                model.select_output_outlets(&y)?;
+                let replaced = if own { rewrite(&mut model)? } else { 0 };
+                let out = model.into_runnable()?.run(tvec![x.clone().into_tvalue()])?.remove(0).into_tensor();
+                Ok((out, replaced))
+            };
+            let ((ours, replaced), (tract, _)) = (run(true)?, run(false)?);
+            assert_eq!(replaced, expect_ours as usize, "{shape:?} {pads:?}");
+            assert_eq!(ours, tract, "{shape:?} {pads:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn other_pools_keep_tracts_op() -> TractResult<()> {
+        let others = [
+            spec(3, 2, PaddingSpec::Valid),
+            spec(2, 1, PaddingSpec::Valid),
+            spec(2, 2, PaddingSpec::ExplicitOnnxPool(tvec![0, 0], tvec![0, 0], true)),
+            spec(2, 2, PaddingSpec::SameUpper),
+            spec(2, 2, PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1])),
+        ];
+        for s in others {
+            assert_eq!(pool_plan([1, 3, 9, 9], s.clone(), true)?.1, 0, "{s:?}");
+        }
+        Ok(())
+    }
+}
