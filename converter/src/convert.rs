@@ -58,6 +58,8 @@ pub struct ConvertOptions {
     pub overwrite: bool,
     /// Clean held-out frames to store in the bundle for run-time detectors (STRIP); 0 = none.
     pub store_clean: usize,
+    /// Arithmetic of the plans; the threshold is calibrated with them.
+    pub precision: Precision,
 }
 
 impl ConvertOptions {
@@ -76,6 +78,7 @@ impl ConvertOptions {
             device: Device::cuda_if_available(),
             overwrite: false,
             store_clean: 0,
+            precision: Precision::F32,
         }
     }
 }
@@ -221,15 +224,16 @@ pub fn convert(
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     let result = (|| -> Result<(Manifest, Calibration)> {
-        write_plan(&source, shape, &staging.join(MODEL_PLAN), "model M")?;
-        write_plan(&expert.to_proto()?, shape, &staging.join(EXPERT_PLAN), "backdoor expert B")?;
-        write_plan(&auxiliary.to_proto()?, shape, &staging.join(AUXILIARY_PLAN), "auxiliary model M′")?;
+        let precision = opts.precision;
+        write_plan(&source, shape, &staging.join(MODEL_PLAN), "model M", precision)?;
+        write_plan(&expert.to_proto()?, shape, &staging.join(EXPERT_PLAN), "backdoor expert B", precision)?;
+        write_plan(&auxiliary.to_proto()?, shape, &staging.join(AUXILIARY_PLAN), "auxiliary model M′", precision)?;
         let mut manifest = Manifest {
             format_version: FORMAT_VERSION,
             input: InputSpec { shape, layout: "NCHW".into() },
             normalization: opts.normalization.clone(),
             classes: class_names,
-            precision: Precision::F32,
+            precision,
             decision: Decision {
                 score: opts.score,
                 gamma: opts.gamma,

@@ -9,6 +9,7 @@ use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
+use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{FrameShape, BATCH_SYMBOL};
 
 use crate::{Error, Result};
@@ -117,13 +118,91 @@ fn explicit_ceil_padding(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
-/// Writes `model` as an NNEF tar plan at `out`.
-pub fn write_plan(model: &ModelProto, shape: FrameShape, out: &Path, what: &str) -> Result<()> {
-    let typed = decluttered(model, shape, what)?;
+/// Writes `model` as an NNEF tar plan at `out`, its weights and arithmetic
+/// in `precision`; input and output stay f32 whatever the precision.
+pub fn write_plan(model: &ModelProto, shape: FrameShape, out: &Path, what: &str, precision: Precision) -> Result<()> {
+    let mut typed = decluttered(model, shape, what)?;
+    if precision == Precision::F16 {
+        typed = half_precision(&typed)
+            .map_err(|e| Error::Export { what: what.into(), reason: format!("f16 translation: {e:#}") })?;
+    }
     let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
     tract_nnef::nnef()
         .with_onnx()
         .write_to_tar(&typed, file)
         .map_err(|e| Error::Export { what: what.into(), reason: format!("NNEF serialisation: {e:#}") })?;
     Ok(())
+}
+
+/// `model` computed in f16 (tract's float-precision translator: f16 weights,
+/// f16 ops) between a cast of the f32 input and a cast back of the logits, so
+/// an f16 plan is a drop-in for the f32 one. Decluttering afterwards folds the
+/// weight casts, so the archive stores f16 weights (half the bytes).
+pub fn half_precision(model: &TypedModel) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+    use tract_onnx::tract_core::ops::cast::cast;
+    use tract_onnx::tract_core::ops::source::TypedSource;
+    use tract_onnx::tract_core::transform::ModelTransform;
+
+    let half = FloatPrecisionTranslator::new(f32::datum_type(), f16::datum_type()).transform_into(model.clone())?;
+    let input = model.input_fact(0)?.clone();
+    let mut wrapped = TypedModel { symbols: model.symbols.clone(), ..TypedModel::default() };
+    let source = wrapped.add_source(model.node(model.inputs[0].node).name.clone(), input)?;
+    let source_half = wrapped.wire_node("input.to_f16", cast(f16::datum_type()), &[source])?[0];
+    let mut map: std::collections::HashMap<OutletId, OutletId> = Default::default();
+    for id in half.eval_order()? {
+        let node = half.node(id);
+        if node.op_is::<TypedSource>() {
+            map.insert(OutletId::new(id, 0), source_half);
+            continue;
+        }
+        let inputs: TVec<OutletId> = node.inputs.iter().map(|i| map[i]).collect();
+        for (slot, outlet) in wrapped.wire_node(&node.name, node.op.clone(), &inputs)?.into_iter().enumerate() {
+            map.insert(OutletId::new(id, slot), outlet);
+        }
+    }
+    let mut outputs = tvec![];
+    for (k, o) in half.outputs.iter().enumerate() {
+        let out = map[o];
+        let out = if wrapped.outlet_fact(out)?.datum_type == f32::datum_type() {
+            out
+        } else {
+            wrapped.wire_node(format!("output_{k}.to_f32"), cast(f32::datum_type()), &[out])?[0]
+        };
+        outputs.push(out);
+    }
+    wrapped.select_output_outlets(&outputs)?;
+    wrapped.into_decluttered()
+}
+
+/// Copies the f32 bundle at `src` to `dst` with its plans re-written in
+/// `precision`, keeping the f32 threshold. For timing and agreement studies
+/// without fine-tuning again; a deployed f16 bundle comes from `convert` with
+/// `ConvertOptions::precision`, which calibrates τ with the f16 plans.
+pub fn bundle_at_precision(src: &Path, dst: &Path, precision: Precision) -> Result<badexpert_runtime::Manifest> {
+    use badexpert_runtime::manifest::{FileDigest, MANIFEST_FILE};
+    let mut manifest = badexpert_runtime::Manifest::read(&src.join(MANIFEST_FILE))?;
+    if manifest.precision != Precision::F32 {
+        return Err(Error::Invalid(format!("{} is already a {:?} bundle; start from an f32 one", src.display(), manifest.precision)));
+    }
+    std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    let nnef = tract_nnef::nnef().with_onnx();
+    for plan in [&mut manifest.plans.model, &mut manifest.plans.expert, &mut manifest.plans.auxiliary] {
+        let what = plan.file.clone();
+        let fail = |e: anyhow::Error| Error::Export { what: what.clone(), reason: format!("{e:#}") };
+        let model = nnef.model_for_path(src.join(&plan.file)).map_err(fail)?;
+        let model = if precision == Precision::F16 { half_precision(&model).map_err(fail)? } else { model };
+        let out = dst.join(&plan.file);
+        let file = std::fs::File::create(&out).map_err(|e| Error::io(&out, e))?;
+        nnef.write_to_tar(&model, file).map_err(fail)?;
+        *plan = FileDigest { file: plan.file.clone(), sha256: badexpert_runtime::sha256_file(&out)? };
+    }
+    if let Some(clean) = &manifest.clean_frames {
+        for f in [&clean.images.file, &clean.labels.file] {
+            std::fs::copy(src.join(f), dst.join(f)).map_err(|e| Error::io(dst.join(f), e))?;
+        }
+    }
+    manifest.precision = precision;
+    manifest.write(&dst.join(MANIFEST_FILE))?;
+    Ok(manifest)
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use badexpert_converter::export::write_plan;
 use badexpert_converter::onnx::{write_model, TchGraph};
+use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{FrameShape, BATCH_SYMBOL};
 use tch::{Device, Kind, Tensor};
 use tract_onnx::pb::{
@@ -98,7 +99,7 @@ fn check(what: &str, proto: ModelProto, chw: [i64; 3]) {
     };
     let tract = run(tract_onnx::onnx().model_for_path(&onnx).unwrap().with_input_fact(0, f32::fact([3, chw[0] as usize, chw[1] as usize, chw[2] as usize]).into()).unwrap().into_typed().unwrap());
     let plan_path = dir.join(format!("{what}.nnef.tar"));
-    write_plan(&proto, FrameShape::new(chw[0] as usize, chw[1] as usize, chw[2] as usize), &plan_path, what).unwrap_or_else(|e| panic!("{what}: {e}"));
+    write_plan(&proto, FrameShape::new(chw[0] as usize, chw[1] as usize, chw[2] as usize), &plan_path, what, Precision::F32).unwrap_or_else(|e| panic!("{what}: {e}"));
     let plan = tract_nnef::nnef().with_onnx().model_for_path(&plan_path).unwrap();
     let plan = plan.clone().set_symbols(&HashMap::from([(plan.sym(BATCH_SYMBOL), TDim::Val(3))])).unwrap();
     let plan = run(plan);

@@ -73,6 +73,12 @@ impl GuardBundle {
         for digest in [&plans.model, &plans.expert, &plans.auxiliary].into_iter().chain(clean) {
             verify(&dir, digest)?;
         }
+        if manifest.precision == crate::manifest::Precision::F16 && cfg!(target_arch = "x86_64") {
+            log::warn!(
+                "{}: f16 plans run through tract's generic kernels on x86-64, two orders of magnitude slower than f32; f16 is for ARMv8.2+ devices",
+                dir.display()
+            );
+        }
         let loader = PlanLoader::new(&manifest, options);
         let model = loader.load(&dir.join(&plans.model.file))?;
         let expert = loader.load(&dir.join(&plans.expert.file))?;

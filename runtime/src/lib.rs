@@ -24,8 +24,10 @@
 //! thresholds and computes CA / ASR / AUROC. [`parallel`] runs the three
 //! models on three threads and [`batch`] guards several frames per run;
 //! [`latency`] times those modes and [`profile`] times each op of each plan. [`baselines`] holds the STRIP
-//! and SCALE-UP detectors BaDExpert is compared with.
+//! and SCALE-UP detectors BaDExpert is compared with; [`agreement`] compares two
+//! bundles' verdicts frame by frame (f16 against f32).
 
+pub mod agreement;
 pub mod baselines;
 pub mod batch;
 pub mod bundle;

@@ -47,6 +47,21 @@ pub struct InputSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     F32,
+    /// f16 weights and arithmetic inside the plans, f32 input and logits.
+    /// Pays off on ARMv8.2+ (Pi 5, Jetson Orin); x86 runs f16 through slow
+    /// generic kernels.
+    F16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision {s:?} (f32 or f16)")),
+        }
+    }
 }
 
 /// The calibrated decision rule: reject when score < threshold.

@@ -17,6 +17,7 @@ use badexpert_converter::report::{markdown, model_dirs, report_model, ReportOpti
 use badexpert_converter::train::Progress;
 use badexpert_converter::{convert, ConvertOptions};
 use badexpert_runtime::data::{read_idx_labels, write_idx_images, write_idx_labels, FrameSource};
+use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{FrameSet, Normalization, ScoreMode};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -164,6 +165,10 @@ struct BundleArgs {
     /// STRIP and for calibrating baselines on the device.
     #[arg(long, default_value_t = 0)]
     store_clean: usize,
+    /// Plan arithmetic: f32, or f16 (half the weight bytes; fast on ARMv8.2+ such as a Pi 5 or
+    /// Jetson Orin, slow on x86). The threshold is calibrated with the plans as written.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 #[derive(Args)]
@@ -389,6 +394,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.device = device;
     opts.overwrite = args.overwrite;
     opts.store_clean = args.store_clean;
+    opts.precision = args.precision;
     opts.augmentation = Some(match args.augmentation.as_str() {
         "none" => Augmentation::NONE,
         flip => Augmentation::standard(reserve.shape().height, flip == "crop-flip"),

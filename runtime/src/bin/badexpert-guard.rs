@@ -60,6 +60,17 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
+    /// Frame-by-frame agreement of a bundle with a reference bundle of the same model (e.g. f16
+    /// against f32): shares of equal verdicts and classes, score differences; prints JSON.
+    Agree {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        reference: PathBuf,
+        /// Frame sets to compare on (any set `run` reads).
+        #[arg(required = true)]
+        frames: Vec<PathBuf>,
+    },
     /// Verify a bundle and print its manifest.
     Info {
         #[arg(long)]
@@ -132,6 +143,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let b = GuardBundle::open_with_batch(&bundle, batch)?;
             let profiles = badexpert_runtime::profile::profile(&b, runs)?;
             println!("{}", serde_json::to_string_pretty(&profiles)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agree { bundle, reference, frames } => {
+            let (candidate, reference) = (GuardBundle::open(&bundle)?, GuardBundle::open(&reference)?);
+            let mut rows = Vec::new();
+            for path in &frames {
+                let set = FrameSource::detect(path).load()?;
+                let agreement = badexpert_runtime::agreement::agreement(&candidate, &reference, &set)
+                    .with_context(|| format!("comparing on {}", path.display()))?;
+                rows.push(serde_json::json!({ "frames": path, "agreement": agreement }));
+            }
+            println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { bundle } => {
