@@ -70,7 +70,9 @@ def main():
         batched = ort_latency(three, 8, shape, max(args.runs // 8, 10))
         name = os.path.basename(os.path.normpath(d))
         for mode, theirs, key in [("M alone, batch 1", one, ("model alone", 1)),
+                                  ("M alone, batch 1, tract ops only", one, ("model alone, tract ops only", 1)),
                                   ("guard (M+B+M'), batch 1", seq, ("guard, sequential", 1)),
+                                  ("guard (M+B+M'), batch 1, tract ops only", seq, ("guard, sequential, tract ops only", 1)),
                                   ("guard (M+B+M'), batch 8", batched, ("guard, batched", 8))]:
             mine = by_mode[key]["mean_us"]
             print(f"| {name} | {mode} | {mine:.0f} | {theirs['mean_us']:.0f} | {mine / theirs['mean_us']:.2f}x |")

@@ -1,8 +1,9 @@
 //! Per-frame latency of the guard against the suspect model alone, on the
 //! demo CNN (Fashion-MNIST, 1×28×28) and on a ResNet18-CIFAR-sized model
 //! (3×32×32, 11.2 M parameters, random weights: timing only). Modes: M
-//! alone, the guard sequential (M, B, M′ in turn, 1 thread), the guard on
-//! three threads, and batches of 8. Compare as ratios within one run:
+//! alone, the guard sequential (M, B, M′ in turn, 1 thread), both again with
+//! tract's own ops in place of badexpert's kernels, the guard on three
+//! threads, batches of 8, and (demo only) f16 plans. Compare as ratios within one run:
 //! `cargo bench --bench guard`.
 //!
 //! The first run prepares `target/bench/{demo,resnet18}/`: a bundle made by
@@ -10,7 +11,6 @@
 //! `benches/compare_onnxruntime.py` times with ONNX Runtime beside ours.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -21,8 +21,10 @@ use badexpert_converter::onnx::{builder, normalization_metadata, read_model, wri
 use badexpert_converter::train::predict_logits;
 use badexpert_converter::{convert, ConvertOptions};
 use badexpert_runtime::data::FrameSource;
-use badexpert_runtime::{BatchGuard, FrameSet, FrameShape, Guard, GuardBundle, Normalization, ParallelGuard, PixelLayout, Preprocessor, Role, Verdict};
-use tract_core::prelude::*;
+use badexpert_converter::export::bundle_at_precision;
+use badexpert_runtime::latency::ModelAlone;
+use badexpert_runtime::manifest::Precision;
+use badexpert_runtime::{BatchGuard, FrameSet, FrameShape, Guard, GuardBundle, LoadOptions, Normalization, ParallelGuard, PixelLayout, Preprocessor, Verdict};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -78,30 +80,27 @@ fn resnet18() -> (PathBuf, FrameSet) {
 
 fn bench_model(c: &mut Criterion, name: &str, dir: &Path, frames: &FrameSet) {
     let bundle = GuardBundle::open(dir.join("bundle")).expect("prepared bundle");
-    let m = bundle.manifest();
+    // The same plans as tract optimizes them, without badexpert's kernels.
+    let tract_only = GuardBundle::open_with(dir.join("bundle"), LoadOptions { own_kernels: false, ..LoadOptions::default() }).unwrap();
     let n = frames.len();
     let mut group = c.benchmark_group(name);
-
-    let pre = Preprocessor::new(&m.normalization, m.input.shape).unwrap();
-    let s = m.input.shape;
-    let mut input = Arc::new(Tensor::zero::<f32>(&[1, s.channels, s.height, s.width]).unwrap());
-    let mut state = bundle.plan(Role::Model).spawn().unwrap();
     let mut i = 0;
-    group.bench_function("model M alone", |b| {
-        b.iter(|| {
-            i = (i + 1) % n;
-            let buf = Arc::make_mut(&mut input).to_plain_array_view_mut::<f32>().unwrap().into_slice().unwrap();
-            pre.planar_into(frames.frame(i), buf).unwrap();
-            state.run(tvec![TValue::from_const(input.clone())]).unwrap()
-        })
-    });
-    let mut guard = Guard::new(&bundle).unwrap();
-    group.bench_function("guard (M+B+M′, sequential)", |b| {
-        b.iter(|| {
-            i = (i + 1) % n;
-            guard.guard(frames.frame(i), PixelLayout::Chw).unwrap()
-        })
-    });
+    for (label, bundle) in [("", &bundle), (", tract ops only", &tract_only)] {
+        let mut model = ModelAlone::new(bundle).unwrap();
+        group.bench_function(format!("model M alone{label}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                model.run(frames.frame(i)).unwrap()
+            })
+        });
+        let mut guard = Guard::new(bundle).unwrap();
+        group.bench_function(format!("guard (M+B+M′, sequential){label}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                guard.guard(frames.frame(i), PixelLayout::Chw).unwrap()
+            })
+        });
+    }
     let mut parallel = ParallelGuard::new(&bundle).unwrap();
     group.bench_function("guard (M+B+M′, 3 threads)", |b| {
         b.iter(|| {
@@ -123,10 +122,32 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path, frames: &FrameSet) {
     group.finish();
 }
 
+/// The guard with f16 plans (the demo only: x86 runs f16 through tract's
+/// generic kernels, ~0.2 s per demo frame, minutes per ResNet18 frame).
+fn bench_f16(c: &mut Criterion, dir: &Path, frames: &FrameSet) {
+    let f16_dir = dir.join("bundle-f16");
+    if !f16_dir.join("manifest.json").is_file() {
+        bundle_at_precision(&dir.join("bundle"), &f16_dir, Precision::F16).unwrap();
+    }
+    let bundle = GuardBundle::open(&f16_dir).unwrap();
+    let mut guard = Guard::new(&bundle).unwrap();
+    let mut group = c.benchmark_group("demo-fmnist-cnn");
+    group.sample_size(10);
+    let mut i = 0;
+    group.bench_function("guard (M+B+M′, sequential), f16", |b| {
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            guard.guard(frames.frame(i), PixelLayout::Chw).unwrap()
+        })
+    });
+    group.finish();
+}
+
 fn bench(c: &mut Criterion) {
     tch::set_num_threads(2);
     let (dir, frames) = demo();
     bench_model(c, "demo-fmnist-cnn", &dir, &frames);
+    bench_f16(c, &dir, &frames);
     let (dir, frames) = resnet18();
     bench_model(c, "resnet18-cifar", &dir, &frames);
 }

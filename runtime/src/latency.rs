@@ -34,6 +34,33 @@ fn summarise(mode: &str, batch: usize, mut per_frame_us: Vec<f64>) -> Latency {
     }
 }
 
+/// The suspect model M run alone, the guard's yardstick: the same
+/// preprocessing and the same plan as in the guard, without B and M′.
+pub struct ModelAlone {
+    pre: crate::Preprocessor,
+    input: std::sync::Arc<Tensor>,
+    state: TypedSimpleState,
+}
+
+impl ModelAlone {
+    pub fn new(bundle: &GuardBundle) -> Result<ModelAlone> {
+        let m = bundle.manifest();
+        Ok(ModelAlone {
+            pre: crate::Preprocessor::new(&m.normalization, m.input.shape)?,
+            input: crate::guard::input_tensor(bundle.batch(), m.input.shape)?,
+            state: bundle.plan(Role::Model).spawn().map_err(|e| crate::Error::Inference { model: "model", reason: e.to_string() })?,
+        })
+    }
+
+    /// M's class for one u8 frame (CHW).
+    pub fn run(&mut self, frame: &[u8]) -> Result<usize> {
+        let fail = |reason: String| crate::Error::Inference { model: "model", reason };
+        self.pre.load(frame, PixelLayout::Chw, crate::guard::input_slice(&mut self.input))?;
+        let out = self.state.run(tvec![TValue::from_const(self.input.clone())]).map_err(|e| fail(e.to_string()))?;
+        Ok(crate::score::argmax(crate::guard::output_f32(&out[0]).map_err(|e| fail(e.to_string()))?))
+    }
+}
+
 /// One way of running a bundle: frames per call and the call.
 struct Mode<'a> {
     name: &'static str,
@@ -70,31 +97,31 @@ fn time_interleaved(modes: &mut [Mode], runs: usize) -> Result<()> {
     Ok(())
 }
 
-/// Latency of M alone, the sequential guard, the parallel guard, and the
-/// batched guard for each size in `batches`, over `frames` (cycled), all
+/// Latency of M alone and the sequential guard (with badexpert's kernels and
+/// with tract's ops only), the parallel guard, and the batched guard for each size in `batches`, over `frames` (cycled), all
 /// measured in the same rounds.
 pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, batches: &[usize]) -> Result<Vec<Latency>> {
     let bundle = GuardBundle::open(bundle_dir)?;
     let n = frames.len().max(1);
     let frame = |i: usize| frames.frame(i % n);
-    let fail = |e: TractError| crate::Error::Inference { model: "model", reason: e.to_string() };
 
-    // M alone: the same preprocessing and the same tract plan, without B and M′.
-    let m = bundle.manifest();
-    let pre = crate::Preprocessor::new(&m.normalization, m.input.shape)?;
-    let mut input = crate::guard::input_tensor(1, m.input.shape)?;
-    let mut state = bundle.plan(Role::Model).spawn().map_err(fail)?;
-    let alone = move |i: usize| -> Result<()> {
-        pre.load(frame(i), PixelLayout::Chw, crate::guard::input_slice(&mut input))?;
-        let out = state.run(tvec![TValue::from_const(input.clone())]).map_err(fail)?;
-        std::hint::black_box(crate::score::argmax(crate::guard::output_f32(&out[0]).map_err(|e| crate::Error::Invalid(e.to_string()))?));
-        Ok(())
-    };
+    let mut model = ModelAlone::new(&bundle)?;
+    let alone = move |i: usize| model.run(frame(i)).map(drop);
     let mut guard = Guard::new(&bundle)?;
+    let tract_only = GuardBundle::open_with(bundle_dir, crate::LoadOptions { own_kernels: false, ..Default::default() })?;
+    let mut tract_model = ModelAlone::new(&tract_only)?;
+    let mut tract_guard = Guard::new(&tract_only)?;
     let mut parallel = ParallelGuard::new(&bundle)?;
     let mut modes = vec![
         Mode { name: "model alone", batch: 1, run: Box::new(alone), per_frame_us: vec![] },
         Mode { name: "guard, sequential", batch: 1, run: Box::new(move |i| guard.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
+        Mode { name: "model alone, tract ops only", batch: 1, run: Box::new(move |i| tract_model.run(frame(i)).map(drop)), per_frame_us: vec![] },
+        Mode {
+            name: "guard, sequential, tract ops only",
+            batch: 1,
+            run: Box::new(move |i| tract_guard.guard(frame(i), PixelLayout::Chw).map(drop)),
+            per_frame_us: vec![],
+        },
         Mode { name: "guard, 3 threads", batch: 1, run: Box::new(move |i| parallel.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
     ];
     for &b in batches {

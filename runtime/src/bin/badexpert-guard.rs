@@ -34,8 +34,9 @@ enum Command {
     },
     /// Evaluate a bundle: CA and ASR with and without the guard, AUROC, realised FPR, latency.
     Eval(EvalArgs),
-    /// Per-frame latency of M alone, the guard (sequential, 3 threads) and batches, measured
-    /// back to back on frames from a file (or zero frames); prints JSON.
+    /// Per-frame latency of M alone, the guard (sequential, 3 threads, batches) and both again
+    /// with tract's ops only, measured in interleaved rounds on frames from a file (or zero
+    /// frames); prints JSON.
     Bench {
         #[arg(long)]
         bundle: PathBuf,
