@@ -233,10 +233,8 @@ impl PlanLoader {
                 self.classes, self.input[0]
             )));
         }
-        let mut model = model.into_optimized().map_err(|e| fail(format!("cannot optimize: {e:#}")))?;
-        if self.own_kernels {
-            crate::ops::rewrite(&mut model).map_err(|e| fail(format!("cannot place badexpert's kernels: {e:#}")))?;
-        }
+        let model = if self.own_kernels { crate::ops::optimize(model) } else { model.into_optimized() };
+        let model = model.map_err(|e| fail(format!("cannot optimize: {e:#}")))?;
         model.into_runnable().map_err(|e| fail(format!("cannot plan: {e:#}")))
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use badexpert_runtime::data::{read_idx_labels, read_image_file, FrameSource};
 use badexpert_runtime::baselines::Strip;
 use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind};
-use badexpert_runtime::{FrameSet, Guard, GuardBundle, ParallelGuard, PixelLayout, Verdict};
+use badexpert_runtime::{FrameSet, Guard, GuardBundle, LoadOptions, ParallelGuard, PixelLayout, Verdict};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -60,6 +60,9 @@ enum Command {
         /// Frames per run.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Profile tract's plans as tract optimizes them, without badexpert's kernels.
+        #[arg(long)]
+        tract_only: bool,
     },
     /// Frame-by-frame agreement of a bundle with a reference bundle of the same model (e.g. f16
     /// against f32): shares of equal verdicts and classes, score differences; prints JSON.
@@ -140,8 +143,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Profile { bundle, runs, batch } => {
-            let b = GuardBundle::open_with_batch(&bundle, batch)?;
+        Command::Profile { bundle, runs, batch, tract_only } => {
+            let b = GuardBundle::open_with(&bundle, LoadOptions { batch, own_kernels: !tract_only })?;
             let profiles = badexpert_runtime::profile::profile(&b, runs)?;
             println!("{}", serde_json::to_string_pretty(&profiles)?);
             Ok(ExitCode::SUCCESS)

@@ -1,18 +1,85 @@
-//! Rewrites of tract's optimized plans with badexpert's own kernels, for ops
-//! the profile showed tract 0.23 runs slowly on the shapes guarded models use.
-//! Applied at load, after tract's optimizer; a node that does not match a
-//! kernel's exact preconditions keeps tract's op.
+//! badexpert's own kernels in tract plans, for ops the profile showed tract
+//! 0.23 runs slowly on the shapes guarded models use. Placed at load by
+//! [`optimize`]: first-layer convolutions before tract's optimizer (which
+//! would lower them to im2col + matmul), pools and pads after it. A node that
+//! does not match a kernel's exact preconditions keeps tract's op.
 
+pub mod input_conv;
 pub mod max_pool_2x2;
 pub mod pad_planes;
 
 use tract_core::internal::*;
 use tract_core::ops::array::{Pad, PadMode};
-use tract_core::ops::cnn::{MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
+use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
+use tract_core::ops::konst::Const;
 use tract_core::ops::nn::DataFormat;
 
+pub use input_conv::InputConv;
 pub use max_pool_2x2::MaxPool2x2;
 pub use pad_planes::PadPlanes;
+
+/// tract's optimizer with badexpert's kernels placed before and after it.
+pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
+    let mut model = model.into_decluttered()?;
+    rewrite_convolutions(&mut model)?;
+    let mut model = model.into_optimized()?;
+    rewrite(&mut model)?;
+    Ok(model)
+}
+
+/// Replaces the decluttered convolutions [`InputConv`] can run; returns how many.
+pub fn rewrite_convolutions(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else { continue };
+        if let Some(op) = input_conv(model, node, conv)? {
+            TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?.apply(model)?;
+            replaced += 1;
+        }
+    }
+    Ok(replaced)
+}
+
+/// The [`InputConv`] for a decluttered convolution, if it qualifies: f32,
+/// NCHW, OIHW constant kernel with ≤ 4 input channels, constant bias, one
+/// group, stride 1, no dilation, concrete spatial input.
+fn input_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<InputConv>> {
+    let spec = &conv.pool_spec;
+    let input = model.outlet_fact(node.inputs[0])?;
+    let konst = |i: usize| node.inputs.get(i).and_then(|o| model.node(o.node).op_as::<Const>()).map(|c| c.val().clone());
+    let (Some(kernel), Some(bias)) = (konst(1), konst(2)) else { return Ok(None) };
+    let plain = conv.group == 1
+        && conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && spec.data_format == DataFormat::NCHW
+        && spec.strides().iter().all(|&s| s == 1)
+        && spec.dilations().iter().all(|&d| d == 1)
+        && spec.input_channels <= input_conv::MAX_INPUT_CHANNELS
+        && input.datum_type == f32::datum_type()
+        && kernel.datum_type() == f32::datum_type()
+        && kernel.rank() == 4
+        && kernel.shape()[1] == spec.input_channels
+        && input.rank() == 4;
+    let hw: Option<Vec<usize>> = input.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect();
+    let (true, Some(hw)) = (plain, hw) else { return Ok(None) };
+    let out_channels = kernel.shape()[0];
+    let bias = if bias.datum_type() != f32::datum_type() {
+        return Ok(None);
+    } else if bias.len() == out_channels {
+        bias
+    } else if bias.len() == 1 {
+        Arc::new(Tensor::from_shape(&[out_channels], &vec![*bias.try_as_plain_ram()?.as_slice::<f32>()?.first().unwrap_or(&0.0); out_channels])?)
+    } else {
+        return Ok(None);
+    };
+    let padding = spec.computed_padding(&hw);
+    Ok(Some(InputConv {
+        kernel,
+        bias,
+        pad: [(padding[0].pad_before, padding[0].pad_after), (padding[1].pad_before, padding[1].pad_after)],
+    }))
+}
 
 /// Replaces every node a badexpert kernel can run; returns how many.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
@@ -142,6 +209,66 @@ mod tests {
             let ((ours, replaced), (tract, _)) = (run(true)?, run(false)?);
             assert_eq!(replaced, expect_ours as usize, "{shape:?} {pads:?}");
             assert_eq!(ours, tract, "{shape:?} {pads:?}");
+        }
+        Ok(())
+    }
+
+    /// A one-convolution model; `stride` 1 unless given.
+    fn conv_model(shape: [usize; 4], out: usize, k: [usize; 2], padding: PaddingSpec, stride: usize, group: usize) -> TractResult<TypedModel> {
+        let c = shape[1];
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(shape))?;
+        let len = out * c / group * k[0] * k[1];
+        let kernel = Tensor::from_shape(&[out, c / group, k[0], k[1]], &(0..len).map(|i| ((i * 37) % 19) as f32 / 7.0 - 1.3).collect::<Vec<_>>())?;
+        let bias = Tensor::from_shape(&[out], &(0..out).map(|i| i as f32 * 0.25 - 1.0).collect::<Vec<_>>())?;
+        let kernel = model.add_const("kernel", kernel)?;
+        let bias = model.add_const("bias", bias)?;
+        let pool_spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: k.iter().copied().collect(),
+            padding,
+            dilations: None,
+            strides: Some(tvec![stride, stride]),
+            input_channels: c,
+            output_channels: out,
+        };
+        let op = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group, q_params: None };
+        let y = model.wire_node("conv", op, &[x, kernel, bias])?;
+        model.select_output_outlets(&y)?;
+        Ok(model)
+    }
+
+    #[test]
+    fn input_convolutions_match_tract() -> TractResult<()> {
+        let cases = [
+            ([1, 1, 28, 28], 32, [3, 3], PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1])),
+            ([2, 3, 32, 32], 16, [3, 3], PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1])),
+            ([1, 3, 17, 13], 8, [5, 5], PaddingSpec::Explicit(tvec![1, 2], tvec![2, 0])),
+            ([1, 4, 10, 7], 5, [3, 2], PaddingSpec::SameUpper),
+            ([1, 1, 6, 40], 3, [3, 3], PaddingSpec::Valid),
+        ];
+        for (shape, out, k, padding) in cases {
+            let model = conv_model(shape, out, k, padding.clone(), 1, 1)?;
+            let ours = optimize(model.clone())?;
+            assert!(ours.nodes().iter().any(|n| n.op_is::<InputConv>()), "{shape:?} {k:?} {padding:?} kept tract's conv");
+            let len = shape.iter().product::<usize>();
+            let x = Tensor::from_shape(&shape, &(0..len).map(|i| ((i * 7919) % 251) as f32 / 50.0 - 2.5).collect::<Vec<_>>())?;
+            let a = ours.into_runnable()?.run(tvec![x.clone().into_tvalue()])?.remove(0).into_tensor();
+            let b = model.into_optimized()?.into_runnable()?.run(tvec![x.into_tvalue()])?.remove(0).into_tensor();
+            assert_eq!(a.shape(), b.shape(), "{shape:?} {k:?} {padding:?}");
+            let (a, b) = (a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(), b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
+            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0f32, f32::max);
+            assert!(worst <= 1e-5, "{shape:?} {k:?} {padding:?}: relative difference {worst}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn other_convolutions_keep_tracts_op() -> TractResult<()> {
+        let pad = || PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]);
+        for (shape, stride, group) in [([1, 3, 16, 16], 2, 1), ([1, 4, 8, 8], 1, 2), ([1, 8, 8, 8], 1, 1)] {
+            let ours = optimize(conv_model(shape, 8, [3, 3], pad(), stride, group)?)?;
+            assert!(!ours.nodes().iter().any(|n| n.op_is::<InputConv>()), "{shape:?} stride {stride} group {group}");
         }
         Ok(())
     }
