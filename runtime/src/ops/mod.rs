@@ -23,7 +23,7 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     let mut model = model.into_decluttered()?;
     rewrite_convolutions(&mut model)?;
     let mut model = model.into_optimized()?;
-    rewrite(&mut model)?;
+    rewrite_optimized(&mut model)?;
     Ok(model)
 }
 
@@ -81,8 +81,9 @@ fn input_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
     }))
 }
 
-/// Replaces every node a badexpert kernel can run; returns how many.
-pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+/// Replaces the pools and pads of an optimized plan that [`MaxPool2x2`] and
+/// [`PadPlanes`] can run; returns how many.
+pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
@@ -151,7 +152,7 @@ mod tests {
         let y = model.wire_node("pool", MaxPool::new(spec, None), &[x])?;
         model.select_output_outlets(&y)?;
         let mut model = model.into_optimized()?;
-        let replaced = if own_kernels { rewrite(&mut model)? } else { 0 };
+        let replaced = if own_kernels { rewrite_optimized(&mut model)? } else { 0 };
         Ok((model.into_runnable()?, replaced))
     }
 
@@ -202,7 +203,7 @@ mod tests {
                 let mode = PadMode::Constant(Arc::new(tensor0(value)));
                 let y = model.wire_node("pad", Pad { pads: pads.clone(), mode }, &[s])?;
                 model.select_output_outlets(&y)?;
-                let replaced = if own { rewrite(&mut model)? } else { 0 };
+                let replaced = if own { rewrite_optimized(&mut model)? } else { 0 };
                 let out = model.into_runnable()?.run(tvec![x.clone().into_tvalue()])?.remove(0).into_tensor();
                 Ok((out, replaced))
             };
