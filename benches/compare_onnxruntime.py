@@ -76,8 +76,9 @@ def main():
                                   ("guard (M+B+M'), batch 8", batched, ("guard, batched", 8))]:
             mine = by_mode[key]["mean_us"]
             print(f"| {name} | {mode} | {mine:.0f} | {theirs['mean_us']:.0f} | {mine / theirs['mean_us']:.2f}x |")
-        par = by_mode[("guard, 3 threads", 1)]["mean_us"]
-        print(f"| {name} | guard on 3 threads, batch 1 (badexpert only) | {par:.0f} | | |")
+        for threads in (2, 3):
+            par = by_mode[(f"guard, {threads} threads", 1)]["mean_us"]
+            print(f"| {name} | guard on {threads} threads, batch 1 (badexpert only) | {par:.0f} | | |")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 //! demo CNN (Fashion-MNIST, 1×28×28) and on a ResNet18-CIFAR-sized model
 //! (3×32×32, 11.2 M parameters, random weights: timing only). Modes: M
 //! alone, the guard sequential (M, B, M′ in turn, 1 thread), both again with
-//! tract's own ops in place of badexpert's kernels, the guard on three
-//! threads, batches of 8, and (demo only) f16 plans. Compare as ratios within one run:
+//! tract's own ops in place of badexpert's kernels, the guard on two and
+//! three threads, batches of 8, and (demo only) f16 plans. Compare as ratios within one run:
 //! `cargo bench --bench guard`.
 //!
 //! The first run prepares `target/bench/{demo,resnet18}/`: a bundle made by
@@ -101,13 +101,15 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path, frames: &FrameSet) {
             })
         });
     }
-    let mut parallel = ParallelGuard::new(&bundle).unwrap();
-    group.bench_function("guard (M+B+M′, 3 threads)", |b| {
-        b.iter(|| {
-            i = (i + 1) % n;
-            parallel.guard(frames.frame(i), PixelLayout::Chw).unwrap()
-        })
-    });
+    for threads in [2, 3] {
+        let mut parallel = ParallelGuard::with_threads(&bundle, threads).unwrap();
+        group.bench_function(format!("guard (M+B+M′, {threads} threads)"), |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                parallel.guard(frames.frame(i), PixelLayout::Chw).unwrap()
+            })
+        });
+    }
     let batched = GuardBundle::open_with_batch(dir.join("bundle"), 8).unwrap();
     let mut batch = BatchGuard::new(&batched).unwrap();
     let mut verdicts = [Verdict::default(); 8];

@@ -98,7 +98,8 @@ fn time_interleaved(modes: &mut [Mode], runs: usize) -> Result<()> {
 }
 
 /// Latency of M alone and the sequential guard (with badexpert's kernels and
-/// with tract's ops only), the parallel guard, and the batched guard for each size in `batches`, over `frames` (cycled), all
+/// with tract's ops only), the parallel guard on 2 and 3 threads, and the
+/// batched guard for each size in `batches`, over `frames` (cycled), all
 /// measured in the same rounds.
 pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, batches: &[usize]) -> Result<Vec<Latency>> {
     let bundle = GuardBundle::open(bundle_dir)?;
@@ -111,7 +112,8 @@ pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, bat
     let tract_only = GuardBundle::open_with(bundle_dir, crate::LoadOptions { own_kernels: false, ..Default::default() })?;
     let mut tract_model = ModelAlone::new(&tract_only)?;
     let mut tract_guard = Guard::new(&tract_only)?;
-    let mut parallel = ParallelGuard::new(&bundle)?;
+    let mut parallel2 = ParallelGuard::with_threads(&bundle, 2)?;
+    let mut parallel3 = ParallelGuard::with_threads(&bundle, 3)?;
     let mut modes = vec![
         Mode { name: "model alone", batch: 1, run: Box::new(alone), per_frame_us: vec![] },
         Mode { name: "guard, sequential", batch: 1, run: Box::new(move |i| guard.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
@@ -122,7 +124,8 @@ pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, bat
             run: Box::new(move |i| tract_guard.guard(frame(i), PixelLayout::Chw).map(drop)),
             per_frame_us: vec![],
         },
-        Mode { name: "guard, 3 threads", batch: 1, run: Box::new(move |i| parallel.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
+        Mode { name: "guard, 2 threads", batch: 1, run: Box::new(move |i| parallel2.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
+        Mode { name: "guard, 3 threads", batch: 1, run: Box::new(move |i| parallel3.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
     ];
     for &b in batches {
         let bundle = GuardBundle::open_with_batch(bundle_dir, b)?;

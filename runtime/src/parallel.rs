@@ -1,7 +1,9 @@
-//! The guard with M, B and M′ on three threads: one shared plan per model,
-//! one tract state per thread, the frame preprocessed once. On a multi-core
-//! board (Pi 4/5, Jetson) a frame then costs about one model's latency
-//! instead of three. Threads exchange the frame and the logits through
+//! The guard with M, B and M′ run concurrently: one shared plan per model,
+//! one tract state per thread, the frame preprocessed once. With three
+//! threads (the calling one runs M, two workers run B and M′) a frame costs
+//! about one model's latency on a board with ≥ 3 cores (Pi 4/5, Jetson);
+//! with two (the caller runs M then M′, one worker runs B) about two models'
+//! on a dual-core. Threads exchange the frame and the logits through
 //! preallocated slots (mutex + condvar), so the steady state allocates
 //! nothing in our code, as with [`Guard`](crate::Guard).
 
@@ -55,7 +57,12 @@ pub struct ParallelGuard {
     decision: Decision,
     classes: usize,
     input: Arc<Tensor>,
-    workers: Vec<Worker>,
+    /// Models the calling thread runs, M first: (role index, state).
+    local: Vec<(usize, TypedSimpleState)>,
+    /// Models on worker threads: (role index, worker).
+    workers: Vec<(usize, Worker)>,
+    /// The latest logits of M, B and M′.
+    logits: [Vec<f32>; 3],
 }
 
 fn work(plan: Plan, shared: Arc<Shared>, classes: usize) {
@@ -104,60 +111,99 @@ fn work(plan: Plan, shared: Arc<Shared>, classes: usize) {
 }
 
 impl ParallelGuard {
-    /// Starts three threads for a bundle opened with batch size 1.
+    /// A parallel guard with as many threads as help here: three on a CPU
+    /// with three or more cores, two otherwise.
     pub fn new(bundle: &GuardBundle) -> Result<ParallelGuard> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Self::with_threads(bundle, cores.clamp(2, 3))
+    }
+
+    /// A parallel guard on `threads` threads, the calling one included: 3
+    /// (M here, B and M′ on workers) or 2 (M then M′ here, B on a worker).
+    /// The bundle must be opened with batch size 1.
+    pub fn with_threads(bundle: &GuardBundle, threads: usize) -> Result<ParallelGuard> {
         if bundle.batch() != 1 {
             return Err(Error::Invalid(format!("ParallelGuard takes frames one at a time; the bundle was opened for batch {}", bundle.batch())));
         }
+        let on_workers: &[usize] = match threads {
+            3 => &[1, 2],
+            2 => &[1],
+            _ => return Err(Error::Invalid(format!("ParallelGuard runs on 2 or 3 threads, not {threads}"))),
+        };
         let m = bundle.manifest();
         let (shape, classes) = (m.input.shape, m.classes.len());
-        let plans = [bundle.model.clone(), bundle.expert.clone(), bundle.auxiliary.clone()];
-        let mut workers = Vec::with_capacity(3);
-        for (plan, name) in plans.into_iter().zip(Role::ALL.map(Role::name)) {
+        let mut workers = Vec::with_capacity(on_workers.len());
+        for &k in on_workers {
+            let (plan, name) = (bundle.plan(Role::ALL[k]).clone(), Role::ALL[k].name());
             let shared = Arc::new(Shared { slot: Mutex::new(Slot { status: Status::Idle, logits: vec![0.0; classes] }), changed: Condvar::new() });
             let for_thread = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("badexpert-{name}"))
                 .spawn(move || work(plan, for_thread, classes))
                 .map_err(|e| Error::Invalid(format!("cannot start the {name} thread: {e}")))?;
-            workers.push(Worker { shared, thread: Some(thread) });
+            workers.push((k, Worker { shared, thread: Some(thread) }));
+        }
+        let mut local = Vec::new();
+        for k in (0..3).filter(|k| !on_workers.contains(k)) {
+            let role = Role::ALL[k];
+            let state = bundle.plan(role).spawn().map_err(|e| Error::Inference { model: role.name(), reason: e.to_string() })?;
+            local.push((k, state));
         }
         Ok(ParallelGuard {
             pre: Preprocessor::new(&m.normalization, shape)?,
             decision: m.decision.clone(),
             classes,
             input: crate::guard::input_tensor(1, shape)?,
+            local,
             workers,
+            logits: std::array::from_fn(|_| vec![0.0; classes]),
         })
+    }
+
+    /// Threads in use, the calling one included.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
     }
 
     /// Guards one u8 frame.
     pub fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
         self.pre.load(frame, layout, input_slice(&mut self.input))?;
-        for w in &self.workers {
+        for (_, w) in &self.workers {
             w.shared.lock().status = Status::Pending(self.input.clone());
             w.shared.changed.notify_all();
         }
-        // Wait for all three (even after a failure, so no thread still holds the input).
         let mut failure = None;
-        let mut class = 0;
-        for (k, w) in self.workers.iter().enumerate() {
+        for (k, state) in &mut self.local {
+            let name = Role::ALL[*k].name();
+            let outcome = state.run(tvec![TValue::from_const(self.input.clone())]).map_err(|e| format!("{e:#}")).and_then(|out| {
+                let logits = output_f32(&out[0]).map_err(|e| e.to_string())?;
+                check_logits(logits, self.classes)?;
+                self.logits[*k].copy_from_slice(logits);
+                Ok(())
+            });
+            if let Err(reason) = outcome {
+                failure = failure.or(Some(Error::Inference { model: name, reason }));
+            }
+        }
+        // Wait for every worker (even after a failure, so no thread still holds the input).
+        for (k, w) in &self.workers {
             let mut slot = w.shared.lock();
             while matches!(slot.status, Status::Pending(_) | Status::Running) {
                 slot = w.shared.changed.wait(slot).unwrap_or_else(|p| p.into_inner());
             }
+            let name = Role::ALL[*k].name();
             match std::mem::replace(&mut slot.status, Status::Idle) {
-                Status::Done if k == 0 => class = argmax(&slot.logits),
-                Status::Done => {} // B's and M′'s logits are read below, once ŷ is known
-                Status::Failed(reason) => failure = failure.or(Some(Error::Inference { model: Role::ALL[k].name(), reason })),
-                _ => failure = failure.or(Some(Error::Inference { model: Role::ALL[k].name(), reason: "worker thread stopped".into() })),
+                Status::Done => self.logits[*k].copy_from_slice(&slot.logits),
+                Status::Failed(reason) => failure = failure.or(Some(Error::Inference { model: name, reason })),
+                _ => failure = failure.or(Some(Error::Inference { model: name, reason: "worker thread stopped".into() })),
             }
         }
         if let Some(e) = failure {
             return Err(e);
         }
-        let confidence = |k: usize| softmax_at(&self.workers[k].shared.lock().logits, class);
-        Ok(decide(&self.decision, class, Confidences { expert: confidence(1), auxiliary: confidence(2) }))
+        let class = argmax(&self.logits[0]);
+        let confidences = Confidences { expert: softmax_at(&self.logits[1], class), auxiliary: softmax_at(&self.logits[2], class) };
+        Ok(decide(&self.decision, class, confidences))
     }
 
     /// Number of classes, as in the manifest.
@@ -168,11 +214,11 @@ impl ParallelGuard {
 
 impl Drop for ParallelGuard {
     fn drop(&mut self) {
-        for w in &self.workers {
+        for (_, w) in &self.workers {
             w.shared.lock().status = Status::Shutdown;
             w.shared.changed.notify_all();
         }
-        for w in &mut self.workers {
+        for (_, w) in &mut self.workers {
             if let Some(t) = w.thread.take() {
                 let _ = t.join();
             }

@@ -80,13 +80,15 @@ fn main() {
     eprintln!("allocations per guarded frame: {guard_allocs:.2} in total, {tract_allocs:.2} inside tract's three plan runs, {ours:.2} in badexpert's code");
     assert_eq!(ours, 0.0, "the guard's own code allocates per frame");
 
-    // Three threads: the hand-off through preallocated slots adds nothing either.
-    let mut parallel = ParallelGuard::new(&bundle).unwrap();
-    let parallel_allocs = per_frame(|i| {
-        std::hint::black_box(parallel.guard(frames.frame(i % frames.len()), PixelLayout::Chw).unwrap());
-    });
-    eprintln!("ParallelGuard: {parallel_allocs:.2} allocations per frame ({:.2} beyond tract's runs)", parallel_allocs - tract_allocs);
-    assert_eq!(parallel_allocs, tract_allocs, "the parallel guard's own code allocates per frame");
+    // Two or three threads: the hand-off through preallocated slots adds nothing either.
+    for threads in [2, 3] {
+        let mut parallel = ParallelGuard::with_threads(&bundle, threads).unwrap();
+        let parallel_allocs = per_frame(|i| {
+            std::hint::black_box(parallel.guard(frames.frame(i % frames.len()), PixelLayout::Chw).unwrap());
+        });
+        eprintln!("ParallelGuard, {threads} threads: {parallel_allocs:.2} allocations per frame ({:.2} beyond tract's runs)", parallel_allocs - tract_allocs);
+        assert_eq!(parallel_allocs, tract_allocs, "the parallel guard's own code allocates per frame ({threads} threads)");
+    }
 
     // Batches of 8 into caller-owned verdicts.
     let batched = GuardBundle::open_with_batch(demo.join("bundle"), 8).unwrap();

@@ -1,5 +1,5 @@
-//! The three ways to guard — one frame at a time, the three models on three
-//! threads, several frames per run — give the same verdicts.
+//! The three ways to guard — one frame at a time, the three models on two or
+//! three threads, several frames per run — give the same verdicts.
 
 use std::path::Path;
 
@@ -21,10 +21,15 @@ fn parallel_and_batched_guards_agree_with_the_sequential_one() {
     let reference: Vec<Verdict> = all.iter().map(|f| sequential.guard(f, PixelLayout::Chw).unwrap()).collect();
     assert!(reference.iter().any(|v| v.accepted) && reference.iter().any(|v| !v.accepted));
 
-    let mut parallel = ParallelGuard::new(&bundle).unwrap();
-    for (f, want) in all.iter().zip(&reference) {
-        assert_eq!(parallel.guard(f, PixelLayout::Chw).unwrap(), *want, "same plans, same input: identical verdicts");
+    for threads in [2, 3] {
+        let mut parallel = ParallelGuard::with_threads(&bundle, threads).unwrap();
+        assert_eq!(parallel.threads(), threads);
+        for (f, want) in all.iter().zip(&reference) {
+            assert_eq!(parallel.guard(f, PixelLayout::Chw).unwrap(), *want, "{threads} threads: same plans, same input, identical verdicts");
+        }
     }
+    let err = ParallelGuard::with_threads(&bundle, 4).err().expect("4 threads refused").to_string();
+    assert!(err.contains("2 or 3 threads"), "{err}");
 
     let batched = GuardBundle::open_with_batch(demo().join("bundle"), 8).unwrap();
     let mut batch = BatchGuard::new(&batched).unwrap();
@@ -46,8 +51,10 @@ fn parallel_and_batched_guards_agree_with_the_sequential_one() {
 #[test]
 fn a_bad_frame_fails_in_every_mode_and_the_next_one_is_guarded() {
     let bundle = GuardBundle::open(demo().join("bundle")).unwrap();
-    let mut parallel = ParallelGuard::new(&bundle).unwrap();
-    let err = parallel.guard(&[0u8; 100], PixelLayout::Chw).unwrap_err().to_string();
-    assert!(err.contains("100 pixel values"), "{err}");
-    assert!(parallel.guard(&[0u8; 784], PixelLayout::Chw).is_ok());
+    for threads in [2, 3] {
+        let mut parallel = ParallelGuard::with_threads(&bundle, threads).unwrap();
+        let err = parallel.guard(&[0u8; 100], PixelLayout::Chw).unwrap_err().to_string();
+        assert!(err.contains("100 pixel values"), "{err}");
+        assert!(parallel.guard(&[0u8; 784], PixelLayout::Chw).is_ok());
+    }
 }

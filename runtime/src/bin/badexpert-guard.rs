@@ -28,13 +28,14 @@ enum Command {
         /// Image files, directories of images, IDX image files, CIFAR-10 .bin batches.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Run M, B and M′ on three threads (one frame's latency ≈ one model's on ≥ 3 cores).
+        /// Run M, B and M′ concurrently: on 3 threads with ≥ 3 cores (a frame costs about one
+        /// model), on 2 threads otherwise (about two models).
         #[arg(long)]
         parallel: bool,
     },
     /// Evaluate a bundle: CA and ASR with and without the guard, AUROC, realised FPR, latency.
     Eval(EvalArgs),
-    /// Per-frame latency of M alone, the guard (sequential, 3 threads, batches) and both again
+    /// Per-frame latency of M alone, the guard (sequential, 2 and 3 threads, batches) and both again
     /// with tract's ops only, measured in interleaved rounds on frames from a file (or zero
     /// frames); prints JSON.
     Bench {
@@ -170,7 +171,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The guard `run` uses: sequential or with the three models on three threads.
+/// The guard `run` uses: sequential or with the three models run concurrently.
 enum FrameGuard {
     Sequential(Guard),
     Parallel(ParallelGuard),
