@@ -1,6 +1,7 @@
 //! Per-frame latency of the ways to run a bundle, measured back to back in
 //! one process so their ratios are comparable on a shared, noisy machine:
-//! M alone, the guard sequential, the guard on three threads, and batches.
+//! M alone, the guard sequential, the guard on two and three threads, and
+//! batches.
 
 use std::time::Instant;
 

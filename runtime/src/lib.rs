@@ -22,10 +22,11 @@
 //! kernels in place of tract's slow ones), [`guard`] runs them,
 //! [`score`] turns confidences into the statistic, [`metrics`] calibrates
 //! thresholds and computes CA / ASR / AUROC. [`parallel`] runs the three
-//! models on three threads and [`batch`] guards several frames per run;
-//! [`latency`] times those modes and [`profile`] times each op of each plan. [`baselines`] holds the STRIP
-//! and SCALE-UP detectors BaDExpert is compared with; [`agreement`] compares two
-//! bundles' verdicts frame by frame (f16 against f32).
+//! models concurrently and [`batch`] guards several frames per run;
+//! [`latency`] times those modes and [`profile`] times each op of each
+//! plan. [`baselines`] holds the STRIP and SCALE-UP detectors BaDExpert is
+//! compared with; [`agreement`] compares two bundles' verdicts frame by
+//! frame (f16 against f32).
 
 pub mod agreement;
 pub mod baselines;
