@@ -58,6 +58,27 @@ pub fn write_plots(dir: &Path, title: &str, detectors: &[DetectorReport], target
     Ok(written)
 }
 
+/// A chart with the margins and axis label areas every figure uses.
+fn chart_on<'a, 'b>(area: &'a DrawingArea<SVGBackend<'b>, Shift>) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(12).x_label_area_size(40).y_label_area_size(48);
+    builder
+}
+
+/// Draws the legend of the labelled series at `position`.
+fn legend<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 fn roc(path: &Path, title: &str, detectors: &[DetectorReport], target: u32) -> Result<PathBuf> {
     let curves: Vec<(DetectorKind, String, Vec<(f64, f64)>)> = detectors
         .iter()
@@ -71,10 +92,7 @@ fn roc(path: &Path, title: &str, detectors: &[DetectorReport], target: u32) -> R
     draw(path, WIDE, |root| {
         let root = root.titled(&format!("{title}: ROC, clean vs triggered"), ("sans-serif", 18)).map_err(|e| e.to_string())?;
         let (left, right) = root.split_horizontally(WIDE.0 / 2);
-        let mut linear = ChartBuilder::on(&left)
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(48)
+        let mut linear = chart_on(&left)
             .build_cartesian_2d(0f64..1f64, 0f64..1.001f64)
             .map_err(|e| e.to_string())?;
         linear.configure_mesh().x_desc("false-positive rate").y_desc("true-positive rate").draw().map_err(|e| e.to_string())?;
@@ -87,17 +105,8 @@ fn roc(path: &Path, title: &str, detectors: &[DetectorReport], target: u32) -> R
                 .label(label.as_str())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
         }
-        linear
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
-        let mut log = ChartBuilder::on(&right)
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(48)
+        legend(&mut linear, SeriesLabelPosition::LowerRight)?;
+        let mut log = chart_on(&right)
             .build_cartesian_2d((MIN_LOG_FPR..1f64).log_scale(), 0f64..1.001f64)
             .map_err(|e| e.to_string())?;
         log.configure_mesh().x_desc("false-positive rate (log)").y_desc("true-positive rate").draw().map_err(|e| e.to_string())?;
@@ -130,11 +139,8 @@ fn score_histogram(path: &Path, title: &str, b: &DetectorReport, target: u32) ->
     let threshold = f64::from(b.evaluation.threshold.max(1e-30)).log10();
     let width = (LOG_SCORE_RANGE.1 - LOG_SCORE_RANGE.0) / BINS as f64;
     draw(path, SIZE, |root| {
-        let mut chart = ChartBuilder::on(root)
+        let mut chart = chart_on(root)
             .caption(format!("{title}: BaDExpert score (low = backdoor)"), ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(48)
             .build_cartesian_2d(LOG_SCORE_RANGE.0..LOG_SCORE_RANGE.1, 0f64..top)
             .map_err(|e| e.to_string())?;
         chart.configure_mesh().x_desc("log10 score (clipped)").y_desc("fraction of frames").draw().map_err(|e| e.to_string())?;
@@ -153,13 +159,7 @@ fn score_histogram(path: &Path, title: &str, b: &DetectorReport, target: u32) ->
             .map_err(|e| e.to_string())?
             .label(format!("threshold τ = {:.3e}", b.evaluation.threshold))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -170,11 +170,8 @@ fn confidence_scatter(path: &Path, title: &str, b: &DetectorReport, target: u32,
     };
     let sides = [(points(&neg), CLEAN, "clean"), (points(&pos), TRIGGERED, "triggered")];
     draw(path, SIZE, |root| {
-        let mut chart = ChartBuilder::on(root)
+        let mut chart = chart_on(root)
             .caption(format!("{title}: confidences in M's class (lines: τ boundary)"), ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(48)
             .build_cartesian_2d(0f64..1.001f64, 0f64..1.001f64)
             .map_err(|e| e.to_string())?;
         chart
@@ -199,13 +196,7 @@ fn confidence_scatter(path: &Path, title: &str, b: &DetectorReport, target: u32,
                 .label(format!("{name} ({n} frames)"))
                 .legend(move |(x, y)| Circle::new((x + 7, y), 4, c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
 }
 
