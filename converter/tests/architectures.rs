@@ -43,34 +43,39 @@ fn tract_logits(onnx: &Path, x: &Tensor) -> Tensor {
     Tensor::from_slice(&logits).reshape([size[0], -1])
 }
 
-#[test]
-fn interpreter_matches_tract_on_every_fixture() {
+/// Runs `check` on every fixture with its PyTorch reference and a freshly
+/// loaded interpreter graph; fails once, listing every fixture's complaints.
+fn check_every_fixture(check: impl Fn(&Path, &str, &HashMap<String, Tensor>, TchGraph) -> Vec<String>) {
     tch::set_num_threads(2);
     let mut failures = Vec::new();
     for onnx in fixtures() {
         let name = onnx.file_name().unwrap().to_string_lossy().into_owned();
         let r = reference(&onnx);
         let graph = TchGraph::load(&onnx, Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let ours = graph.predict(&r["x"]).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let tract = tract_logits(&onnx, &r["x"]);
-        let vs_tract = relative_diff(&ours, &tract);
-        let vs_torch = relative_diff(&ours, &r["logits_before"]);
-        eprintln!("{name}: max |Δlogit| / scale vs tract {vs_tract:.2e}, vs PyTorch {vs_torch:.2e}");
-        if vs_tract > 1e-4 || vs_torch > 1e-4 {
-            failures.push(format!("{name}: vs tract {vs_tract:e}, vs PyTorch {vs_torch:e}"));
-        }
+        failures.extend(check(&onnx, &name, &r, graph).into_iter().map(|why| format!("{name}: {why}")));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
+fn interpreter_matches_tract_on_every_fixture() {
+    check_every_fixture(|onnx, name, r, graph| {
+        let ours = graph.predict(&r["x"]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let tract = tract_logits(onnx, &r["x"]);
+        let vs_tract = relative_diff(&ours, &tract);
+        let vs_torch = relative_diff(&ours, &r["logits_before"]);
+        eprintln!("{name}: max |Δlogit| / scale vs tract {vs_tract:.2e}, vs PyTorch {vs_torch:.2e}");
+        if vs_tract > 1e-4 || vs_torch > 1e-4 {
+            vec![format!("vs tract {vs_tract:e}, vs PyTorch {vs_torch:e}")]
+        } else {
+            vec![]
+        }
+    });
+}
+
+#[test]
 fn one_sgd_step_updates_weights_as_pytorch_did() {
-    tch::set_num_threads(2);
-    let mut failures = Vec::new();
-    for onnx in fixtures() {
-        let name = onnx.file_name().unwrap().to_string_lossy().into_owned();
-        let r = reference(&onnx);
-        let graph = TchGraph::load(&onnx, Device::Cpu).unwrap();
+    check_every_fixture(|_, name, r, graph| {
         let lr = r["lr"].double_value(&[]);
         let mut opt = nn::Sgd::default().build(graph.var_store(), lr).unwrap();
         let logits = graph.forward(&r["x"], true).unwrap();
@@ -108,9 +113,8 @@ fn one_sgd_step_updates_weights_as_pytorch_did() {
             (compared >= 1, "no initializer matched PyTorch's state_dict".to_string()),
             (worst.0 <= 1e-4, format!("{} differs by {:e} after one step", worst.1, worst.0)),
         ];
-        failures.extend(checks.into_iter().filter(|(ok, _)| !ok).map(|(_, why)| format!("{name}: {why}")));
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+        checks.into_iter().filter(|(ok, _)| !ok).map(|(_, why)| why).collect()
+    });
 }
 
 #[test]
