@@ -28,7 +28,7 @@ impl BatchRunner {
         let fail = |e: anyhow::Error| Error::Inference { model: "model", reason: format!("{e:#}") };
         Ok(BatchRunner {
             state: plan.spawn().map_err(fail)?,
-            input: Arc::new(Tensor::zero::<f32>(&[batch, s.channels, s.height, s.width]).map_err(fail)?),
+            input: crate::guard::input_tensor(batch, s)?,
             batch,
             classes: bundle.manifest().classes.len(),
         })

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tract_core::internal::*;
 
 use crate::bundle::{GuardBundle, Role};
-use crate::guard::{check_logits, decide, input_slice, output_f32, PixelLayout, Verdict};
+use crate::guard::{decide, input_slice, with_logits, PixelLayout, Verdict};
 use crate::manifest::Decision;
 use crate::preprocess::Preprocessor;
 use crate::score::{argmax, softmax_at};
@@ -28,10 +28,7 @@ impl BatchGuard {
     pub fn new(bundle: &GuardBundle) -> Result<BatchGuard> {
         let m = bundle.manifest();
         let (shape, batch) = (m.input.shape, bundle.batch());
-        let spawn = |role: Role| -> Result<(&'static str, TypedSimpleState)> {
-            let name = role.name();
-            Ok((name, bundle.plan(role).spawn().map_err(|e| Error::Inference { model: name, reason: e.to_string() })?))
-        };
+        let spawn = |role: Role| -> Result<(&'static str, TypedSimpleState)> { Ok((role.name(), bundle.spawn(role)?)) };
         Ok(BatchGuard {
             pre: Preprocessor::new(&m.normalization, shape)?,
             decision: m.decision.clone(),
@@ -65,18 +62,18 @@ impl BatchGuard {
         }
         let (n, k) = (frames.len(), self.classes);
         for (role, (name, state)) in self.states.iter_mut().enumerate() {
-            let fail = |reason: String| Error::Inference { model: name, reason };
-            let out = state.run(tvec![TValue::from_const(self.input.clone())]).map_err(|e| fail(format!("{e:#}")))?;
-            let logits = output_f32(&out[0]).map_err(|e| fail(e.to_string()))?;
-            check_logits(logits, self.batch * k).map_err(fail)?;
-            for (i, v) in verdicts[..n].iter_mut().enumerate() {
-                let row = &logits[i * k..(i + 1) * k];
-                match role {
-                    0 => v.class = argmax(row),
-                    1 => v.confidences.expert = softmax_at(row, v.class),
-                    _ => v.confidences.auxiliary = softmax_at(row, v.class),
+            let input = TValue::from_const(self.input.clone());
+            with_logits(state, input, self.batch * k, |logits| {
+                for (i, v) in verdicts[..n].iter_mut().enumerate() {
+                    let row = &logits[i * k..(i + 1) * k];
+                    match role {
+                        0 => v.class = argmax(row),
+                        1 => v.confidences.expert = softmax_at(row, v.class),
+                        _ => v.confidences.auxiliary = softmax_at(row, v.class),
+                    }
                 }
-            }
+            })
+            .map_err(|reason| Error::Inference { model: name, reason })?;
         }
         for v in &mut verdicts[..n] {
             *v = decide(&self.decision, v.class, v.confidences);

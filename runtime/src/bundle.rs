@@ -41,9 +41,9 @@ pub struct GuardBundle {
     dir: PathBuf,
     manifest: Manifest,
     options: LoadOptions,
-    pub(crate) model: Plan,
-    pub(crate) expert: Plan,
-    pub(crate) auxiliary: Plan,
+    model: Plan,
+    expert: Plan,
+    auxiliary: Plan,
 }
 
 impl GuardBundle {
@@ -99,9 +99,6 @@ impl GuardBundle {
         self.options.batch
     }
 
-    pub fn options(&self) -> LoadOptions {
-        self.options
-    }
 
     /// One of the plans for another batch size (the file is verified again),
     /// e.g. for detectors that run many perturbed copies of a frame at once.
@@ -139,6 +136,11 @@ impl GuardBundle {
             Role::Expert => &self.expert,
             Role::Auxiliary => &self.auxiliary,
         }
+    }
+
+    /// A fresh tract state for one of the plans (one per thread that runs it).
+    pub fn spawn(&self, role: Role) -> Result<TypedSimpleState> {
+        self.plan(role).spawn().map_err(|e| Error::Inference { model: role.name(), reason: e.to_string() })
     }
 }
 

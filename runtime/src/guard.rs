@@ -52,11 +52,7 @@ impl Guard {
         }
         let m = bundle.manifest();
         let shape = m.input.shape;
-        let spawn = |role: Role| -> Result<Runner> {
-            let name = role.name();
-            let state = bundle.plan(role).spawn().map_err(|e| Error::Inference { model: name, reason: e.to_string() })?;
-            Ok(Runner { name, state })
-        };
+        let spawn = |role: Role| -> Result<Runner> { Ok(Runner { name: role.name(), state: bundle.spawn(role)? }) };
         Ok(Guard {
             pre: Preprocessor::new(&m.normalization, shape)?,
             decision: m.decision.clone(),
@@ -140,12 +136,22 @@ pub(crate) fn output_f32(value: &TValue) -> TractResult<&[f32]> {
     value.try_as_plain_ram()?.as_slice::<f32>()
 }
 
-/// Runs one plan and reads its logits in place.
-fn run_logits<T>(runner: &mut Runner, input: &TValue, classes: usize, read: impl FnOnce(&[f32]) -> T) -> Result<T> {
-    let name = runner.name;
-    let fail = |reason: String| Error::Inference { model: name, reason };
-    let outputs = runner.state.run(tvec![input.clone()]).map_err(|e| fail(format!("{e:#}")))?;
-    let logits = output_f32(&outputs[0]).map_err(|e| fail(e.to_string()))?;
-    check_logits(logits, classes).map_err(fail)?;
+/// Runs one plan on `input` and hands its logits, checked ([`check_logits`])
+/// and read in place, to `read`; the error is the reason, for the caller to
+/// name the model.
+pub(crate) fn with_logits<T>(
+    state: &mut TypedSimpleState,
+    input: TValue,
+    classes: usize,
+    read: impl FnOnce(&[f32]) -> T,
+) -> std::result::Result<T, String> {
+    let outputs = state.run(tvec![input]).map_err(|e| format!("{e:#}"))?;
+    let logits = output_f32(&outputs[0]).map_err(|e| e.to_string())?;
+    check_logits(logits, classes)?;
     Ok(read(logits))
+}
+
+/// Runs one of the guard's plans and reads its logits in place.
+fn run_logits<T>(runner: &mut Runner, input: &TValue, classes: usize, read: impl FnOnce(&[f32]) -> T) -> Result<T> {
+    with_logits(&mut runner.state, input.clone(), classes, read).map_err(|reason| Error::Inference { model: runner.name, reason })
 }

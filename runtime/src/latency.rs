@@ -41,24 +41,30 @@ pub struct ModelAlone {
     pre: crate::Preprocessor,
     input: std::sync::Arc<Tensor>,
     state: TypedSimpleState,
+    classes: usize,
 }
 
 impl ModelAlone {
+    /// For a bundle opened with batch size 1, like [`Guard`].
     pub fn new(bundle: &GuardBundle) -> Result<ModelAlone> {
+        if bundle.batch() != 1 {
+            return Err(crate::Error::Invalid(format!("ModelAlone takes frames one at a time; the bundle was opened for batch {}", bundle.batch())));
+        }
         let m = bundle.manifest();
         Ok(ModelAlone {
             pre: crate::Preprocessor::new(&m.normalization, m.input.shape)?,
-            input: crate::guard::input_tensor(bundle.batch(), m.input.shape)?,
-            state: bundle.plan(Role::Model).spawn().map_err(|e| crate::Error::Inference { model: "model", reason: e.to_string() })?,
+            input: crate::guard::input_tensor(1, m.input.shape)?,
+            state: bundle.spawn(Role::Model)?,
+            classes: m.classes.len(),
         })
     }
 
-    /// M's class for one u8 frame (CHW).
+    /// M's class for one u8 frame (CHW), its logits checked as the guard does.
     pub fn run(&mut self, frame: &[u8]) -> Result<usize> {
-        let fail = |reason: String| crate::Error::Inference { model: "model", reason };
         self.pre.load(frame, PixelLayout::Chw, crate::guard::input_slice(&mut self.input))?;
-        let out = self.state.run(tvec![TValue::from_const(self.input.clone())]).map_err(|e| fail(e.to_string()))?;
-        Ok(crate::score::argmax(crate::guard::output_f32(&out[0]).map_err(|e| fail(e.to_string()))?))
+        let input = TValue::from_const(self.input.clone());
+        crate::guard::with_logits(&mut self.state, input, self.classes, crate::score::argmax)
+            .map_err(|reason| crate::Error::Inference { model: Role::Model.name(), reason })
     }
 }
 
@@ -68,6 +74,12 @@ struct Mode<'a> {
     batch: usize,
     run: Box<dyn FnMut(usize) -> Result<()> + 'a>,
     per_frame_us: Vec<f64>,
+}
+
+impl<'a> Mode<'a> {
+    fn new<T>(name: &'static str, batch: usize, mut run: impl FnMut(usize) -> Result<T> + 'a) -> Self {
+        Mode { name, batch, run: Box::new(move |i| run(i).map(drop)), per_frame_us: vec![] }
+    }
 }
 
 /// Rounds the timed runs are split into.
@@ -108,7 +120,6 @@ pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, bat
     let frame = |i: usize| frames.frame(i % n);
 
     let mut model = ModelAlone::new(&bundle)?;
-    let alone = move |i: usize| model.run(frame(i)).map(drop);
     let mut guard = Guard::new(&bundle)?;
     let tract_only = GuardBundle::open_with(bundle_dir, crate::LoadOptions { own_kernels: false, ..Default::default() })?;
     let mut tract_model = ModelAlone::new(&tract_only)?;
@@ -116,17 +127,12 @@ pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, bat
     let mut parallel2 = ParallelGuard::with_threads(&bundle, 2)?;
     let mut parallel3 = ParallelGuard::with_threads(&bundle, 3)?;
     let mut modes = vec![
-        Mode { name: "model alone", batch: 1, run: Box::new(alone), per_frame_us: vec![] },
-        Mode { name: "guard, sequential", batch: 1, run: Box::new(move |i| guard.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
-        Mode { name: "model alone, tract ops only", batch: 1, run: Box::new(move |i| tract_model.run(frame(i)).map(drop)), per_frame_us: vec![] },
-        Mode {
-            name: "guard, sequential, tract ops only",
-            batch: 1,
-            run: Box::new(move |i| tract_guard.guard(frame(i), PixelLayout::Chw).map(drop)),
-            per_frame_us: vec![],
-        },
-        Mode { name: "guard, 2 threads", batch: 1, run: Box::new(move |i| parallel2.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
-        Mode { name: "guard, 3 threads", batch: 1, run: Box::new(move |i| parallel3.guard(frame(i), PixelLayout::Chw).map(drop)), per_frame_us: vec![] },
+        Mode::new("model alone", 1, move |i| model.run(frame(i))),
+        Mode::new("guard, sequential", 1, move |i| guard.guard(frame(i), PixelLayout::Chw)),
+        Mode::new("model alone, tract ops only", 1, move |i| tract_model.run(frame(i))),
+        Mode::new("guard, sequential, tract ops only", 1, move |i| tract_guard.guard(frame(i), PixelLayout::Chw)),
+        Mode::new("guard, 2 threads", 1, move |i| parallel2.guard(frame(i), PixelLayout::Chw)),
+        Mode::new("guard, 3 threads", 1, move |i| parallel3.guard(frame(i), PixelLayout::Chw)),
     ];
     for &b in batches {
         let bundle = GuardBundle::open_with_batch(bundle_dir, b)?;
@@ -138,7 +144,7 @@ pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, bat
             chunk.extend((0..b).map(|j| frame(i * b + j)));
             batch.guard_batch(&chunk, PixelLayout::Chw, &mut verdicts)
         };
-        modes.push(Mode { name: "guard, batched", batch: b, run: Box::new(run), per_frame_us: vec![] });
+        modes.push(Mode::new("guard, batched", b, run));
     }
     time_interleaved(&mut modes, runs)?;
     Ok(modes.into_iter().map(|m| summarise(m.name, m.batch, m.per_frame_us)).collect())

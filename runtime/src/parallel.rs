@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use tract_core::internal::*;
 
 use crate::bundle::{GuardBundle, Plan, Role};
-use crate::guard::{check_logits, decide, input_slice, output_f32, PixelLayout, Verdict};
+use crate::guard::{decide, input_slice, with_logits, PixelLayout, Verdict};
 use crate::manifest::Decision;
 use crate::preprocess::Preprocessor;
 use crate::score::{argmax, softmax_at, Confidences};
@@ -90,12 +90,7 @@ fn work(plan: Plan, shared: Arc<Shared>, classes: usize) {
         };
         let outcome = match state.as_mut() {
             None => Err("the thread's tract state could not be made".to_string()),
-            Some(state) => state.run(tvec![TValue::from_const(input)]).map_err(|e| format!("{e:#}")).and_then(|out| {
-                let logits = output_f32(&out[0]).map_err(|e| e.to_string())?;
-                check_logits(logits, classes)?;
-                local.copy_from_slice(logits);
-                Ok(())
-            }),
+            Some(state) => with_logits(state, TValue::from_const(input), classes, |logits| local.copy_from_slice(logits)),
         };
         // The input and outputs are dropped: the caller may write the next frame in place.
         let mut slot = shared.lock();
@@ -145,9 +140,7 @@ impl ParallelGuard {
         }
         let mut local = Vec::new();
         for k in (0..3).filter(|k| !on_workers.contains(k)) {
-            let role = Role::ALL[k];
-            let state = bundle.plan(role).spawn().map_err(|e| Error::Inference { model: role.name(), reason: e.to_string() })?;
-            local.push((k, state));
+            local.push((k, bundle.spawn(Role::ALL[k])?));
         }
         Ok(ParallelGuard {
             pre: Preprocessor::new(&m.normalization, shape)?,
@@ -174,15 +167,9 @@ impl ParallelGuard {
         }
         let mut failure = None;
         for (k, state) in &mut self.local {
-            let name = Role::ALL[*k].name();
-            let outcome = state.run(tvec![TValue::from_const(self.input.clone())]).map_err(|e| format!("{e:#}")).and_then(|out| {
-                let logits = output_f32(&out[0]).map_err(|e| e.to_string())?;
-                check_logits(logits, self.classes)?;
-                self.logits[*k].copy_from_slice(logits);
-                Ok(())
-            });
-            if let Err(reason) = outcome {
-                failure = failure.or(Some(Error::Inference { model: name, reason }));
+            let out = &mut self.logits[*k];
+            if let Err(reason) = with_logits(state, TValue::from_const(self.input.clone()), self.classes, |l| out.copy_from_slice(l)) {
+                failure = failure.or(Some(Error::Inference { model: Role::ALL[*k].name(), reason }));
             }
         }
         // Wait for every worker (even after a failure, so no thread still holds the input).
