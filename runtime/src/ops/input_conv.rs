@@ -13,6 +13,8 @@
 
 use tract_core::internal::*;
 
+use super::pad_planes::copy_plane;
+
 /// Largest input channel count the direct kernel takes.
 pub const MAX_INPUT_CHANNELS: usize = 4;
 
@@ -84,25 +86,21 @@ impl EvalOp for InputConv {
         let mut wide = vec![0f32; oh * pw];
         let offsets = (0..c).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * ph * pw + ky * pw + kx)));
         let geometry = Geometry { offsets: offsets.collect() };
-        let mut output = Tensor::zero::<f32>(&[n, o, oh, ow])?;
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        for (image, out_image) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * oh * ow)) {
-            for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
-                for (y, row) in plane.chunks_exact(w).enumerate() {
-                    dst[(y + pt) * pw + pl..][..w].copy_from_slice(row);
+        super::f32_output(&[n, o, oh, ow], |out| {
+            for (image, out_image) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * oh * ow)) {
+                for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
+                    copy_plane(plane, w, dst, pw, pt, pl);
+                }
+                for (k, out_plane) in out_image.chunks_exact_mut(oh * ow).enumerate() {
+                    let taps = &kernel[k * c * kh * kw..][..c * kh * kw];
+                    convolve_plane(&geometry, &padded, taps, bias[k], &mut wide);
+                    for (dst, src) in out_plane.chunks_exact_mut(ow).zip(wide.chunks_exact(pw)) {
+                        dst.copy_from_slice(&src[..ow]);
+                    }
                 }
             }
-            for (k, out_plane) in out_image.chunks_exact_mut(oh * ow).enumerate() {
-                let taps = &kernel[k * c * kh * kw..][..c * kh * kw];
-                convolve_plane(&geometry, &padded, taps, bias[k], &mut wide);
-                for (dst, src) in out_plane.chunks_exact_mut(ow).zip(wide.chunks_exact(pw)) {
-                    dst.copy_from_slice(&src[..ow]);
-                }
-            }
-        }
-        drop(view);
-        Ok(tvec!(output.into_tvalue()))
+            Ok(())
+        })
     }
 
     op_out_of_plan!();

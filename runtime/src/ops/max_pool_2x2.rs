@@ -33,20 +33,18 @@ impl EvalOp for MaxPool2x2 {
         };
         let (oh, ow) = (h / 2, w / 2);
         let input = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut output = Tensor::zero::<f32>(&[n, c, oh, ow])?;
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        if oh > 0 && ow > 0 {
-            for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
-                for (y, out_row) in out.chunks_exact_mut(ow).enumerate() {
-                    let top = &plane[2 * y * w..][..2 * ow];
-                    let bottom = &plane[(2 * y + 1) * w..][..2 * ow];
-                    pool_row(top, bottom, out_row);
+        super::f32_output(&[n, c, oh, ow], |out| {
+            if oh > 0 && ow > 0 {
+                for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+                    for (y, out_row) in out.chunks_exact_mut(ow).enumerate() {
+                        let top = &plane[2 * y * w..][..2 * ow];
+                        let bottom = &plane[(2 * y + 1) * w..][..2 * ow];
+                        pool_row(top, bottom, out_row);
+                    }
                 }
             }
-        }
-        drop(view);
-        Ok(tvec!(output.into_tvalue()))
+            Ok(())
+        })
     }
 
     op_out_of_plan!();

@@ -18,6 +18,14 @@ pub use input_conv::InputConv;
 pub use max_pool_2x2::MaxPool2x2;
 pub use pad_planes::PadPlanes;
 
+/// A new f32 tensor of `shape`, zeroed then written by `fill`: the output
+/// of one of our ops' `eval`.
+fn f32_output(shape: &[usize], fill: impl FnOnce(&mut [f32]) -> TractResult<()>) -> TractResult<TVec<TValue>> {
+    let mut output = Tensor::zero::<f32>(shape)?;
+    fill(output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
+    Ok(tvec!(output.into_tvalue()))
+}
+
 /// tract's optimizer with badexpert's kernels placed before and after it.
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     let mut model = model.into_decluttered()?;

@@ -56,25 +56,28 @@ impl EvalOp for PadPlanes {
         let ow = w + self.left + self.right;
         let plane_out = (h + self.top + self.bottom) * ow;
         let input = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut output = Tensor::zero::<f32>(&out_shape)?;
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        if self.value != 0.0 {
-            out.fill(self.value);
-        }
-        if h * w > 0 {
-            for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(plane_out)) {
-                for (y, row) in plane.chunks_exact(w).enumerate() {
-                    let start = (y + self.top) * ow + self.left;
-                    out[start..start + w].copy_from_slice(row);
+        super::f32_output(&out_shape, |out| {
+            if self.value != 0.0 {
+                out.fill(self.value);
+            }
+            if h * w > 0 {
+                for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(plane_out)) {
+                    copy_plane(plane, w, out, ow, self.top, self.left);
                 }
             }
-        }
-        drop(view);
-        Ok(tvec!(output.into_tvalue()))
+            Ok(())
+        })
     }
 
     op_out_of_plan!();
+}
+
+/// Copies `plane` (rows of `w` values) into `out` (rows of `ow` values),
+/// `top` rows down and `left` columns in.
+pub(crate) fn copy_plane(plane: &[f32], w: usize, out: &mut [f32], ow: usize, top: usize, left: usize) {
+    for (y, row) in plane.chunks_exact(w).enumerate() {
+        out[(y + top) * ow + left..][..w].copy_from_slice(row);
+    }
 }
 
 impl TypedOp for PadPlanes {
