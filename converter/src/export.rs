@@ -121,16 +121,22 @@ fn explicit_ceil_padding(model: &mut TypedModel) -> TractResult<()> {
 /// Writes `model` as an NNEF tar plan at `out`, its weights and arithmetic
 /// in `precision`; input and output stay f32 whatever the precision.
 pub fn write_plan(model: &ModelProto, shape: FrameShape, out: &Path, what: &str, precision: Precision) -> Result<()> {
-    let mut typed = decluttered(model, shape, what)?;
-    if precision == Precision::F16 {
-        typed = half_precision(&typed)
-            .map_err(|e| Error::Export { what: what.into(), reason: format!("f16 translation: {e:#}") })?;
-    }
+    write_typed(&decluttered(model, shape, what)?, out, what, precision)
+}
+
+/// Writes a decluttered tract model as an NNEF tar plan in `precision`.
+fn write_typed(typed: &TypedModel, out: &Path, what: &str, precision: Precision) -> Result<()> {
+    let fail = |stage: &str, e: anyhow::Error| Error::Export { what: what.into(), reason: format!("{stage}: {e:#}") };
+    let half;
+    let typed = match precision {
+        Precision::F32 => typed,
+        Precision::F16 => {
+            half = half_precision(typed).map_err(|e| fail("f16 translation", e))?;
+            &half
+        }
+    };
     let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
-    tract_nnef::nnef()
-        .with_onnx()
-        .write_to_tar(&typed, file)
-        .map_err(|e| Error::Export { what: what.into(), reason: format!("NNEF serialisation: {e:#}") })?;
+    tract_nnef::nnef().with_onnx().write_to_tar(typed, file).map_err(|e| fail("NNEF serialisation", e))?;
     Ok(())
 }
 
@@ -188,13 +194,12 @@ pub fn bundle_at_precision(src: &Path, dst: &Path, precision: Precision) -> Resu
     std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
     let nnef = tract_nnef::nnef().with_onnx();
     for plan in [&mut manifest.plans.model, &mut manifest.plans.expert, &mut manifest.plans.auxiliary] {
-        let what = plan.file.clone();
-        let fail = |e: anyhow::Error| Error::Export { what: what.clone(), reason: format!("{e:#}") };
-        let model = nnef.model_for_path(src.join(&plan.file)).map_err(fail)?;
-        let model = if precision == Precision::F16 { half_precision(&model).map_err(fail)? } else { model };
+        let what = plan.file.as_str();
+        let model = nnef
+            .model_for_path(src.join(&plan.file))
+            .map_err(|e| Error::Export { what: what.into(), reason: format!("cannot read NNEF: {e:#}") })?;
         let out = dst.join(&plan.file);
-        let file = std::fs::File::create(&out).map_err(|e| Error::io(&out, e))?;
-        nnef.write_to_tar(&model, file).map_err(fail)?;
+        write_typed(&model, &out, what, precision)?;
         *plan = FileDigest { file: plan.file.clone(), sha256: badexpert_runtime::sha256_file(&out)? };
     }
     if let Some(clean) = &manifest.clean_frames {
