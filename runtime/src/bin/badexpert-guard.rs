@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use badexpert_runtime::data::{read_idx_labels, read_image_file, FrameSource};
 use badexpert_runtime::baselines::Strip;
 use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind};
-use badexpert_runtime::{FrameSet, Guard, GuardBundle, LoadOptions, ParallelGuard, PixelLayout, Verdict};
+use badexpert_runtime::manifest::MANIFEST_FILE;
+use badexpert_runtime::{FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout, Verdict};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -132,7 +133,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { bundle, inputs, parallel } => guard_inputs(&bundle, &inputs, parallel),
         Command::Eval(args) => evaluate(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { bundle, frames, runs, batches } => {
-            let shape = GuardBundle::open(&bundle)?.manifest().input.shape;
+            // The manifest alone gives the shape; `measure` opens (and verifies) the bundle.
+            let shape = Manifest::read(&bundle.join(MANIFEST_FILE))?.input.shape;
             let frames = match frames {
                 Some(p) => FrameSource::detect(&p).load()?,
                 None => FrameSet::new(shape, vec![0; shape.len()], None)?,
