@@ -10,6 +10,7 @@ use badexpert_runtime::data::{read_idx_labels, read_image_file, FrameSource};
 use badexpert_runtime::baselines::Strip;
 use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind};
 use badexpert_runtime::manifest::MANIFEST_FILE;
+use badexpert_runtime::profile::Schedule;
 use badexpert_runtime::{FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout, Verdict};
 use clap::{Args, Parser, Subcommand};
 
@@ -65,6 +66,13 @@ enum Command {
         /// Profile tract's plans as tract optimizes them, without badexpert's kernels.
         #[arg(long)]
         tract_only: bool,
+        /// Run the three plans in turn, as the sequential guard does, instead of each alone:
+        /// the difference shows what the models cost each other in cache.
+        #[arg(long)]
+        in_turn: bool,
+        /// How many of the costliest single nodes to list per plan.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
     },
     /// Frame-by-frame agreement of a bundle with a reference bundle of the same model (e.g. f16
     /// against f32): shares of equal verdicts and classes, score differences; prints JSON.
@@ -146,9 +154,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Profile { bundle, runs, batch, tract_only } => {
+        Command::Profile { bundle, runs, batch, tract_only, in_turn, nodes } => {
             let b = GuardBundle::open_with(&bundle, LoadOptions { batch, own_kernels: !tract_only })?;
-            let profiles = badexpert_runtime::profile::profile(&b, runs)?;
+            let schedule = if in_turn { Schedule::InTurn } else { Schedule::Alone };
+            let profiles = badexpert_runtime::profile::profile(&b, runs, schedule, nodes)?;
             println!("{}", serde_json::to_string_pretty(&profiles)?);
             Ok(ExitCode::SUCCESS)
         }

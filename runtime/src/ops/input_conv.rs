@@ -14,6 +14,7 @@
 use tract_core::internal::*;
 
 use super::pad_planes::copy_plane;
+use super::Scratch;
 
 /// Largest input channel count the direct kernel takes.
 pub const MAX_INPUT_CHANNELS: usize = 4;
@@ -60,6 +61,18 @@ impl Op for InputConv {
 
 impl EvalOp for InputConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        self.run(inputs, &mut Scratch::default())
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::<Scratch>::default()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl InputConv {
+    pub(crate) fn run(&self, inputs: TVec<TValue>, scratch: &mut Scratch) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let &[n, c, h, w] = input.shape() else {
             bail!("InputConv takes NCHW input, got shape {:?}", input.shape());
@@ -80,12 +93,16 @@ impl EvalOp for InputConv {
 
         // Zero-padded copy of one image's planes (plus kw − 1 spare values so
         // the last wide row can be read whole), reused across the batch.
-        let mut padded = vec![0f32; c * ph * pw + kw - 1];
+        scratch.padded.resize(c * ph * pw + kw - 1, 0.0);
+        let padded = &mut scratch.padded;
         // One output plane computed pw wide: every tap is then a single
         // contiguous saxpy over the plane; the kw − 1 extra columns are dropped.
-        let mut wide = vec![0f32; oh * pw];
-        let offsets = (0..c).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * ph * pw + ky * pw + kx)));
-        let geometry = Geometry { offsets: offsets.collect() };
+        scratch.work.resize(oh * pw, 0.0);
+        let wide = &mut scratch.work;
+        // Offset of every kernel tap into the padded planes, in OIHW order.
+        let offsets = &mut scratch.offsets;
+        offsets.clear();
+        offsets.extend((0..c).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * ph * pw + ky * pw + kx))));
         super::f32_output(&[n, o, oh, ow], |out| {
             for (image, out_image) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * oh * ow)) {
                 for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
@@ -93,7 +110,7 @@ impl EvalOp for InputConv {
                 }
                 for (k, out_plane) in out_image.chunks_exact_mut(oh * ow).enumerate() {
                     let taps = &kernel[k * c * kh * kw..][..c * kh * kw];
-                    convolve_plane(&geometry, &padded, taps, bias[k], &mut wide);
+                    convolve_plane(offsets, padded, taps, bias[k], wide);
                     for (dst, src) in out_plane.chunks_exact_mut(ow).zip(wide.chunks_exact(pw)) {
                         dst.copy_from_slice(&src[..ow]);
                     }
@@ -102,8 +119,6 @@ impl EvalOp for InputConv {
             Ok(())
         })
     }
-
-    op_out_of_plan!();
 }
 
 impl TypedOp for InputConv {
@@ -122,34 +137,29 @@ impl TypedOp for InputConv {
     as_op!();
 }
 
-struct Geometry {
-    /// Offset of every kernel tap into the padded planes, in OIHW order.
-    offsets: Vec<usize>,
-}
-
 /// One output plane, `pw` wide: `wide[y·pw + x] = bias + Σ_{c, ky, kx}
 /// tap · padded[c][(y + ky)·pw + x + kx]`; columns x ≥ ow are scratch.
-fn convolve_plane(g: &Geometry, padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
+fn convolve_plane(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the feature the function is compiled for was just detected.
-        return unsafe { convolve_plane_avx2(g, padded, taps, bias, wide) };
+        return unsafe { convolve_plane_avx2(offsets, padded, taps, bias, wide) };
     }
-    convolve_plane_body(g, padded, taps, bias, wide)
+    convolve_plane_body(offsets, padded, taps, bias, wide)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn convolve_plane_avx2(g: &Geometry, padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
-    convolve_plane_body(g, padded, taps, bias, wide)
+unsafe fn convolve_plane_avx2(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
+    convolve_plane_body(offsets, padded, taps, bias, wide)
 }
 
 /// Outputs accumulated in registers at a time: four 8-lane vectors.
 const BLOCK: usize = 32;
 
 #[inline(always)]
-fn convolve_plane_body(g: &Geometry, padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
-    let offsets = &g.offsets[..taps.len()];
+fn convolve_plane_body(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
+    let offsets = &offsets[..taps.len()];
     let len = wide.len();
     let mut start = 0;
     for block in wide.chunks_mut(BLOCK) {

@@ -6,6 +6,7 @@
 
 pub mod input_conv;
 pub mod max_pool_2x2;
+pub mod packed_conv;
 pub mod pad_planes;
 
 use tract_core::internal::*;
@@ -16,6 +17,7 @@ use tract_core::ops::nn::DataFormat;
 
 pub use input_conv::InputConv;
 pub use max_pool_2x2::MaxPool2x2;
+pub use packed_conv::{ConvGeometry, PackedConv};
 pub use pad_planes::PadPlanes;
 
 /// A new f32 tensor of `shape`, zeroed then written by `fill`: the output
@@ -24,6 +26,34 @@ fn f32_output(shape: &[usize], fill: impl FnOnce(&mut [f32]) -> TractResult<()>)
     let mut output = Tensor::zero::<f32>(shape)?;
     fill(output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
     Ok(tvec!(output.into_tvalue()))
+}
+
+/// Buffers a plan state keeps for one of our convolutions between frames,
+/// so a frame allocates nothing there but the op's output.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scratch {
+    /// Zero-padded input planes (borders stay zero: only interiors are written).
+    padded: Vec<f32>,
+    /// The op's own working buffer.
+    work: Vec<f32>,
+    /// Offsets into `padded`, for ops that compute them per input size.
+    offsets: Vec<usize>,
+}
+
+impl OpState for Scratch {
+    fn eval(&mut self, _ctx: &EvalContext, op: &dyn Op, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        if let Some(op) = op.downcast_ref::<PackedConv>() {
+            op.run(inputs, self)
+        } else if let Some(op) = op.downcast_ref::<InputConv>() {
+            op.run(inputs, self)
+        } else {
+            bail!("convolution scratch handed to {}", op.name())
+        }
+    }
+
+    fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
+        Ok(())
+    }
 }
 
 /// tract's optimizer with badexpert's kernels placed before and after it.
@@ -35,58 +65,81 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     Ok(model)
 }
 
-/// Replaces the decluttered convolutions [`InputConv`] can run; returns how many.
+/// Replaces the decluttered convolutions [`InputConv`] or [`PackedConv`]
+/// can run; returns how many.
 pub fn rewrite_convolutions(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
         let Some(conv) = node.op_as::<Conv>() else { continue };
-        if let Some(op) = input_conv(model, node, conv)? {
-            TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?.apply(model)?;
-            replaced += 1;
-        }
+        let Some(plain) = PlainConv::of(model, node, conv)? else { continue };
+        let op: Box<dyn TypedOp> = if plain.geometry.in_channels <= input_conv::MAX_INPUT_CHANNELS
+            && plain.geometry.stride == [1, 1]
+            && plain.geometry.dilation == [1, 1]
+        {
+            Box::new(InputConv { kernel: plain.kernel, bias: plain.bias, pad: plain.geometry.pad })
+        } else if PackedConv::streams_well(&plain.geometry) {
+            let (kernel, bias) = (plain.kernel.try_as_plain_ram()?, plain.bias.try_as_plain_ram()?);
+            Box::new(PackedConv::new(plain.geometry, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?)?)
+        } else {
+            continue;
+        };
+        TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?.apply(model)?;
+        replaced += 1;
     }
     Ok(replaced)
 }
 
-/// The [`InputConv`] for a decluttered convolution, if it qualifies: f32,
-/// NCHW, OIHW constant kernel with ≤ 4 input channels, constant bias, one
-/// group, stride 1, no dilation, concrete spatial input.
-fn input_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<InputConv>> {
-    let spec = &conv.pool_spec;
-    let input = model.outlet_fact(node.inputs[0])?;
-    let konst = |i: usize| node.inputs.get(i).and_then(|o| model.node(o.node).op_as::<Const>()).map(|c| c.val().clone());
-    let (Some(kernel), Some(bias)) = (konst(1), konst(2)) else { return Ok(None) };
-    let plain = conv.group == 1
-        && conv.q_params.is_none()
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && spec.data_format == DataFormat::NCHW
-        && spec.strides().iter().all(|&s| s == 1)
-        && spec.dilations().iter().all(|&d| d == 1)
-        && spec.input_channels <= input_conv::MAX_INPUT_CHANNELS
-        && input.datum_type == f32::datum_type()
-        && kernel.datum_type() == f32::datum_type()
-        && kernel.rank() == 4
-        && kernel.shape()[1] == spec.input_channels
-        && input.rank() == 4;
-    let hw: Option<Vec<usize>> = input.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect();
-    let (true, Some(hw)) = (plain, hw) else { return Ok(None) };
-    let out_channels = kernel.shape()[0];
-    let bias = if bias.datum_type() != f32::datum_type() {
-        return Ok(None);
-    } else if bias.len() == out_channels {
-        bias
-    } else if bias.len() == 1 {
-        Arc::new(Tensor::from_shape(&[out_channels], &vec![*bias.try_as_plain_ram()?.as_slice::<f32>()?.first().unwrap_or(&0.0); out_channels])?)
-    } else {
-        return Ok(None);
-    };
-    let padding = spec.computed_padding(&hw);
-    Ok(Some(InputConv {
-        kernel,
-        bias,
-        pad: [(padding[0].pad_before, padding[0].pad_after), (padding[1].pad_before, padding[1].pad_after)],
-    }))
+/// A decluttered convolution our kernels can take: f32, NCHW, OIHW constant
+/// kernel, constant bias (one per output channel), one group, concrete
+/// spatial input.
+struct PlainConv {
+    geometry: ConvGeometry,
+    kernel: Arc<Tensor>,
+    bias: Arc<Tensor>,
+}
+
+impl PlainConv {
+    fn of(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<PlainConv>> {
+        let spec = &conv.pool_spec;
+        let input = model.outlet_fact(node.inputs[0])?;
+        let konst = |i: usize| node.inputs.get(i).and_then(|o| model.node(o.node).op_as::<Const>()).map(|c| c.val().clone());
+        let (Some(kernel), Some(bias)) = (konst(1), konst(2)) else { return Ok(None) };
+        let plain = conv.group == 1
+            && conv.q_params.is_none()
+            && conv.kernel_fmt == KernelFormat::OIHW
+            && spec.data_format == DataFormat::NCHW
+            && input.datum_type == f32::datum_type()
+            && kernel.datum_type() == f32::datum_type()
+            && bias.datum_type() == f32::datum_type()
+            && kernel.rank() == 4
+            && kernel.shape()[1] == spec.input_channels
+            && input.rank() == 4
+            && spec.kernel_shape.len() == 2;
+        let hw: Option<Vec<usize>> = input.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect();
+        let (true, Some(hw)) = (plain, hw) else { return Ok(None) };
+        let out_channels = kernel.shape()[0];
+        let bias = if bias.len() == out_channels {
+            bias
+        } else if bias.len() == 1 {
+            let value = *bias.try_as_plain_ram()?.as_slice::<f32>()?.first().unwrap_or(&0.0);
+            Arc::new(Tensor::from_shape(&[out_channels], &vec![value; out_channels])?)
+        } else {
+            return Ok(None);
+        };
+        let padding = spec.computed_padding(&hw);
+        let pair = |v: &[usize]| [v[0], v[1]];
+        let geometry = ConvGeometry {
+            in_channels: spec.input_channels,
+            out_channels,
+            input: [hw[0], hw[1]],
+            kernel: [kernel.shape()[2], kernel.shape()[3]],
+            stride: pair(&spec.strides()),
+            dilation: pair(&spec.dilations()),
+            pad: [(padding[0].pad_before, padding[0].pad_after), (padding[1].pad_before, padding[1].pad_after)],
+        };
+        Ok(geometry.output().is_some().then_some(PlainConv { geometry, kernel, bias }))
+    }
 }
 
 /// Replaces the pools and pads of an optimized plan that [`MaxPool2x2`] and
@@ -222,8 +275,20 @@ mod tests {
         Ok(())
     }
 
-    /// A one-convolution model; `stride` 1 unless given.
+    /// A one-convolution model, no dilation.
     fn conv_model(shape: [usize; 4], out: usize, k: [usize; 2], padding: PaddingSpec, stride: usize, group: usize) -> TractResult<TypedModel> {
+        dilated_conv_model(shape, out, k, padding, stride, group, 1)
+    }
+
+    fn dilated_conv_model(
+        shape: [usize; 4],
+        out: usize,
+        k: [usize; 2],
+        padding: PaddingSpec,
+        stride: usize,
+        group: usize,
+        dilation: usize,
+    ) -> TractResult<TypedModel> {
         let c = shape[1];
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact(shape))?;
@@ -236,7 +301,7 @@ mod tests {
             data_format: DataFormat::NCHW,
             kernel_shape: k.iter().copied().collect(),
             padding,
-            dilations: None,
+            dilations: Some(tvec![dilation, dilation]),
             strides: Some(tvec![stride, stride]),
             input_channels: c,
             output_channels: out,
@@ -272,13 +337,66 @@ mod tests {
         Ok(())
     }
 
+    /// Runs `model` with our kernels and with tract's; returns the worst
+    /// difference relative to the output's largest magnitude.
+    fn compare_with_tract(model: &TypedModel, ours: TypedModel, shape: &[usize]) -> TractResult<f32> {
+        let len = shape.iter().product::<usize>();
+        let x = Tensor::from_shape(shape, &(0..len).map(|i| ((i * 7919) % 251) as f32 / 50.0 - 2.5).collect::<Vec<_>>())?;
+        let a = ours.into_runnable()?.run(tvec![x.clone().into_tvalue()])?.remove(0).into_tensor();
+        let b = model.clone().into_optimized()?.into_runnable()?.run(tvec![x.into_tvalue()])?.remove(0).into_tensor();
+        ensure!(a.shape() == b.shape(), "shapes {:?} and {:?}", a.shape(), b.shape());
+        let (a, b) = (a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(), b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
+        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+        Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0f32, f32::max))
+    }
+
+    #[test]
+    fn packed_convolutions_match_tract() -> TractResult<()> {
+        let pad = |b: usize, a: usize| PaddingSpec::Explicit(tvec![b, b], tvec![a, a]);
+        // Channels, kernel, stride, padding and sizes chosen so that output
+        // channels are not whole panels, pixels not whole chunks, both loop
+        // orders run (the last case unfolds chunk by chunk), and batches loop.
+        let cases = [
+            ([1, 64, 4, 4], 64, [3, 3], pad(1, 1), 1),
+            ([2, 32, 8, 8], 13, [3, 3], pad(1, 1), 1),
+            ([1, 16, 14, 14], 20, [3, 3], pad(1, 1), 2),
+            ([1, 8, 9, 7], 7, [3, 2], pad(0, 2), 1),
+            ([2, 12, 6, 6], 5, [1, 3], PaddingSpec::Valid, 1),
+            ([1, 10, 5, 5], 9, [5, 5], PaddingSpec::SameUpper, 1),
+            ([1, 16, 48, 48], 8, [3, 3], pad(1, 1), 1),
+        ];
+        for (shape, out, k, padding, stride) in cases {
+            let model = conv_model(shape, out, k, padding.clone(), stride, 1)?;
+            let ours = optimize(model.clone())?;
+            assert!(ours.nodes().iter().any(|n| n.op_is::<PackedConv>()), "{shape:?} {k:?} {padding:?} kept tract's conv");
+            let worst = compare_with_tract(&model, ours, &shape)?;
+            assert!(worst <= 1e-5, "{shape:?} {k:?} {padding:?} stride {stride}: relative difference {worst}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn dilated_convolutions_match_tract() -> TractResult<()> {
+        let model = dilated_conv_model([1, 6, 11, 11], 10, [3, 3], PaddingSpec::Explicit(tvec![2, 1], tvec![2, 3]), 1, 1, 2)?;
+        let ours = optimize(model.clone())?;
+        assert!(ours.nodes().iter().any(|n| n.op_is::<PackedConv>()));
+        let worst = compare_with_tract(&model, ours, &[1, 6, 11, 11])?;
+        assert!(worst <= 1e-5, "relative difference {worst}");
+        Ok(())
+    }
+
     #[test]
     fn other_convolutions_keep_tracts_op() -> TractResult<()> {
         let pad = || PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]);
-        for (shape, stride, group) in [([1, 3, 16, 16], 2, 1), ([1, 4, 8, 8], 1, 2), ([1, 8, 8, 8], 1, 1)] {
-            let ours = optimize(conv_model(shape, 8, [3, 3], pad(), stride, group)?)?;
-            assert!(!ours.nodes().iter().any(|n| n.op_is::<InputConv>()), "{shape:?} stride {stride} group {group}");
+        // Grouped; and too wide for either operand to stay in cache.
+        for (shape, out, group) in [([1, 4, 8, 8], 8, 2), ([1, 512, 32, 32], 512, 1)] {
+            let ours = optimize(conv_model(shape, out, [3, 3], pad(), 1, group)?)?;
+            assert!(ours.nodes().iter().any(|n| n.op_is::<Conv>() || n.op_is::<tract_core::ops::matmul::optimized::OptMatMul>()), "{shape:?}");
+            assert!(!ours.nodes().iter().any(|n| n.op_is::<InputConv>() || n.op_is::<PackedConv>()), "{shape:?} group {group}");
         }
+        // Input-sized channels with a stride go to the packed product instead.
+        let ours = optimize(conv_model([1, 3, 16, 16], 8, [3, 3], pad(), 2, 1)?)?;
+        assert!(ours.nodes().iter().any(|n| n.op_is::<PackedConv>()) && !ours.nodes().iter().any(|n| n.op_is::<InputConv>()));
         Ok(())
     }
 
