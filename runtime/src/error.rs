@@ -9,8 +9,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong between a bundle on disk and a verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The OS error is part of the message, not a `source`, so that error
+    /// chains (`anyhow`'s `{:#}`) print it once.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
 
     #[error("{}: not a valid {what}: {reason}", path.display())]
     Format { path: PathBuf, what: &'static str, reason: String },
@@ -36,7 +38,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
 
     pub(crate) fn format(path: impl Into<PathBuf>, what: &'static str, reason: impl ToString) -> Self {
