@@ -29,6 +29,8 @@ pub struct InputConv {
     pub bias: Arc<Tensor>,
     /// Padding before and after, height then width.
     pub pad: [(usize, usize); 2],
+    /// Whether a ReLU follows (folded in when the plane is written).
+    pub relu: bool,
 }
 
 impl Eq for InputConv {}
@@ -37,6 +39,7 @@ impl std::hash::Hash for InputConv {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.kernel.shape().hash(state);
         self.pad.hash(state);
+        self.relu.hash(state);
     }
 }
 
@@ -53,7 +56,7 @@ impl Op for InputConv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("kernel {:?}, pad {:?}", self.kernel.shape(), self.pad)])
+        Ok(vec![format!("kernel {:?}, pad {:?}, relu: {}", self.kernel.shape(), self.pad, self.relu)])
     }
 
     op_as_typed_op!();
@@ -113,6 +116,9 @@ impl InputConv {
                     convolve_plane(offsets, padded, taps, bias[k], wide);
                     for (dst, src) in out_plane.chunks_exact_mut(ow).zip(wide.chunks_exact(pw)) {
                         dst.copy_from_slice(&src[..ow]);
+                        if self.relu {
+                            dst.iter_mut().for_each(|v| *v = v.max(0.0));
+                        }
                     }
                 }
             }

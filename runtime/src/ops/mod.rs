@@ -12,7 +12,9 @@ pub mod pad_planes;
 use tract_core::internal::*;
 use tract_core::ops::array::{Pad, PadMode};
 use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
+use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::konst::Const;
+use tract_core::ops::math::Max;
 use tract_core::ops::nn::DataFormat;
 
 pub use input_conv::InputConv;
@@ -66,28 +68,52 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
 }
 
 /// Replaces the decluttered convolutions [`InputConv`] or [`PackedConv`]
-/// can run; returns how many.
+/// can run, with a ReLU that alone follows them folded in; returns how many.
 pub fn rewrite_convolutions(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
         let Some(conv) = node.op_as::<Conv>() else { continue };
         let Some(plain) = PlainConv::of(model, node, conv)? else { continue };
+        let relu = relu_after(model, node);
         let op: Box<dyn TypedOp> = if plain.geometry.in_channels <= input_conv::MAX_INPUT_CHANNELS
             && plain.geometry.stride == [1, 1]
             && plain.geometry.dilation == [1, 1]
         {
-            Box::new(InputConv { kernel: plain.kernel, bias: plain.bias, pad: plain.geometry.pad })
+            Box::new(InputConv { kernel: plain.kernel, bias: plain.bias, pad: plain.geometry.pad, relu: relu.is_some() })
         } else if PackedConv::streams_well(&plain.geometry) {
             let (kernel, bias) = (plain.kernel.try_as_plain_ram()?, plain.bias.try_as_plain_ram()?);
-            Box::new(PackedConv::new(plain.geometry, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?)?)
+            Box::new(PackedConv::new(plain.geometry, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?, relu.is_some())?)
         } else {
             continue;
         };
-        TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?.apply(model)?;
+        let mut patch = TypedModelPatch::default();
+        let input = patch.tap_model(model, node.inputs[0])?;
+        let output = patch.wire_node(&node.name, op, &[input])?[0];
+        patch.shunt_outside(model, relu.unwrap_or(OutletId::new(id, 0)), output)?;
+        patch.apply(model)?;
         replaced += 1;
     }
+    model.compact()?;
     Ok(replaced)
+}
+
+/// The output of a ReLU (`max(x, 0)`) that is the only consumer of `node`'s
+/// output, which is not itself a model output.
+fn relu_after(model: &TypedModel, node: &TypedNode) -> Option<OutletId> {
+    if model.outputs.contains(&OutletId::new(node.id, 0)) {
+        return None;
+    }
+    let [next] = &node.outputs.first()?.successors[..] else { return None };
+    let next = model.node(next.node);
+    next.op_as::<TypedBinOp>().filter(|op| op.0.is::<Max>())?;
+    let other = next.inputs.iter().find(|o| o.node != node.id)?;
+    let zero = model.node(other.node).op_as::<Const>()?.val();
+    let is_zero = zero.datum_type() == f32::datum_type()
+        && zero.len() == 1
+        && zero.try_as_plain_ram().ok()?.as_slice::<f32>().ok()? == [0.0];
+    let same_shape = model.outlet_fact(OutletId::new(next.id, 0)).ok()?.shape == node.outputs[0].fact.shape;
+    (is_zero && same_shape && next.inputs.len() == 2).then_some(OutletId::new(next.id, 0))
 }
 
 /// A decluttered convolution our kernels can take: f32, NCHW, OIHW constant
@@ -382,6 +408,37 @@ mod tests {
         assert!(ours.nodes().iter().any(|n| n.op_is::<PackedConv>()));
         let worst = compare_with_tract(&model, ours, &[1, 6, 11, 11])?;
         assert!(worst <= 1e-5, "relative difference {worst}");
+        Ok(())
+    }
+
+    /// `model` with a ReLU (`max(x, 0)`, as tract declutters ONNX's Relu) on
+    /// its output; with `tap`, the pre-activation stays an output too.
+    fn with_relu(mut model: TypedModel, tap: bool) -> TractResult<TypedModel> {
+        let y = model.output_outlets()?[0];
+        let zero = model.add_const("zero", tensor4(&[[[[0f32]]]]))?;
+        let relu = model.wire_node("relu", tract_core::ops::math::max(), &[y, zero])?[0];
+        model.select_output_outlets(&if tap { vec![relu, y] } else { vec![relu] })?;
+        Ok(model)
+    }
+
+    #[test]
+    fn a_relu_that_alone_follows_a_convolution_is_folded_in() -> TractResult<()> {
+        let pad = || PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]);
+        for (shape, out) in [([1, 1, 12, 12], 8), ([2, 16, 6, 6], 10)] {
+            let model = with_relu(conv_model(shape, out, [3, 3], pad(), 1, 1)?, false)?;
+            let ours = optimize(model.clone())?;
+            let folded = ours.nodes().iter().any(|n| {
+                n.op_as::<PackedConv>().is_some_and(|op| op.relu) || n.op_as::<InputConv>().is_some_and(|op| op.relu)
+            });
+            assert!(folded, "{shape:?}: ReLU not folded");
+            assert!(!ours.nodes().iter().any(|n| n.name == "relu"), "{shape:?}: the ReLU node stayed");
+            let worst = compare_with_tract(&model, ours, &shape)?;
+            assert!(worst <= 1e-5, "{shape:?}: relative difference {worst}");
+        }
+        // The pre-activation is needed elsewhere: the ReLU stays a node of its own.
+        let model = with_relu(conv_model([1, 16, 6, 6], 10, [3, 3], pad(), 1, 1)?, true)?;
+        let ours = optimize(model)?;
+        assert!(ours.nodes().iter().any(|n| n.op_as::<PackedConv>().is_some_and(|op| !op.relu)));
         Ok(())
     }
 

@@ -78,6 +78,8 @@ pub struct PackedConv {
     /// Offset of each output pixel's window into the padded planes, padded
     /// to whole chunks of [`NR`] with 0 (those columns are computed, then dropped).
     pixels: Arc<Vec<usize>>,
+    /// Whether a ReLU follows (folded in when the tile is written).
+    pub relu: bool,
 }
 
 impl Eq for PackedConv {}
@@ -85,12 +87,13 @@ impl Eq for PackedConv {}
 impl std::hash::Hash for PackedConv {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.geometry.hash(state);
+        self.relu.hash(state);
     }
 }
 
 impl PackedConv {
     /// Packs an OIHW `kernel` (`[O, I, KH, KW]`) with one bias per output channel.
-    pub fn new(geometry: ConvGeometry, kernel: &[f32], bias: &[f32]) -> TractResult<PackedConv> {
+    pub fn new(geometry: ConvGeometry, kernel: &[f32], bias: &[f32], relu: bool) -> TractResult<PackedConv> {
         let (o, k) = (geometry.out_channels, geometry.depth());
         if kernel.len() != o * k || bias.len() != o {
             bail!("PackedConv: {} weights and {} biases for {o} outputs of depth {k}", kernel.len(), bias.len());
@@ -119,6 +122,7 @@ impl PackedConv {
             bias: bias.to_vec().into(),
             taps: Arc::new(taps),
             pixels: Arc::new(pixels),
+            relu,
         })
     }
 
@@ -200,7 +204,7 @@ impl PackedConv {
         }
     }
 
-    /// One [`MR`] × [`NR`] tile of the output, biased, written where it falls
+    /// One [`MR`] × [`NR`] tile of the output, biased (and rectified), written where it falls
     /// inside `out` (`[O, pixels]`).
     fn tile_into(&self, panel: usize, chunk: usize, unfolded: &[f32], out: &mut [f32]) {
         let k = self.geometry.depth();
@@ -212,8 +216,12 @@ impl PackedConv {
         let cols = NR.min(n - col0);
         for (r, acc) in acc.iter().enumerate().take(self.geometry.out_channels - row0) {
             let bias = self.bias[row0 + r];
-            for (dst, &v) in out[(row0 + r) * n + col0..][..cols].iter_mut().zip(acc) {
+            let dst = &mut out[(row0 + r) * n + col0..][..cols];
+            for (dst, &v) in dst.iter_mut().zip(acc) {
                 *dst = v + bias;
+            }
+            if self.relu {
+                dst.iter_mut().for_each(|v| *v = v.max(0.0));
             }
         }
     }
@@ -320,7 +328,7 @@ impl Op for PackedConv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.geometry)])
+        Ok(vec![format!("{:?}, relu: {}", self.geometry, self.relu)])
     }
 
     op_as_typed_op!();
