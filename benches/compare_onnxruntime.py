@@ -10,7 +10,9 @@ models (model.onnx, expert.onnx, auxiliary.onnx), as `cargo bench --bench
 guard` prepares them. ONNX Runtime runs M, B and M' in turn on one frame
 (batch 1) and on 8 frames (batch 8) with intra- and inter-op threads set to
 1 and all graph optimisations on; badexpert is timed by `badexpert-guard
-bench` on the same frames. Prints a markdown table with the ratios.
+bench`. The two take turns for --rounds rounds, so that load drifting on a
+shared machine hits both alike; each round gives one ratio per mode. Prints
+a markdown table with the median latencies and the median [min–max] ratios.
 """
 import argparse
 import json
@@ -23,36 +25,58 @@ import numpy as np
 import onnxruntime as ort
 
 
-def ort_latency(paths, batch, shape, runs):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sessions = [ort.InferenceSession(p, opts, providers=["CPUExecutionProvider"]) for p in paths]
-    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
-    names = [s.get_inputs()[0].name for s in sessions]
-    for _ in range(max(runs // 10, 3)):
-        for s, n in zip(sessions, names):
-            s.run(None, {n: x})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for s, n in zip(sessions, names):
-            s.run(None, {n: x})
-        times.append((time.perf_counter() - start) * 1e6 / batch)
-    times.sort()
-    return {"mean_us": sum(times) / len(times), "p50_us": times[len(times) // 2]}
+class OrtGuard:
+    """M, B and M' as ONNX Runtime sessions, 1 thread each, all graph optimisations."""
+
+    def __init__(self, paths):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sessions = [ort.InferenceSession(p, opts, providers=["CPUExecutionProvider"]) for p in paths]
+        self.names = [s.get_inputs()[0].name for s in self.sessions]
+
+    def latency(self, models, batch, shape, runs):
+        """Mean µs per frame of running the first `models` sessions in turn."""
+        x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+        pairs = list(zip(self.sessions, self.names))[:models]
+        for _ in range(max(runs // 10, 3)):
+            for s, n in pairs:
+                s.run(None, {n: x})
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            for s, n in pairs:
+                s.run(None, {n: x})
+            times.append((time.perf_counter() - start) * 1e6 / batch)
+        return sum(times) / len(times)
+
+
+MODES = [("M alone, batch 1", (1, 1), ("model alone", 1)),
+         ("M alone, batch 1, tract ops only", (1, 1), ("model alone, tract ops only", 1)),
+         ("guard (M+B+M'), batch 1", (3, 1), ("guard, sequential", 1)),
+         ("guard (M+B+M'), batch 1, tract ops only", (3, 1), ("guard, sequential, tract ops only", 1)),
+         ("guard (M+B+M'), batch 8", (3, 8), ("guard, batched", 8))]
+
+
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", action="append", required=True)
-    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--runs", type=int, default=300, help="timed runs per mode, over all rounds")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="badexpert and ONNX Runtime take turns this many times; ratios are per round")
     ap.add_argument("--guard", default="target/release/badexpert-guard")
     args = ap.parse_args()
     version = getattr(ort, "__version__", None) or __import__("importlib.metadata").metadata.version("onnxruntime")
-    print(f"onnxruntime {version}, 1 thread; per-frame mean latency (µs)\n")
+    per_round = max(args.runs // args.rounds, 10)
+    print(f"onnxruntime {version}, 1 thread; per-frame mean latency (µs), median of {args.rounds} rounds "
+          f"of {per_round} runs; ratio: median [min–max] of the per-round ratios\n")
     print("| model | mode | badexpert (tract) | ONNX Runtime | badexpert / ORT |")
     print("|---|---|---|---|---|")
     for d in args.dir:
@@ -60,25 +84,31 @@ def main():
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         s = manifest["input"]["shape"]
         shape = (s["channels"], s["height"], s["width"])
-        ours = json.loads(subprocess.run(
-            [args.guard, "bench", "--bundle", bundle, "--runs", str(args.runs), "--batches", "8"],
-            check=True, capture_output=True, text=True).stdout)
-        by_mode = {(r["mode"], r["batch"]): r for r in ours}
-        three = [os.path.join(d, f) for f in ("model.onnx", "expert.onnx", "auxiliary.onnx")]
-        one = ort_latency(three[:1], 1, shape, args.runs)
-        seq = ort_latency(three, 1, shape, args.runs)
-        batched = ort_latency(three, 8, shape, max(args.runs // 8, 10))
+        theirs_guard = OrtGuard([os.path.join(d, f) for f in ("model.onnx", "expert.onnx", "auxiliary.onnx")])
+        rows = {mode: ([], [], []) for mode, _, _ in MODES}
+        parallel = {2: [], 3: []}
+        for _ in range(args.rounds):
+            ours = json.loads(subprocess.run(
+                [args.guard, "bench", "--bundle", bundle, "--runs", str(per_round), "--batches", "8"],
+                check=True, capture_output=True, text=True).stdout)
+            by_mode = {(r["mode"], r["batch"]): r for r in ours}
+            measured = {}
+            for mode, (models, batch), key in MODES:
+                if (models, batch) not in measured:
+                    runs = per_round if batch == 1 else max(per_round // batch, 10)
+                    measured[(models, batch)] = theirs_guard.latency(models, batch, shape, runs)
+                mine, theirs = by_mode[key]["mean_us"], measured[(models, batch)]
+                for column, value in zip(rows[mode], (mine, theirs, mine / theirs)):
+                    column.append(value)
+            for threads in parallel:
+                parallel[threads].append(by_mode[(f"guard, {threads} threads", 1)]["mean_us"])
         name = os.path.basename(os.path.normpath(d))
-        for mode, theirs, key in [("M alone, batch 1", one, ("model alone", 1)),
-                                  ("M alone, batch 1, tract ops only", one, ("model alone, tract ops only", 1)),
-                                  ("guard (M+B+M'), batch 1", seq, ("guard, sequential", 1)),
-                                  ("guard (M+B+M'), batch 1, tract ops only", seq, ("guard, sequential, tract ops only", 1)),
-                                  ("guard (M+B+M'), batch 8", batched, ("guard, batched", 8))]:
-            mine = by_mode[key]["mean_us"]
-            print(f"| {name} | {mode} | {mine:.0f} | {theirs['mean_us']:.0f} | {mine / theirs['mean_us']:.2f}x |")
-        for threads in (2, 3):
-            par = by_mode[(f"guard, {threads} threads", 1)]["mean_us"]
-            print(f"| {name} | guard on {threads} threads, batch 1 (badexpert only) | {par:.0f} | | |")
+        for mode, _, _ in MODES:
+            mine, theirs, ratios = rows[mode]
+            print(f"| {name} | {mode} | {median(mine):.0f} | {median(theirs):.0f} | "
+                  f"{median(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}] |")
+        for threads, values in parallel.items():
+            print(f"| {name} | guard on {threads} threads, batch 1 (badexpert only) | {median(values):.0f} | | |")
 
 
 if __name__ == "__main__":
