@@ -129,7 +129,7 @@ impl<'p> NodeTimer<'p> {
     fn profile(&self, runs: usize, top_nodes: usize) -> PlanProfile {
         let model = self.plan.model();
         let us = |d: Duration| d.as_secs_f64() * 1e6 / runs as f64;
-        let nodes_total: Duration = self.per_node.iter().sum();
+        let mut nodes_total = Duration::ZERO;
         let mut by_op: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
         let mut nodes: Vec<(String, String, f64)> = Vec::new();
         for node in model.nodes() {
@@ -140,6 +140,7 @@ impl<'p> NodeTimer<'p> {
             let entry = by_op.entry(name.clone()).or_default();
             entry.0 += 1;
             entry.1 += self.per_node[node.id];
+            nodes_total += self.per_node[node.id];
             nodes.push((node.name.clone(), name, us(self.per_node[node.id])));
         }
         let mut ops: Vec<OpCost> = by_op

@@ -1,8 +1,10 @@
 //! badexpert's own kernels in tract plans, for ops the profile showed tract
 //! 0.23 runs slowly on the shapes guarded models use. Placed at load by
-//! [`optimize`]: first-layer convolutions before tract's optimizer (which
-//! would lower them to im2col + matmul), pools and pads after it. A node that
-//! does not match a kernel's exact preconditions keeps tract's op.
+//! [`optimize`]: convolutions before tract's optimizer (which would lower
+//! them to im2col + matmul) — [`InputConv`] for gray/RGB input layers,
+//! [`PackedConv`] for the others, each with a following ReLU folded in —
+//! and pools and pads after it. A node that does not match a kernel's exact
+//! preconditions keeps tract's op.
 
 pub mod input_conv;
 pub mod max_pool_2x2;
