@@ -186,6 +186,8 @@ impl PackedConv {
         let pixels: &[usize; NR] = self.pixels[chunk * NR..][..NR].try_into().expect("NR pixels");
         let first = pixels[0];
         let contiguous = pixels.iter().enumerate().all(|(j, &p)| p == first + j);
+        // Taps ascend (channel, row, column, each kernel window inside the
+        // padded plane), so the last is the largest.
         let last_tap = self.taps.last().copied().unwrap_or(0);
         let last_pixel = if contiguous { first + NR - 1 } else { pixels.iter().copied().max().unwrap_or(0) };
         // Every tap offset plus every pixel offset (and, for a contiguous chunk,
