@@ -63,15 +63,7 @@ impl Op for InputConv {
 }
 
 impl EvalOp for InputConv {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        self.run(inputs, &mut Scratch::default())
-    }
-
-    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::<Scratch>::default()))
-    }
-
-    op_out_of_plan!();
+    eval_with_scratch!();
 }
 
 impl InputConv {
@@ -117,7 +109,7 @@ impl InputConv {
                     for (dst, src) in out_plane.chunks_exact_mut(ow).zip(wide.chunks_exact(pw)) {
                         dst.copy_from_slice(&src[..ow]);
                         if self.relu {
-                            dst.iter_mut().for_each(|v| *v = v.max(0.0));
+                            super::rectify(dst);
                         }
                     }
                 }
@@ -129,10 +121,7 @@ impl InputConv {
 
 impl TypedOp for InputConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = &inputs[0].shape;
-        if shape.rank() != 4 {
-            bail!("InputConv takes NCHW input, got rank {}", shape.rank());
-        }
+        let shape = super::nchw_input("InputConv", inputs)?;
         let (o, _, kh, kw) = self.dims();
         let [(pt, pb), (pl, pr)] = self.pad;
         let oh = shape[2].clone() + (pt + pb) - (kh - 1);

@@ -52,10 +52,7 @@ impl EvalOp for MaxPool2x2 {
 
 impl TypedOp for MaxPool2x2 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = &inputs[0].shape;
-        if shape.rank() != 4 {
-            bail!("MaxPool2x2 takes NCHW input, got rank {}", shape.rank());
-        }
+        let shape = super::nchw_input("MaxPool2x2", inputs)?;
         Ok(tvec!(f32::fact(&[shape[0].clone(), shape[1].clone(), shape[2].clone() / 2u64, shape[3].clone() / 2u64])))
     }
 

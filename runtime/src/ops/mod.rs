@@ -6,6 +6,22 @@
 //! and pools and pads after it. A node that does not match a kernel's exact
 //! preconditions keeps tract's op.
 
+/// `EvalOp` for a kernel run by `run(inputs, &mut Scratch)`: in a plan the
+/// scratch lives in the node's state ([`Scratch`]); out of a plan it is fresh.
+macro_rules! eval_with_scratch {
+    () => {
+        fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+            self.run(inputs, &mut super::Scratch::default())
+        }
+
+        fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+            Ok(Some(Box::<super::Scratch>::default()))
+        }
+
+        op_out_of_plan!();
+    };
+}
+
 pub mod input_conv;
 pub mod max_pool_2x2;
 pub mod packed_conv;
@@ -30,6 +46,20 @@ fn f32_output(shape: &[usize], fill: impl FnOnce(&mut [f32]) -> TractResult<()>)
     let mut output = Tensor::zero::<f32>(shape)?;
     fill(output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
     Ok(tvec!(output.into_tvalue()))
+}
+
+/// The NCHW input shape of one of our ops, or an error naming the op.
+fn nchw_input<'a>(op: &str, inputs: &[&'a TypedFact]) -> TractResult<&'a ShapeFact> {
+    let shape = &inputs[0].shape;
+    if shape.rank() != 4 {
+        bail!("{op} takes NCHW input, got rank {}", shape.rank());
+    }
+    Ok(shape)
+}
+
+/// A folded ReLU: `max(v, 0)` in place.
+fn rectify(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = v.max(0.0));
 }
 
 /// Buffers a plan state keeps for one of our convolutions between frames,

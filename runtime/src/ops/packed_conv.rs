@@ -223,7 +223,7 @@ impl PackedConv {
                 *dst = v + bias;
             }
             if self.relu {
-                dst.iter_mut().for_each(|v| *v = v.max(0.0));
+                super::rectify(dst);
             }
         }
     }
@@ -337,23 +337,12 @@ impl Op for PackedConv {
 }
 
 impl EvalOp for PackedConv {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        self.run(inputs, &mut Scratch::default())
-    }
-
-    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::<Scratch>::default()))
-    }
-
-    op_out_of_plan!();
+    eval_with_scratch!();
 }
 
 impl TypedOp for PackedConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = &inputs[0].shape;
-        if shape.rank() != 4 {
-            bail!("PackedConv takes NCHW input, got rank {}", shape.rank());
-        }
+        let shape = super::nchw_input("PackedConv", inputs)?;
         let [_, o, oh, ow] = self.output_shape(0)?;
         Ok(tvec!(f32::fact(&[shape[0].clone(), o.to_dim(), oh.to_dim(), ow.to_dim()])))
     }
