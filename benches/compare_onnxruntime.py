@@ -91,7 +91,7 @@ def main():
             ours = json.loads(subprocess.run(
                 [args.guard, "bench", "--bundle", bundle, "--runs", str(per_round), "--batches", "8"],
                 check=True, capture_output=True, text=True).stdout)
-            by_mode = {(r["mode"], r["batch"]): r for r in ours}
+            by_mode = {(r["mode"], r["batch"]): r for r in ours["modes"]}
             measured = {}
             for mode, (models, batch), key in MODES:
                 if (models, batch) not in measured:

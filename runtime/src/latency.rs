@@ -20,9 +20,51 @@ pub struct Latency {
     pub p50_us: f64,
     pub p99_us: f64,
     pub runs: usize,
+    /// Mean per frame in each round.
+    pub round_means_us: Vec<f64>,
+}
+
+/// How many times slower one mode is than another, round by round: both
+/// ran in the same rounds, so a round's ratio is not skewed by load that
+/// came and went between rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub mode: String,
+    pub over: String,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Ratio {
+    fn of(mode: &Latency, over: &Latency) -> Ratio {
+        let mut ratios: Vec<f64> = mode.round_means_us.iter().zip(&over.round_means_us).map(|(a, b)| a / b).collect();
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        let median = match ratios.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => ratios[n / 2],
+            n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+        };
+        Ratio {
+            mode: mode.mode.clone(),
+            over: over.mode.clone(),
+            median,
+            min: ratios.first().copied().unwrap_or(f64::NAN),
+            max: ratios.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// Every mode timed, and the guard's cost in units of M alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    pub modes: Vec<Latency>,
+    /// The sequential guard over M alone, with badexpert's kernels and with tract's ops only.
+    pub ratios: Vec<Ratio>,
 }
 
 fn summarise(mode: &str, batch: usize, mut per_frame_us: Vec<f64>) -> Latency {
+    let round_means_us = per_frame_us.chunks(per_frame_us.len().div_ceil(ROUNDS).max(1)).map(|r| r.iter().sum::<f64>() / r.len() as f64).collect();
     per_frame_us.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| per_frame_us[((per_frame_us.len() - 1) as f64 * q).round() as usize];
     Latency {
@@ -32,6 +74,7 @@ fn summarise(mode: &str, batch: usize, mut per_frame_us: Vec<f64>) -> Latency {
         p50_us: at(0.5),
         p99_us: at(0.99),
         runs: per_frame_us.len(),
+        round_means_us,
     }
 }
 
@@ -114,7 +157,7 @@ fn time_interleaved(modes: &mut [Mode], runs: usize) -> Result<()> {
 /// with tract's ops only), the parallel guard on 2 and 3 threads, and the
 /// batched guard for each size in `batches`, over `frames` (cycled), all
 /// measured in the same rounds.
-pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, batches: &[usize]) -> Result<Vec<Latency>> {
+pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, batches: &[usize]) -> Result<LatencyReport> {
     let bundle = GuardBundle::open(bundle_dir)?;
     let n = frames.len().max(1);
     let frame = |i: usize| frames.frame(i % n);
@@ -147,5 +190,8 @@ pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, bat
         modes.push(Mode::new("guard, batched", b, run));
     }
     time_interleaved(&mut modes, runs)?;
-    Ok(modes.into_iter().map(|m| summarise(m.name, m.batch, m.per_frame_us)).collect())
+    let modes: Vec<Latency> = modes.into_iter().map(|m| summarise(m.name, m.batch, m.per_frame_us)).collect();
+    // modes[0..4]: M alone, guard, then both with tract's ops only.
+    let ratios = vec![Ratio::of(&modes[1], &modes[0]), Ratio::of(&modes[3], &modes[2])];
+    Ok(LatencyReport { modes, ratios })
 }

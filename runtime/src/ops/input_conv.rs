@@ -13,7 +13,7 @@
 
 use tract_core::internal::*;
 
-use super::pad_planes::copy_plane;
+use super::pad_planes::zero_padded_plane;
 use super::Scratch;
 
 /// Largest input channel count the direct kernel takes.
@@ -88,21 +88,18 @@ impl InputConv {
 
         // Zero-padded copy of one image's planes (plus kw − 1 spare values so
         // the last wide row can be read whole), reused across the batch.
-        scratch.padded.resize(c * ph * pw + kw - 1, 0.0);
-        let padded = &mut scratch.padded;
-        // One output plane computed pw wide: every tap is then a single
+        // One output plane computed pw wide (`wide`): every tap is then a single
         // contiguous saxpy over the plane; the kw − 1 extra columns are dropped.
-        scratch.work.resize(oh * pw, 0.0);
-        let wide = &mut scratch.work;
+        let (padded, wide, offsets) = scratch.buffers(c * ph * pw + kw - 1, oh * pw);
         // Offset of every kernel tap into the padded planes, in OIHW order.
-        let offsets = &mut scratch.offsets;
         offsets.clear();
         offsets.extend((0..c).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * ph * pw + ky * pw + kx))));
         super::f32_output(&[n, o, oh, ow], |out| {
             for (image, out_image) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * oh * ow)) {
                 for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
-                    copy_plane(plane, w, dst, pw, pt, pl);
+                    zero_padded_plane(plane, w, dst, pw, pt, pl);
                 }
+                padded[c * ph * pw..].fill(0.0);
                 for (k, out_plane) in out_image.chunks_exact_mut(oh * ow).enumerate() {
                     let taps = &kernel[k * c * kh * kw..][..c * kh * kw];
                     convolve_plane(offsets, padded, taps, bias[k], wide);

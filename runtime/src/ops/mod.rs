@@ -2,20 +2,16 @@
 //! 0.23 runs slowly on the shapes guarded models use. Placed at load by
 //! [`optimize`]: convolutions before tract's optimizer (which would lower
 //! them to im2col + matmul) — [`InputConv`] for gray/RGB input layers,
-//! [`PackedConv`] for the others, each with a following ReLU folded in —
-//! and pools and pads after it. A node that does not match a kernel's exact
+//! [`PackedConv`] for the others, [`PackedDense`] for dense layers on a few
+//! rows, each with a following ReLU folded in — and pools and pads after it. A node that does not match a kernel's exact
 //! preconditions keeps tract's op.
 
-/// `EvalOp` for a kernel run by `run(inputs, &mut Scratch)`: in a plan the
-/// scratch lives in the node's state ([`Scratch`]); out of a plan it is fresh.
+/// `EvalOp` for a kernel run by `run(inputs, &mut Scratch)` with this
+/// thread's [`Scratch`].
 macro_rules! eval_with_scratch {
     () => {
         fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-            self.run(inputs, &mut super::Scratch::default())
-        }
-
-        fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-            Ok(Some(Box::<super::Scratch>::default()))
+            super::with_scratch(|scratch| self.run(inputs, scratch))
         }
 
         op_out_of_plan!();
@@ -25,10 +21,12 @@ macro_rules! eval_with_scratch {
 pub mod input_conv;
 pub mod max_pool_2x2;
 pub mod packed_conv;
+pub mod packed_dense;
 pub mod pad_planes;
 
 use tract_core::internal::*;
 use tract_core::ops::array::{Pad, PadMode};
+use tract_core::ops::einsum::EinSum;
 use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
 use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::konst::Const;
@@ -38,6 +36,7 @@ use tract_core::ops::nn::DataFormat;
 pub use input_conv::InputConv;
 pub use max_pool_2x2::MaxPool2x2;
 pub use packed_conv::{ConvGeometry, PackedConv};
+pub use packed_dense::PackedDense;
 pub use pad_planes::PadPlanes;
 
 /// A new f32 tensor of `shape`, zeroed then written by `fill`: the output
@@ -62,11 +61,13 @@ fn rectify(values: &mut [f32]) {
     values.iter_mut().for_each(|v| *v = v.max(0.0));
 }
 
-/// Buffers a plan state keeps for one of our convolutions between frames,
-/// so a frame allocates nothing there but the op's output.
+/// Working buffers of our convolutions. One per thread, shared by every
+/// convolution of every plan the thread runs: the guard's three models run
+/// in turn and reuse the same cache-warm memory instead of keeping three
+/// sets, and a frame allocates nothing here once the largest layer has run.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Scratch {
-    /// Zero-padded input planes (borders stay zero: only interiors are written).
+    /// Zero-padded input planes.
     padded: Vec<f32>,
     /// The op's own working buffer.
     work: Vec<f32>,
@@ -74,26 +75,38 @@ pub(crate) struct Scratch {
     offsets: Vec<usize>,
 }
 
-impl OpState for Scratch {
-    fn eval(&mut self, _ctx: &EvalContext, op: &dyn Op, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        if let Some(op) = op.downcast_ref::<PackedConv>() {
-            op.run(inputs, self)
-        } else if let Some(op) = op.downcast_ref::<InputConv>() {
-            op.run(inputs, self)
-        } else {
-            bail!("convolution scratch handed to {}", op.name())
+impl Scratch {
+    /// `padded` and `work` buffers of exactly these lengths, and the
+    /// offsets. Buffers only grow: shrinking then regrowing would refill
+    /// them with zeros every time a smaller layer ran in between.
+    fn buffers(&mut self, padded: usize, work: usize) -> (&mut [f32], &mut [f32], &mut Vec<usize>) {
+        for (buffer, len) in [(&mut self.padded, padded), (&mut self.work, work)] {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
         }
+        (&mut self.padded[..padded], &mut self.work[..work], &mut self.offsets)
     }
+}
 
-    fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
-        Ok(())
-    }
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Runs `f` with this thread's [`Scratch`] (a fresh one if it is already
+/// in use, which our ops, never nested, do not cause).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 /// tract's optimizer with badexpert's kernels placed before and after it.
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     let mut model = model.into_decluttered()?;
     rewrite_convolutions(&mut model)?;
+    rewrite_dense_layers(&mut model)?;
     let mut model = model.into_optimized()?;
     rewrite_optimized(&mut model)?;
     Ok(model)
@@ -123,6 +136,30 @@ pub fn rewrite_convolutions(model: &mut TypedModel) -> TractResult<usize> {
         let input = patch.tap_model(model, node.inputs[0])?;
         let output = patch.wire_node(&node.name, op, &[input])?[0];
         patch.shunt_outside(model, relu.unwrap_or(OutletId::new(id, 0)), output)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    model.compact()?;
+    Ok(replaced)
+}
+
+/// Replaces the decluttered dense layers (`EinSum` with constant weights,
+/// its bias `Add` and a ReLU that alone follow it) [`PackedDense`] can run;
+/// returns how many.
+pub fn rewrite_dense_layers(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(einsum) = node.op_as::<EinSum>() else { continue };
+        let Some(layer) = packed_dense::DenseLayer::of(model, node, einsum)? else { continue };
+        let last = model.node(layer.last);
+        let relu = relu_after(model, last);
+        let shape = last.outputs[0].fact.shape.as_concrete().context("dense layer output shape")?.to_vec();
+        let op = PackedDense::new(layer.rows, &layer.weights, &layer.bias, relu.is_some(), &shape)?;
+        let mut patch = TypedModelPatch::default();
+        let input = patch.tap_model(model, layer.input)?;
+        let output = patch.wire_node(&node.name, op, &[input])?[0];
+        patch.shunt_outside(model, relu.unwrap_or(OutletId::new(layer.last, 0)), output)?;
         patch.apply(model)?;
         replaced += 1;
     }
@@ -486,6 +523,85 @@ mod tests {
         // Input-sized channels with a stride go to the packed product instead.
         let ours = optimize(conv_model([1, 3, 16, 16], 8, [3, 3], pad(), 2, 1)?)?;
         assert!(ours.nodes().iter().any(|n| n.op_is::<PackedConv>()) && !ours.nodes().iter().any(|n| n.op_is::<InputConv>()));
+        Ok(())
+    }
+
+    /// `x · W` as an `EinSum` of `expr` (activations first), plus a bias
+    /// constant of `bias` shape and a ReLU when asked.
+    fn dense_model(expr: &str, x: &[usize], w: &[usize], bias: Option<&[usize]>, relu: bool) -> TractResult<TypedModel> {
+        let values = |shape: &[usize], seed: usize| -> TractResult<Tensor> {
+            let len = shape.iter().product::<usize>();
+            Tensor::from_shape(shape, &(0..len).map(|i| ((i * seed) % 61) as f32 / 40.0 - 0.7).collect::<Vec<_>>())
+        };
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact(x))?;
+        let weights = model.add_const("w", values(w, 37)?)?;
+        let mut y = model.wire_node("dense", EinSum::new(expr.parse()?, f32::datum_type()), &[source, weights])?[0];
+        if let Some(shape) = bias {
+            let b = model.add_const("b", values(shape, 11)?)?;
+            y = model.wire_node("bias", tract_core::ops::math::add(), &[y, b])?[0];
+        }
+        if relu {
+            let rank = model.outlet_fact(y)?.rank();
+            let zero = model.add_const("zero", Tensor::from_shape(&vec![1; rank], &[0f32])?)?;
+            y = model.wire_node("relu", tract_core::ops::math::max(), &[y, zero])?[0];
+        }
+        model.select_output_outlets(&[y])?;
+        Ok(model)
+    }
+
+    #[test]
+    fn dense_layers_on_few_rows_match_tract() -> TractResult<()> {
+        // The forms tract's ONNX front-end declutters Gemm, MatMul and
+        // Flatten + Gemm into, at batch 1 and more, with weights stored
+        // either way round, with and without bias and ReLU.
+        let cases: [(&str, &[usize], &[usize], Option<&[usize]>, bool); 7] = [
+            ("mbak,nbak->n", &[1, 8, 3, 3], &[20, 8, 3, 3], Some(&[20]), true),
+            ("mbak,nbak->mn", &[3, 8, 3, 3], &[20, 8, 3, 3], Some(&[1, 20]), false),
+            ("k,nk->mn", &[37], &[10, 37], Some(&[1, 10]), false),
+            ("mk,nk->mn", &[4, 50], &[70, 50], None, true),
+            ("mk,kn->mn", &[2, 50], &[50, 33], Some(&[1, 33]), false),
+            ("mk,nk->nm", &[1, 16], &[24, 16], Some(&[24, 1]), false),
+            ("mtk,nk->mtn", &[1, 3, 16], &[40, 16], Some(&[1, 1, 40]), true),
+        ];
+        for (expr, x, w, bias, relu) in cases {
+            let model = dense_model(expr, x, w, bias, relu)?;
+            let ours = optimize(model.clone())?;
+            let dense: Vec<&PackedDense> = ours.nodes().iter().filter_map(|n| n.op_as::<PackedDense>()).collect();
+            assert_eq!(dense.len(), 1, "{expr} {x:?}: {ours}");
+            assert_eq!(dense[0].relu, relu, "{expr}: ReLU folding");
+            let left: Vec<_> = ours.nodes().iter().filter(|n| ["bias", "relu"].contains(&n.name.as_str())).collect();
+            assert!(left.is_empty(), "{expr}: bias or ReLU stayed a node");
+            let worst = compare_with_tract(&model, ours, x)?;
+            assert!(worst <= 1e-5, "{expr} {x:?}: relative difference {worst}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn other_products_keep_tracts_op() -> TractResult<()> {
+        // More rows than MAX_ROWS; rows after the summed axis; units before
+        // rows; activations times activations.
+        let cases: [(&str, &[usize], &[usize]); 3] =
+            [("mtk,nk->mtn", &[1, 9, 16], &[8, 16]), ("km,nk->mn", &[16, 2], &[8, 16]), ("mk,nk->nm", &[2, 16], &[8, 16])];
+        for (expr, x, w) in cases {
+            let model = dense_model(expr, x, w, None, false)?;
+            let ours = optimize(model.clone())?;
+            assert!(!ours.nodes().iter().any(|n| n.op_is::<PackedDense>()), "{expr} {x:?}: {ours}");
+            let worst = compare_with_tract(&model, ours, x)?;
+            assert!(worst <= 1e-5, "{expr} {x:?}: relative difference {worst}");
+        }
+        let mut model = TypedModel::default();
+        let a = model.add_source("a", f32::fact([2, 16]))?;
+        let b = model.add_source("b", f32::fact([8, 16]))?;
+        let y = model.wire_node("product", EinSum::new("mk,nk->mn".parse()?, f32::datum_type()), &[a, b])?;
+        model.select_output_outlets(&y)?;
+        assert!(!optimize(model)?.nodes().iter().any(|n| n.op_is::<PackedDense>()));
+        // A bias that varies by row is not folded: it stays an Add after the layer.
+        let model = dense_model("mk,nk->mn", &[2, 16], &[8, 16], Some(&[2, 8]), false)?;
+        let ours = optimize(model.clone())?;
+        assert!(ours.nodes().iter().any(|n| n.op_is::<PackedDense>()) && ours.nodes().iter().any(|n| n.name == "bias"), "{ours}");
+        assert!(compare_with_tract(&model, ours, &[2, 16])? <= 1e-5);
         Ok(())
     }
 

@@ -15,7 +15,7 @@
 
 use tract_core::internal::*;
 
-use super::pad_planes::copy_plane;
+use super::pad_planes::zero_padded_plane;
 use super::Scratch;
 
 /// Output channels per register tile (one panel of packed weights).
@@ -149,31 +149,30 @@ impl PackedConv {
         let (c, o, k, n) = (g.in_channels, g.out_channels, g.depth(), oh * ow);
         let chunks = self.pixels.len() / NR;
         let unfold_all = Self::unfolded_bytes(g) <= IN_CACHE_BYTES;
-        scratch.padded.resize(c * ph * pw, 0.0);
-        scratch.work.resize(k * NR * if unfold_all { chunks } else { 1 }, 0.0);
+        let (padded, work, _) = scratch.buffers(c * ph * pw, k * NR * if unfold_all { chunks } else { 1 });
         for (image, out_image) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * n)) {
             let planes: &[f32] = if g.pad == [(0, 0); 2] {
                 image
             } else {
-                for (plane, dst) in image.chunks_exact(h * w).zip(scratch.padded.chunks_exact_mut(ph * pw)) {
-                    copy_plane(plane, w, dst, pw, g.pad[0].0, g.pad[1].0);
+                for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
+                    zero_padded_plane(plane, w, dst, pw, g.pad[0].0, g.pad[1].0);
                 }
-                &scratch.padded
+                padded
             };
             if unfold_all {
-                for (chunk, dst) in scratch.work.chunks_exact_mut(k * NR).enumerate() {
+                for (chunk, dst) in work.chunks_exact_mut(k * NR).enumerate() {
                     self.unfold(planes, chunk, dst);
                 }
                 for panel in 0..o.div_ceil(MR) {
-                    for (chunk, unfolded) in scratch.work.chunks_exact(k * NR).enumerate() {
+                    for (chunk, unfolded) in work.chunks_exact(k * NR).enumerate() {
                         self.tile_into(panel, chunk, unfolded, out_image);
                     }
                 }
             } else {
                 for chunk in 0..chunks {
-                    self.unfold(planes, chunk, &mut scratch.work);
+                    self.unfold(planes, chunk, work);
                     for panel in 0..o.div_ceil(MR) {
-                        self.tile_into(panel, chunk, &scratch.work, out_image);
+                        self.tile_into(panel, chunk, work, out_image);
                     }
                 }
             }
@@ -316,7 +315,7 @@ fn tile_portable(k: usize, weights: &[f32], unfolded: &[f32], acc: &mut [[f32; N
 /// `w·b + c`, fused where the target has a fused multiply-add instruction
 /// (elsewhere `mul_add` would be a slow library call).
 #[inline(always)]
-fn multiply_add(w: f32, b: f32, c: f32) -> f32 {
+pub(super) fn multiply_add(w: f32, b: f32, c: f32) -> f32 {
     if cfg!(target_arch = "aarch64") {
         w.mul_add(b, c)
     } else {

@@ -72,6 +72,24 @@ impl EvalOp for PadPlanes {
     op_out_of_plan!();
 }
 
+/// Writes all of `out` (rows of `ow` values): `plane` (rows of `w` values)
+/// `top` rows down and `left` columns in, zeros around it. Scratch buffers
+/// are shared by every convolution a thread runs, so their borders hold
+/// whatever the last one left there.
+pub(crate) fn zero_padded_plane(plane: &[f32], w: usize, out: &mut [f32], ow: usize, top: usize, left: usize) {
+    let h = plane.len() / w.max(1);
+    for (y, row) in out.chunks_exact_mut(ow).enumerate() {
+        match y.checked_sub(top).filter(|&y| y < h && w > 0) {
+            Some(y) => {
+                row[..left].fill(0.0);
+                row[left..left + w].copy_from_slice(&plane[y * w..][..w]);
+                row[left + w..].fill(0.0);
+            }
+            None => row.fill(0.0),
+        }
+    }
+}
+
 /// Copies `plane` (rows of `w` values) into `out` (rows of `ow` values),
 /// `top` rows down and `left` columns in.
 pub(crate) fn copy_plane(plane: &[f32], w: usize, out: &mut [f32], ow: usize, top: usize, left: usize) {
