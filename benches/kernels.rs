@@ -1,12 +1,16 @@
-//! badexpert's convolution kernels against tract's own plan for the same
-//! one-convolution model, on the shapes the guarded models use: the four
-//! 3×3 stages of ResNet18-CIFAR (32×32 … 4×4 maps, 64 … 512 channels), its
-//! stride-2 stage entry, and the demo CNN's second convolution. Compare
-//! `ours` with `tract` within one run: `cargo bench --bench kernels`.
+//! badexpert's kernels against tract's own plan for the same one-op model,
+//! on the shapes the guarded models use: the four 3×3 stages of
+//! ResNet18-CIFAR (32×32 … 4×4 maps, 64 … 512 channels), its stride-2 stage
+//! entry, the demo CNN's second convolution, and the demo's 3136 → 128
+//! dense layer at batch 1, alone and as in the guard (three such layers in
+//! turn; then also with 4 MiB of other data read, untimed, before each
+//! call, as the rest of each model does in the guard). Compare `ours` with
+//! `tract` within one run: `cargo bench --bench kernels`.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tract_core::internal::*;
 use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_core::ops::einsum::EinSum;
 use tract_core::ops::nn::DataFormat;
 
 /// A model of one 3×3, pad-1 convolution with deterministic weights.
@@ -59,9 +63,66 @@ fn convolutions(c: &mut Criterion) {
     }
 }
 
+/// A model of one dense layer, `relu(x · Wᵀ + b)` on one row, as tract
+/// declutters ONNX's Gemm + Relu; `seed` varies the weights.
+fn dense_model(inputs: usize, units: usize, seed: usize) -> TractResult<TypedModel> {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([1, inputs]))?;
+    let w = (0..units * inputs).map(|i| ((i * 37 + seed) % 19) as f32 / 70.0 - 0.13).collect::<Vec<_>>();
+    let w = model.add_const("w", Tensor::from_shape(&[units, inputs], &w)?)?;
+    let b = model.add_const("b", Tensor::from_shape(&[1, units], &vec![0.01f32; units])?)?;
+    let zero = model.add_const("zero", tensor2(&[[0f32]]))?;
+    let y = model.wire_node("dense", EinSum::new("mk,nk->mn".parse()?, f32::datum_type()), &[x, w])?;
+    let y = model.wire_node("bias", tract_core::ops::math::add(), &[y[0], b])?;
+    let y = model.wire_node("relu", tract_core::ops::math::max(), &[y[0], zero])?;
+    model.select_output_outlets(&y)?;
+    Ok(model)
+}
+
+fn dense_layers(c: &mut Criterion) {
+    let (inputs, units) = (3136, 128);
+    let x = Tensor::from_shape(&[1, inputs], &vec![0.5f32; inputs]).unwrap().into_tvalue();
+    let mut group = c.benchmark_group("demo dense 3136->128, batch 1");
+    group.throughput(Throughput::Elements((2 * inputs * units) as u64));
+    for who in ["ours", "tract"] {
+        let plans: Vec<_> = (0..3)
+            .map(|seed| {
+                let model = dense_model(inputs, units, seed).unwrap();
+                let model = if who == "ours" { badexpert_runtime::ops::optimize(model) } else { model.into_optimized() };
+                let model = model.unwrap();
+                let ours = model.nodes().iter().any(|n| n.op_is::<badexpert_runtime::ops::PackedDense>());
+                assert_eq!(ours, who == "ours", "{who}: PackedDense placed or not as expected");
+                model.into_runnable().unwrap()
+            })
+            .collect();
+        let mut states: Vec<_> = plans.iter().map(|p| SimpleState::new(p).unwrap()).collect();
+        group.bench_function(format!("{who}, alone"), |b| b.iter(|| states[0].run(tvec![x.clone()]).unwrap()));
+        let mut turn = 0;
+        group.bench_function(format!("{who}, three layers in turn"), |b| {
+            b.iter(|| {
+                turn = (turn + 1) % 3;
+                states[turn].run(tvec![x.clone()]).unwrap()
+            })
+        });
+        let mut other = vec![1f32; 1 << 20];
+        group.bench_function(format!("{who}, three layers in turn, 4 MiB read between"), |b| {
+            b.iter_batched(
+                || {
+                    turn = (turn + 1) % 3;
+                    other[turn] += other.iter().step_by(16).sum::<f32>() * 1e-9;
+                    turn
+                },
+                |turn| states[turn].run(tvec![x.clone()]).unwrap(),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = convolutions
+    targets = convolutions, dense_layers
 }
 criterion_main!(benches);

@@ -191,7 +191,8 @@ pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, bat
     }
     time_interleaved(&mut modes, runs)?;
     let modes: Vec<Latency> = modes.into_iter().map(|m| summarise(m.name, m.batch, m.per_frame_us)).collect();
-    // modes[0..4]: M alone, guard, then both with tract's ops only.
-    let ratios = vec![Ratio::of(&modes[1], &modes[0]), Ratio::of(&modes[3], &modes[2])];
+    // The first four modes, in the order listed above.
+    let [alone, guard, tract_alone, tract_guard] = [0, 1, 2, 3].map(|i| &modes[i]);
+    let ratios = vec![Ratio::of(guard, alone), Ratio::of(tract_guard, tract_alone)];
     Ok(LatencyReport { modes, ratios })
 }

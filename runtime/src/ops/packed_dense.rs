@@ -3,13 +3,15 @@
 //!
 //! There each weight is used once per frame, so the layer costs what it
 //! takes to read its weights. tract 0.23 runs a one-row product with a
-//! 64-row panel kernel whose single chain of loads falls to ~23 GB/s when
-//! the weights come from L3 — as they do in the guard, where three models
-//! take turns and each evicts the others' weights from L2. The demo
-//! model's 3136 → 128 layer took 39 µs alone and 70 µs in turn. Here the
-//! weights are packed at load into panels of [`PANEL`] output units; for one
-//! row four panels stream at once (more loads in flight: ~30 % faster than
-//! one stream from DRAM), and up to four rows share each panel's loads.
+//! 64-row panel kernel: one stream of loads. That is fine from L2 or L3,
+//! but in the guard three models take turns and, with their activations,
+//! overflow what a core keeps nearby, so weights partly come back from
+//! DRAM and one stream stalls: the demo model's 3136 → 128 layer took
+//! 39 µs alone and 70 µs in turn. Here the weights are packed at load into
+//! panels of [`PANEL`] output units; for one row four panels stream at
+//! once (more loads in flight), and up to four rows share each panel's
+//! loads. `cargo bench --bench kernels -- dense`: 24 against 30 µs alone,
+//! 28 against 43 µs with three layers in turn and 4 MiB read between calls.
 //!
 //! Sums run in a different order than tract's, so outputs agree to float
 //! rounding, not bit for bit.
@@ -94,7 +96,7 @@ impl PackedDense {
             let mut p = 0;
             while p < panels {
                 let streams = streams_for(count).min(panels - p);
-                let mut acc = [[0f32; PANEL]; MAX_STREAMS];
+                let mut acc = [[0f32; PANEL]; MAX_BLOCKS];
                 let acc = &mut acc[..streams * count];
                 block_product(k, &self.packed[p * k * PANEL..][..streams * k * PANEL], rows, acc, count, streams);
                 for (i, acc) in acc.iter().enumerate() {
@@ -126,8 +128,8 @@ impl PackedDense {
     }
 }
 
-/// The most panels read at once.
-const MAX_STREAMS: usize = 4;
+/// The most (panel, row) blocks one call accumulates: `streams_for(rows) · rows`.
+const MAX_BLOCKS: usize = 4;
 
 /// Panels read at once for `rows` rows: with one row, four concurrent
 /// streams of weights (measured ~30 % faster than one when they come from
