@@ -3,8 +3,9 @@
 //! [`optimize`]: convolutions before tract's optimizer (which would lower
 //! them to im2col + matmul) — [`InputConv`] for gray/RGB input layers,
 //! [`PackedConv`] for the others, [`PackedDense`] for dense layers on a few
-//! rows, each with a following ReLU folded in — and pools and pads after it. A node that does not match a kernel's exact
-//! preconditions keeps tract's op.
+//! rows, each with a following ReLU folded in — and pools and pads after
+//! it. A node that does not match a kernel's exact preconditions keeps
+//! tract's op.
 
 /// `EvalOp` for a kernel run by `run(inputs, &mut Scratch)` with this
 /// thread's [`Scratch`].
@@ -26,9 +27,9 @@ pub mod pad_planes;
 
 use tract_core::internal::*;
 use tract_core::ops::array::{Pad, PadMode};
-use tract_core::ops::einsum::EinSum;
-use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
 use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
+use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
 use tract_core::ops::math::Max;
 use tract_core::ops::nn::DataFormat;
