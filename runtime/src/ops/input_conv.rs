@@ -13,7 +13,7 @@
 
 use tract_core::internal::*;
 
-use super::pad_planes::zero_padded_plane;
+use super::pad_planes::pad_plane;
 use super::Scratch;
 
 /// Largest input channel count the direct kernel takes.
@@ -97,7 +97,7 @@ impl InputConv {
         super::f32_output(&[n, o, oh, ow], |out| {
             for (image, out_image) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * oh * ow)) {
                 for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
-                    zero_padded_plane(plane, w, dst, pw, pt, pl);
+                    pad_plane(plane, w, dst, pw, pt, pl, 0.0);
                 }
                 padded[c * ph * pw..].fill(0.0);
                 for (k, out_plane) in out_image.chunks_exact_mut(oh * ow).enumerate() {

@@ -62,6 +62,17 @@ fn rectify(values: &mut [f32]) {
     values.iter_mut().for_each(|v| *v = v.max(0.0));
 }
 
+/// `w·b + c`, fused where the target has a fused multiply-add instruction
+/// (elsewhere `mul_add` would be a slow library call).
+#[inline(always)]
+fn multiply_add(w: f32, b: f32, c: f32) -> f32 {
+    if cfg!(target_arch = "aarch64") {
+        w.mul_add(b, c)
+    } else {
+        w * b + c
+    }
+}
+
 /// Working buffers of our convolutions. One per thread, shared by every
 /// convolution of every plan the thread runs: the guard's three models run
 /// in turn and reuse the same cache-warm memory instead of keeping three
@@ -133,11 +144,8 @@ pub fn rewrite_convolutions(model: &mut TypedModel) -> TractResult<usize> {
         } else {
             continue;
         };
-        let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, node.inputs[0])?;
-        let output = patch.wire_node(&node.name, op, &[input])?[0];
-        patch.shunt_outside(model, relu.unwrap_or(OutletId::new(id, 0)), output)?;
-        patch.apply(model)?;
+        let name = node.name.clone();
+        replace_with(model, &name, op, node.inputs[0], relu.unwrap_or(OutletId::new(id, 0)))?;
         replaced += 1;
     }
     model.compact()?;
@@ -157,15 +165,22 @@ pub fn rewrite_dense_layers(model: &mut TypedModel) -> TractResult<usize> {
         let relu = relu_after(model, last);
         let shape = last.outputs[0].fact.shape.as_concrete().context("dense layer output shape")?.to_vec();
         let op = PackedDense::new(layer.rows, &layer.weights, &layer.bias, relu.is_some(), &shape)?;
-        let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, layer.input)?;
-        let output = patch.wire_node(&node.name, op, &[input])?[0];
-        patch.shunt_outside(model, relu.unwrap_or(OutletId::new(layer.last, 0)), output)?;
-        patch.apply(model)?;
+        let name = node.name.clone();
+        replace_with(model, &name, op, layer.input, relu.unwrap_or(OutletId::new(layer.last, 0)))?;
         replaced += 1;
     }
     model.compact()?;
     Ok(replaced)
+}
+
+/// Wires `op` on `input` under `name` and hands it every consumer of
+/// `replaced` (the last node of the run of nodes it stands for).
+fn replace_with(model: &mut TypedModel, name: &str, op: impl Into<Box<dyn TypedOp>>, input: OutletId, replaced: OutletId) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let input = patch.tap_model(model, input)?;
+    let output = patch.wire_node(name, op, &[input])?[0];
+    patch.shunt_outside(model, replaced, output)?;
+    patch.apply(model)
 }
 
 /// The output of a ReLU (`max(x, 0)`) that is the only consumer of `node`'s

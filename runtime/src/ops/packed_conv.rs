@@ -15,8 +15,8 @@
 
 use tract_core::internal::*;
 
-use super::pad_planes::zero_padded_plane;
-use super::Scratch;
+use super::pad_planes::pad_plane;
+use super::{multiply_add, Scratch};
 
 /// Output channels per register tile (one panel of packed weights).
 pub const MR: usize = 6;
@@ -158,7 +158,7 @@ impl PackedConv {
                 image
             } else {
                 for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
-                    zero_padded_plane(plane, w, dst, pw, g.pad[0].0, g.pad[1].0);
+                    pad_plane(plane, w, dst, pw, g.pad[0].0, g.pad[1].0, 0.0);
                 }
                 padded
             };
@@ -313,17 +313,6 @@ fn tile_portable(k: usize, weights: &[f32], unfolded: &[f32], acc: &mut [[f32; N
         }
     }
     *acc = c;
-}
-
-/// `w·b + c`, fused where the target has a fused multiply-add instruction
-/// (elsewhere `mul_add` would be a slow library call).
-#[inline(always)]
-pub(super) fn multiply_add(w: f32, b: f32, c: f32) -> f32 {
-    if cfg!(target_arch = "aarch64") {
-        w.mul_add(b, c)
-    } else {
-        w * b + c
-    }
 }
 
 impl Op for PackedConv {

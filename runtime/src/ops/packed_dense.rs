@@ -23,7 +23,7 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
 use tract_core::ops::math::Add;
 
-use super::packed_conv::multiply_add;
+use super::multiply_add;
 
 /// Output units per packed panel (two 8-lane vectors).
 pub const PANEL: usize = 16;

@@ -57,13 +57,12 @@ impl EvalOp for PadPlanes {
         let plane_out = (h + self.top + self.bottom) * ow;
         let input = input.try_as_plain_ram()?.as_slice::<f32>()?;
         super::f32_output(&out_shape, |out| {
-            if self.value != 0.0 {
-                out.fill(self.value);
-            }
             if h * w > 0 {
                 for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(plane_out)) {
-                    copy_plane(plane, w, out, ow, self.top, self.left);
+                    pad_plane(plane, w, out, ow, self.top, self.left, self.value);
                 }
+            } else {
+                out.fill(self.value);
             }
             Ok(())
         })
@@ -73,28 +72,21 @@ impl EvalOp for PadPlanes {
 }
 
 /// Writes all of `out` (rows of `ow` values): `plane` (rows of `w` values)
-/// `top` rows down and `left` columns in, zeros around it. Scratch buffers
-/// are shared by every convolution a thread runs, so their borders hold
-/// whatever the last one left there.
-pub(crate) fn zero_padded_plane(plane: &[f32], w: usize, out: &mut [f32], ow: usize, top: usize, left: usize) {
+/// `top` rows down and `left` columns in, `value` around it. Every value is
+/// written because our convolutions pad into scratch buffers shared by
+/// every convolution a thread runs, whose borders hold whatever the last
+/// one left there.
+pub(crate) fn pad_plane(plane: &[f32], w: usize, out: &mut [f32], ow: usize, top: usize, left: usize, value: f32) {
     let h = plane.len() / w.max(1);
     for (y, row) in out.chunks_exact_mut(ow).enumerate() {
         match y.checked_sub(top).filter(|&y| y < h && w > 0) {
             Some(y) => {
-                row[..left].fill(0.0);
+                row[..left].fill(value);
                 row[left..left + w].copy_from_slice(&plane[y * w..][..w]);
-                row[left + w..].fill(0.0);
+                row[left + w..].fill(value);
             }
-            None => row.fill(0.0),
+            None => row.fill(value),
         }
-    }
-}
-
-/// Copies `plane` (rows of `w` values) into `out` (rows of `ow` values),
-/// `top` rows down and `left` columns in.
-pub(crate) fn copy_plane(plane: &[f32], w: usize, out: &mut [f32], ow: usize, top: usize, left: usize) {
-    for (y, row) in plane.chunks_exact(w).enumerate() {
-        out[(y + top) * ow + left..][..w].copy_from_slice(row);
     }
 }
 
