@@ -79,10 +79,13 @@ impl GuardBundle {
                 dir.display()
             );
         }
+        if manifest.precision == crate::manifest::Precision::Int8 && !options.own_kernels {
+            log::warn!("{}: int8 runs in badexpert's kernels; without them the plans run in f32", dir.display());
+        }
         let loader = PlanLoader::new(&manifest, options);
-        let model = loader.load(&dir.join(&plans.model.file))?;
-        let expert = loader.load(&dir.join(&plans.expert.file))?;
-        let auxiliary = loader.load(&dir.join(&plans.auxiliary.file))?;
+        let model = loader.load(&dir.join(&plans.model.file), Role::Model)?;
+        let expert = loader.load(&dir.join(&plans.expert.file), Role::Expert)?;
+        let auxiliary = loader.load(&dir.join(&plans.auxiliary.file), Role::Auxiliary)?;
         Ok(GuardBundle { dir, manifest, options, model, expert, auxiliary })
     }
 
@@ -109,7 +112,7 @@ impl GuardBundle {
             Role::Auxiliary => &self.manifest.plans.auxiliary,
         };
         verify(&self.dir, digest)?;
-        PlanLoader::new(&self.manifest, LoadOptions { batch, ..self.options }).load(&self.dir.join(&digest.file))
+        PlanLoader::new(&self.manifest, LoadOptions { batch, ..self.options }).load(&self.dir.join(&digest.file), role)
     }
 
     /// The clean frames stored in the bundle for detectors that need them
@@ -193,25 +196,42 @@ fn verify(dir: &Path, digest: &FileDigest) -> Result<()> {
 }
 
 /// Loads NNEF archives into optimized plans for the manifest's input shape.
-struct PlanLoader {
+pub(crate) struct PlanLoader<'m> {
     nnef: tract_nnef::internal::Nnef,
     input: [usize; 4],
     classes: usize,
     own_kernels: bool,
+    int8: Option<&'m crate::manifest::Int8Scales>,
 }
 
-impl PlanLoader {
-    fn new(manifest: &Manifest, options: LoadOptions) -> Self {
+impl<'m> PlanLoader<'m> {
+    pub(crate) fn new(manifest: &'m Manifest, options: LoadOptions) -> Self {
         let s = manifest.input.shape;
         PlanLoader {
             nnef: tract_nnef::nnef().with_onnx(),
             input: [options.batch, s.channels, s.height, s.width],
             classes: manifest.classes.len(),
             own_kernels: options.own_kernels,
+            int8: manifest.int8.as_ref(),
         }
     }
 
-    fn load(&self, path: &Path) -> Result<Plan> {
+    /// The plan of `role` at `path`, optimized (with its int8 scales, if any).
+    fn load(&self, path: &Path, role: Role) -> Result<Plan> {
+        let fail = |reason: String| Error::Plan { path: path.to_owned(), reason };
+        let model = self.typed(path)?;
+        let int8 = self.int8.map(|scales| match role {
+            Role::Model => &scales.model,
+            Role::Expert => &scales.expert,
+            Role::Auxiliary => &scales.auxiliary,
+        });
+        let model = if self.own_kernels { crate::ops::optimize_with(model, int8) } else { model.into_optimized() };
+        let model = model.map_err(|e| fail(format!("cannot optimize: {e:#}")))?;
+        model.into_runnable().map_err(|e| fail(format!("cannot plan: {e:#}")))
+    }
+
+    /// The plan at `path` as read, checked against the manifest, for the batch size.
+    pub(crate) fn typed(&self, path: &Path) -> Result<TypedModel> {
         let fail = |reason: String| Error::Plan { path: path.to_owned(), reason };
         let model = self.nnef.model_for_path(path).map_err(|e| fail(format!("cannot read NNEF: {e:#}")))?;
         let subs = HashMap::from([(model.sym(BATCH_SYMBOL), TDim::Val(self.input[0] as i64))]);
@@ -235,8 +255,6 @@ impl PlanLoader {
                 self.classes, self.input[0]
             )));
         }
-        let model = if self.own_kernels { crate::ops::optimize(model) } else { model.into_optimized() };
-        let model = model.map_err(|e| fail(format!("cannot optimize: {e:#}")))?;
-        model.into_runnable().map_err(|e| fail(format!("cannot plan: {e:#}")))
+        Ok(model)
     }
 }

@@ -44,6 +44,7 @@ pub mod ops;
 pub mod parallel;
 pub mod preprocess;
 pub mod profile;
+pub mod quantization;
 pub mod score;
 
 pub use bundle::{sha256_file, GuardBundle, LoadOptions, Plan, Role, BATCH_SYMBOL};

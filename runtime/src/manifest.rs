@@ -23,6 +23,9 @@ pub struct Manifest {
     /// Class names, one per output logit.
     pub classes: Vec<String>,
     pub precision: Precision,
+    /// Activation scales of the int8 layers; present exactly when `precision` is int8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Int8Scales>,
     pub decision: Decision,
     pub plans: Plans,
     pub source_model: FileDigest,
@@ -51,6 +54,22 @@ pub enum Precision {
     /// Pays off on ARMv8.2+ (Pi 5, Jetson Orin); x86 runs f16 through slow
     /// generic kernels.
     F16,
+    /// f32 plans whose convolutions and dense layers badexpert's kernels run
+    /// in int8 ([`crate::ops::int8`]), with the activation scales the
+    /// converter calibrated on clean frames ([`Int8Scales`]).
+    Int8,
+}
+
+/// Per-layer activation scales of each plan of an int8 bundle
+/// ([`crate::quantization::calibrate`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Int8Scales {
+    /// Clean frames the ranges were measured on.
+    pub frames: usize,
+    pub model: crate::ops::int8::ActivationScales,
+    pub expert: crate::ops::int8::ActivationScales,
+    pub auxiliary: crate::ops::int8::ActivationScales,
 }
 
 impl std::str::FromStr for Precision {
@@ -59,7 +78,8 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
-            _ => Err(format!("unknown precision {s:?} (f32 or f16)")),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision {s:?} (f32, f16 or int8)")),
         }
     }
 }
@@ -184,6 +204,17 @@ impl Manifest {
         }
         if !(d.gamma.is_finite() && d.gamma > 0.0) {
             return Err(format!("decision.gamma {} must be positive", d.gamma));
+        }
+        match (&self.int8, self.precision) {
+            (None, Precision::Int8) => return Err("precision is int8 but the manifest has no int8 scales".into()),
+            (Some(_), p) if p != Precision::Int8 => return Err(format!("int8 scales in a {p:?} manifest")),
+            (Some(scales), _) => {
+                let all = [&scales.model, &scales.expert, &scales.auxiliary];
+                if let Some((name, s)) = all.iter().flat_map(|t| t.iter()).find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+                    return Err(format!("int8 scale {s} of layer {name:?} is not a positive number"));
+                }
+            }
+            _ => {}
         }
         let files = [("plans.model", &self.plans.model), ("plans.expert", &self.plans.expert), ("plans.auxiliary", &self.plans.auxiliary)];
         let clean = self.clean_frames.iter().flat_map(|c| [("clean_frames.images", &c.images), ("clean_frames.labels", &c.labels)]);

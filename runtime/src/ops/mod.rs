@@ -20,6 +20,7 @@ macro_rules! eval_with_scratch {
 }
 
 pub mod input_conv;
+pub mod int8;
 pub mod max_pool_2x2;
 pub mod packed_conv;
 pub mod packed_dense;
@@ -35,6 +36,7 @@ use tract_core::ops::math::Max;
 use tract_core::ops::nn::DataFormat;
 
 pub use input_conv::InputConv;
+pub use int8::ActivationScales;
 pub use max_pool_2x2::MaxPool2x2;
 pub use packed_conv::{ConvGeometry, PackedConv};
 pub use packed_dense::PackedDense;
@@ -73,6 +75,23 @@ fn multiply_add(w: f32, b: f32, c: f32) -> f32 {
     }
 }
 
+/// What a kernel's register tile sums in: f32, or i32 for int8 products.
+trait Accumulated: Copy {
+    fn value(self) -> f32;
+}
+
+impl Accumulated for f32 {
+    fn value(self) -> f32 {
+        self
+    }
+}
+
+impl Accumulated for i32 {
+    fn value(self) -> f32 {
+        self as f32
+    }
+}
+
 /// Working buffers of our convolutions. One per thread, shared by every
 /// convolution of every plan the thread runs: the guard's three models run
 /// in turn and reuse the same cache-warm memory instead of keeping three
@@ -85,6 +104,8 @@ pub(crate) struct Scratch {
     work: Vec<f32>,
     /// Offsets into `padded`, for ops that compute them per input size.
     offsets: Vec<usize>,
+    /// The int8 kernels' quantized input, padded planes and working buffer.
+    int8: [Vec<i16>; 3],
 }
 
 impl Scratch {
@@ -98,6 +119,17 @@ impl Scratch {
             }
         }
         (&mut self.padded[..padded], &mut self.work[..work], &mut self.offsets)
+    }
+
+    /// The int8 buffers, of exactly these lengths, growing as [`Self::buffers`] do.
+    fn int8_buffers(&mut self, quantized: usize, padded: usize, work: usize) -> (&mut [i16], &mut [i16], &mut [i16]) {
+        let [q, p, w] = &mut self.int8;
+        for (buffer, len) in [(&mut *q, quantized), (&mut *p, padded), (&mut *w, work)] {
+            if buffer.len() < len {
+                buffer.resize(len, 0);
+            }
+        }
+        (&mut q[..quantized], &mut p[..padded], &mut w[..work])
     }
 }
 
@@ -116,33 +148,86 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 
 /// tract's optimizer with badexpert's kernels placed before and after it.
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
+    optimize_with(model, None)
+}
+
+/// [`optimize`], with the layers `int8` names (see [`int8_layers`]) run in
+/// int8 at their scale. A name that is no node of this model is an error:
+/// the scales were calibrated for another plan. (A dense layer run on more
+/// rows than [`PackedDense`] takes, at a larger batch, stays f32.)
+pub fn optimize_with(model: TypedModel, int8: Option<&ActivationScales>) -> TractResult<TypedModel> {
     let mut model = model.into_decluttered()?;
-    rewrite_convolutions(&mut model)?;
-    rewrite_dense_layers(&mut model)?;
+    if let Some(stray) = int8.into_iter().flat_map(|s| s.keys()).find(|name| model.node_by_name(name).is_err()) {
+        bail!("int8 scale for layer {stray:?}, which this plan does not have: the scales belong to another plan");
+    }
+    rewrite_convolutions(&mut model, int8)?;
+    rewrite_dense_layers(&mut model, int8)?;
     let mut model = model.into_optimized()?;
     rewrite_optimized(&mut model)?;
     Ok(model)
 }
 
+/// The layers of a decluttered model that have an int8 kernel — those
+/// [`PackedConv`] and [`PackedDense`] take — by node name, with the
+/// activations each reads (whose range sets its input scale).
+pub fn int8_layers(model: &TypedModel) -> TractResult<Vec<(String, OutletId)>> {
+    let mut layers = vec![];
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let packed = if let Some(conv) = node.op_as::<Conv>() {
+            PlainConv::of(model, node, conv)?.is_some_and(|plain| conv_kernel(&plain.geometry) == Some(ConvKernel::Packed))
+        } else if let Some(einsum) = node.op_as::<EinSum>() {
+            packed_dense::DenseLayer::of(model, node, einsum)?.is_some()
+        } else {
+            false
+        };
+        if packed {
+            layers.push((node.name.clone(), node.inputs[0]));
+        }
+    }
+    Ok(layers)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvKernel {
+    Input,
+    Packed,
+}
+
+/// Which of our kernels runs a convolution of this shape, if any.
+fn conv_kernel(g: &ConvGeometry) -> Option<ConvKernel> {
+    if g.in_channels <= input_conv::MAX_INPUT_CHANNELS && g.stride == [1, 1] && g.dilation == [1, 1] {
+        Some(ConvKernel::Input)
+    } else if PackedConv::streams_well(g) {
+        Some(ConvKernel::Packed)
+    } else {
+        None
+    }
+}
+
 /// Replaces the decluttered convolutions [`InputConv`] or [`PackedConv`]
-/// can run, with a ReLU that alone follows them folded in; returns how many.
-pub fn rewrite_convolutions(model: &mut TypedModel) -> TractResult<usize> {
+/// can run, with a ReLU that alone follows them folded in (in int8 where
+/// `int8` has a scale for the node); returns how many.
+pub fn rewrite_convolutions(model: &mut TypedModel, int8: Option<&ActivationScales>) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
         let Some(conv) = node.op_as::<Conv>() else { continue };
         let Some(plain) = PlainConv::of(model, node, conv)? else { continue };
         let relu = relu_after(model, node);
-        let op: Box<dyn TypedOp> = if plain.geometry.in_channels <= input_conv::MAX_INPUT_CHANNELS
-            && plain.geometry.stride == [1, 1]
-            && plain.geometry.dilation == [1, 1]
-        {
-            Box::new(InputConv { kernel: plain.kernel, bias: plain.bias, pad: plain.geometry.pad, relu: relu.is_some() })
-        } else if PackedConv::streams_well(&plain.geometry) {
-            let (kernel, bias) = (plain.kernel.try_as_plain_ram()?, plain.bias.try_as_plain_ram()?);
-            Box::new(PackedConv::new(plain.geometry, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?, relu.is_some())?)
-        } else {
-            continue;
+        let op: Box<dyn TypedOp> = match conv_kernel(&plain.geometry) {
+            Some(ConvKernel::Input) => {
+                Box::new(InputConv { kernel: plain.kernel, bias: plain.bias, pad: plain.geometry.pad, relu: relu.is_some() })
+            }
+            Some(ConvKernel::Packed) => {
+                let (kernel, bias) = (plain.kernel.try_as_plain_ram()?, plain.bias.try_as_plain_ram()?);
+                let (kernel, bias) = (kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+                Box::new(match int8.and_then(|s| s.get(&node.name)) {
+                    Some(&scale) => PackedConv::new_int8(plain.geometry, kernel, bias, relu.is_some(), scale)?,
+                    None => PackedConv::new(plain.geometry, kernel, bias, relu.is_some())?,
+                })
+            }
+            None => continue,
         };
         let name = node.name.clone();
         replace_with(model, &name, op, node.inputs[0], relu.unwrap_or(OutletId::new(id, 0)))?;
@@ -154,8 +239,8 @@ pub fn rewrite_convolutions(model: &mut TypedModel) -> TractResult<usize> {
 
 /// Replaces the decluttered dense layers (`EinSum` with constant weights,
 /// its bias `Add` and a ReLU that alone follow it) [`PackedDense`] can run;
-/// returns how many.
-pub fn rewrite_dense_layers(model: &mut TypedModel) -> TractResult<usize> {
+/// in int8 where `int8` has a scale for the `EinSum`; returns how many.
+pub fn rewrite_dense_layers(model: &mut TypedModel, int8: Option<&ActivationScales>) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
@@ -164,7 +249,10 @@ pub fn rewrite_dense_layers(model: &mut TypedModel) -> TractResult<usize> {
         let last = model.node(layer.last);
         let relu = relu_after(model, last);
         let shape = last.outputs[0].fact.shape.as_concrete().context("dense layer output shape")?.to_vec();
-        let op = PackedDense::new(layer.rows, &layer.weights, &layer.bias, relu.is_some(), &shape)?;
+        let op = match int8.and_then(|s| s.get(&node.name)) {
+            Some(&scale) => PackedDense::new_int8(layer.rows, &layer.weights, &layer.bias, relu.is_some(), &shape, scale)?,
+            None => PackedDense::new(layer.rows, &layer.weights, &layer.bias, relu.is_some(), &shape)?,
+        };
         let name = node.name.clone();
         replace_with(model, &name, op, layer.input, relu.unwrap_or(OutletId::new(layer.last, 0)))?;
         replaced += 1;
@@ -486,6 +574,47 @@ mod tests {
         Ok(())
     }
 
+    /// The int8 layers of `model`, each scaled to the range of the test
+    /// input [`compare_with_tract`] feeds (as the converter calibrates on
+    /// clean frames); fails unless there are `layers` of them.
+    fn int8_scales(model: &TypedModel, layers: usize) -> TractResult<ActivationScales> {
+        let found = int8_layers(&model.clone().into_decluttered()?)?;
+        ensure!(found.len() == layers, "{} int8 layers, expected {layers}", found.len());
+        Ok(found.into_iter().map(|(name, _)| (name, int8::scale_for(2.52))).collect())
+    }
+
+    #[test]
+    fn int8_convolutions_stay_within_quantization_error_of_tract() -> TractResult<()> {
+        let pad = |b: usize, a: usize| PaddingSpec::Explicit(tvec![b, b], tvec![a, a]);
+        // Odd depths (a tap pair half empty), partial panels and chunks, both loop orders, batches.
+        let cases = [
+            ([1, 64, 4, 4], 64, [3, 3], pad(1, 1), 1),
+            ([2, 32, 8, 8], 13, [3, 3], pad(1, 1), 1),
+            ([1, 16, 14, 14], 20, [3, 3], pad(1, 1), 2),
+            ([1, 7, 9, 7], 7, [3, 3], pad(0, 2), 1),
+            ([2, 12, 6, 6], 5, [1, 3], PaddingSpec::Valid, 1),
+            ([1, 16, 48, 48], 8, [3, 3], pad(1, 1), 1),
+        ];
+        for (shape, out, k, padding, stride) in cases {
+            let model = conv_model(shape, out, k, padding.clone(), stride, 1)?;
+            let ours = optimize_with(model.clone(), Some(&int8_scales(&model, 1)?))?;
+            assert!(ours.nodes().iter().any(|n| n.op_as::<PackedConv>().is_some_and(|c| c.is_int8())), "{shape:?}: no int8 conv");
+            let worst = compare_with_tract(&model, ours, &shape)?;
+            // Sums of many products each off by ≲ 1/254 relative: ~1 % of the output range.
+            assert!(worst > 0.0 && worst <= 0.02, "{shape:?} {k:?} {padding:?} stride {stride}: relative difference {worst}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn int8_scales_of_another_plan_are_refused() -> TractResult<()> {
+        let model = conv_model([1, 16, 8, 8], 8, [3, 3], PaddingSpec::Valid, 1, 1)?;
+        let scales = ActivationScales::from([("elsewhere".to_string(), 0.1)]);
+        let error = optimize_with(model, Some(&scales)).unwrap_err().to_string();
+        assert!(error.contains("\"elsewhere\"") && error.contains("another plan"), "{error}");
+        Ok(())
+    }
+
     #[test]
     fn dilated_convolutions_match_tract() -> TractResult<()> {
         let model = dilated_conv_model([1, 6, 11, 11], 10, [3, 3], PaddingSpec::Explicit(tvec![2, 1], tvec![2, 3]), 1, 1, 2)?;
@@ -590,6 +719,25 @@ mod tests {
             assert!(left.is_empty(), "{expr}: bias or ReLU stayed a node");
             let worst = compare_with_tract(&model, ours, x)?;
             assert!(worst <= 1e-5, "{expr} {x:?}: relative difference {worst}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn int8_dense_layers_stay_within_quantization_error_of_tract() -> TractResult<()> {
+        let cases: [(&str, &[usize], &[usize], Option<&[usize]>, bool); 4] = [
+            ("mbak,nbak->n", &[1, 8, 3, 3], &[20, 8, 3, 3], Some(&[20]), true),
+            ("k,nk->mn", &[37], &[10, 37], Some(&[1, 10]), false),
+            ("mk,nk->mn", &[4, 51], &[70, 51], None, true),
+            ("mk,kn->mn", &[1, 300], &[300, 100], Some(&[1, 100]), false),
+        ];
+        for (expr, x, w, bias, relu) in cases {
+            let model = dense_model(expr, x, w, bias, relu)?;
+            let ours = optimize_with(model.clone(), Some(&int8_scales(&model, 1)?))?;
+            let dense: Vec<&PackedDense> = ours.nodes().iter().filter_map(|n| n.op_as::<PackedDense>()).collect();
+            assert!(dense.len() == 1 && dense[0].is_int8(), "{expr} {x:?}: {ours}");
+            let worst = compare_with_tract(&model, ours, x)?;
+            assert!(worst > 0.0 && worst <= 0.02, "{expr} {x:?}: relative difference {worst}");
         }
         Ok(())
     }

@@ -14,7 +14,8 @@
 //! 28 against 43 µs with three layers in turn and 4 MiB read between calls.
 //!
 //! Sums run in a different order than tract's, so outputs agree to float
-//! rounding, not bit for bit.
+//! rounding, not bit for bit. [`PackedDense::new_int8`] stores the weights
+//! as int8 ([`super::int8`]): a quarter of the bytes to stream.
 
 use tract_core::internal::*;
 use tract_core::ndarray::IxDyn;
@@ -23,7 +24,8 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
 use tract_core::ops::math::Add;
 
-use super::multiply_add;
+use super::int8::{quantize_into, quantize_rows};
+use super::{multiply_add, Accumulated, Scratch};
 
 /// Output units per packed panel (two 8-lane vectors).
 pub const PANEL: usize = 16;
@@ -38,9 +40,7 @@ pub struct PackedDense {
     pub rows: usize,
     pub depth: usize,
     pub units: usize,
-    /// Weights in panels of [`PANEL`] units: `packed[(p·depth + k)·PANEL + r]`
-    /// is unit `p·PANEL + r`, input `k` (zero past the last unit).
-    packed: Arc<Vec<f32>>,
+    weights: Weights,
     bias: Arc<Vec<f32>>,
     /// Whether a ReLU follows (folded in when a panel is written).
     pub relu: bool,
@@ -49,11 +49,30 @@ pub struct PackedDense {
     output_shape: TVec<usize>,
 }
 
+/// Weights in panels of [`PANEL`] units (zero past the last unit).
+#[derive(Debug, Clone, PartialEq)]
+enum Weights {
+    /// `packed[(p·depth + k)·PANEL + r]` is unit `p·PANEL + r`, input `k`.
+    F32(Arc<Vec<f32>>),
+    Int8(Arc<Int8Weights>),
+}
+
+#[derive(Debug, PartialEq)]
+struct Int8Weights {
+    /// `packed[((p·K2 + i)·PANEL + r)·2 + t]` is unit `p·PANEL + r`, input
+    /// `2i + t`, with `K2 = ⌈depth / 2⌉` input pairs (zero past the last input).
+    packed: Vec<i8>,
+    /// The calibrated scale of the input activations.
+    input_scale: f32,
+    /// Per unit: input scale × the unit's weight scale.
+    output_scales: Vec<f32>,
+}
+
 impl Eq for PackedDense {}
 
 impl std::hash::Hash for PackedDense {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (self.rows, self.depth, self.units, self.relu).hash(state);
+        (self.rows, self.depth, self.units, self.relu, matches!(self.weights, Weights::Int8(_))).hash(state);
         self.output_shape.hash(state);
     }
 }
@@ -61,14 +80,7 @@ impl std::hash::Hash for PackedDense {
 impl PackedDense {
     /// Packs row-major `weights` (`units × depth`) with one bias per unit.
     pub fn new(rows: usize, weights: &[f32], bias: &[f32], relu: bool, output_shape: &[usize]) -> TractResult<PackedDense> {
-        let units = bias.len();
-        if units == 0 || weights.len() % units != 0 || weights.is_empty() {
-            bail!("PackedDense: {} weights for {units} units", weights.len());
-        }
-        let depth = weights.len() / units;
-        if output_shape.iter().product::<usize>() != rows * units {
-            bail!("PackedDense: output shape {output_shape:?} does not hold {rows} × {units} values");
-        }
+        let (units, depth) = Self::check(rows, weights, bias, output_shape)?;
         let mut packed = vec![0f32; units.div_ceil(PANEL) * depth * PANEL];
         for (unit, weights) in weights.chunks_exact(depth).enumerate() {
             let panel = &mut packed[unit / PANEL * depth * PANEL..][..depth * PANEL];
@@ -76,35 +88,105 @@ impl PackedDense {
                 panel[k * PANEL + unit % PANEL] = w;
             }
         }
-        Ok(PackedDense {
-            rows,
-            depth,
-            units,
-            packed: Arc::new(packed),
-            bias: Arc::new(bias.to_vec()),
-            relu,
-            output_shape: output_shape.into(),
-        })
+        Ok(Self::with_weights(rows, depth, Weights::F32(Arc::new(packed)), bias, relu, output_shape))
+    }
+
+    /// The same layer in int8: weights quantized per unit, input activations
+    /// with `input_scale` (one step of the quantized input).
+    pub fn new_int8(rows: usize, weights: &[f32], bias: &[f32], relu: bool, output_shape: &[usize], input_scale: f32) -> TractResult<PackedDense> {
+        let (units, depth) = Self::check(rows, weights, bias, output_shape)?;
+        if !(input_scale > 0.0 && input_scale.is_finite()) {
+            bail!("PackedDense: int8 input scale {input_scale} is not a positive number");
+        }
+        let pairs = depth.div_ceil(2);
+        let (values, scales) = quantize_rows(weights, depth);
+        let mut packed = vec![0i8; units.div_ceil(PANEL) * pairs * PANEL * 2];
+        for (unit, weights) in values.chunks_exact(depth).enumerate() {
+            let panel = &mut packed[unit / PANEL * pairs * PANEL * 2..][..pairs * PANEL * 2];
+            for (k, &w) in weights.iter().enumerate() {
+                panel[((k / 2) * PANEL + unit % PANEL) * 2 + k % 2] = w;
+            }
+        }
+        let output_scales = scales.iter().map(|s| s * input_scale).collect();
+        let weights = Weights::Int8(Arc::new(Int8Weights { packed, input_scale, output_scales }));
+        Ok(Self::with_weights(rows, depth, weights, bias, relu, output_shape))
+    }
+
+    /// Whether it runs in int8.
+    pub fn is_int8(&self) -> bool {
+        matches!(self.weights, Weights::Int8(_))
+    }
+
+    /// Units and depth, once the operands are checked against each other.
+    fn check(rows: usize, weights: &[f32], bias: &[f32], output_shape: &[usize]) -> TractResult<(usize, usize)> {
+        let units = bias.len();
+        if units == 0 || weights.len() % units != 0 || weights.is_empty() {
+            bail!("PackedDense: {} weights for {units} units", weights.len());
+        }
+        if output_shape.iter().product::<usize>() != rows * units {
+            bail!("PackedDense: output shape {output_shape:?} does not hold {rows} × {units} values");
+        }
+        Ok((units, weights.len() / units))
+    }
+
+    fn with_weights(rows: usize, depth: usize, weights: Weights, bias: &[f32], relu: bool, output_shape: &[usize]) -> PackedDense {
+        let units = bias.len();
+        PackedDense { rows, depth, units, weights, bias: Arc::new(bias.to_vec()), relu, output_shape: output_shape.into() }
     }
 
     /// Fills `out` (`rows × units`) from `x` (`rows × depth`).
-    fn multiply(&self, x: &[f32], out: &mut [f32]) {
-        let (k, units) = (self.depth, self.units);
+    fn multiply(&self, x: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+        let k = self.depth;
+        match &self.weights {
+            Weights::F32(packed) => self.for_each_block(x, k, out, |p, rows, acc, count, streams| {
+                block_product(k, &packed[p * k * PANEL..][..streams * k * PANEL], rows, acc, count, streams);
+                |u| (1.0, self.bias[u])
+            }),
+            Weights::Int8(int8) => {
+                let pairs = k.div_ceil(2);
+                let (_, quantized, _) = scratch.int8_buffers(0, self.rows * pairs * 2, 0);
+                for (x, q) in x.chunks_exact(k).zip(quantized.chunks_exact_mut(pairs * 2)) {
+                    quantize_into(x, int8.input_scale, &mut q[..k]);
+                    q[k..].fill(0);
+                }
+                self.for_each_block(quantized, pairs * 2, out, |p, rows, acc, count, streams| {
+                    let panels = &int8.packed[p * pairs * PANEL * 2..][..streams * pairs * PANEL * 2];
+                    block_product_int8(pairs, panels, rows, acc, count, streams);
+                    |u| (int8.output_scales[u], self.bias[u])
+                })
+            }
+        }
+    }
+
+    /// Runs `product(first panel, rows, acc, rows in block, panels in block)`
+    /// over blocks of up to [`MAX_ROWS`] rows (of `stride` values each in
+    /// `x`) and as many panels as [`streams_for`] says, and writes each
+    /// block's sums as `sum · scale + bias` (then rectified), with
+    /// `(scale, bias)` from the affine map `product` returns for a unit.
+    fn for_each_block<T, A: Accumulated + Default, F: Fn(usize) -> (f32, f32)>(
+        &self,
+        x: &[T],
+        stride: usize,
+        out: &mut [f32],
+        product: impl Fn(usize, &[T], &mut [[A; PANEL]], usize, usize) -> F,
+    ) {
+        let units = self.units;
         let panels = units.div_ceil(PANEL);
-        for (block, rows) in x.chunks(k * MAX_ROWS).enumerate() {
-            let count = rows.len() / k;
+        for (block, rows) in x.chunks(stride * MAX_ROWS).enumerate() {
+            let count = rows.len() / stride;
             let mut p = 0;
             while p < panels {
-                let streams = streams_for(count).min(panels - p);
-                let mut acc = [[0f32; PANEL]; MAX_BLOCKS];
+                let streams = streams_for(count, panels - p);
+                let mut acc = [[A::default(); PANEL]; MAX_BLOCKS];
                 let acc = &mut acc[..streams * count];
-                block_product(k, &self.packed[p * k * PANEL..][..streams * k * PANEL], rows, acc, count, streams);
+                let affine = product(p, rows, acc, count, streams);
                 for (i, acc) in acc.iter().enumerate() {
                     let (row, unit0) = (block * MAX_ROWS + i % count, (p + i / count) * PANEL);
                     let width = PANEL.min(units - unit0);
                     let dst = &mut out[row * units + unit0..][..width];
-                    for ((dst, &v), &b) in dst.iter_mut().zip(acc).zip(&self.bias[unit0..]) {
-                        *dst = v + b;
+                    for (j, (dst, &v)) in dst.iter_mut().zip(acc).enumerate() {
+                        let (scale, bias) = affine(unit0 + j);
+                        *dst = multiply_add(v.value(), scale, bias);
                     }
                     if self.relu {
                         super::rectify(dst);
@@ -122,24 +204,42 @@ impl PackedDense {
             bail!("PackedDense expects {} rows of {} inputs, got {:?}", self.rows, self.depth, input.shape());
         }
         super::f32_output(&self.output_shape, |out| {
-            self.multiply(x, out);
+            super::with_scratch(|scratch| self.multiply(x, out, scratch));
             Ok(())
         })
     }
 }
 
-/// The most (panel, row) blocks one call accumulates: `streams_for(rows) · rows`.
+/// Calls `kernel::<R, P>(args)` for `r` rows and `streams` panels (the
+/// pairs [`streams_for`] gives, and fewer panels at the end of a layer).
+macro_rules! dispatch_blocks {
+    ($kernel:ident($($arg:expr),*), $r:expr, $streams:expr $(, $unsafe:tt)?) => {
+        match ($r, $streams) {
+            (1, 4) => $($unsafe)? { $kernel::<1, 4>($($arg),*) },
+            (1, 2) => $($unsafe)? { $kernel::<1, 2>($($arg),*) },
+            (1, _) => $($unsafe)? { $kernel::<1, 1>($($arg),*) },
+            (2, 2) => $($unsafe)? { $kernel::<2, 2>($($arg),*) },
+            (2, _) => $($unsafe)? { $kernel::<2, 1>($($arg),*) },
+            (3, _) => $($unsafe)? { $kernel::<3, 1>($($arg),*) },
+            _ => $($unsafe)? { $kernel::<4, 1>($($arg),*) },
+        }
+    };
+}
+
+/// The most (panel, row) blocks one call accumulates: `streams_for(rows, _) · rows`.
 const MAX_BLOCKS: usize = 4;
 
-/// Panels read at once for `rows` rows: with one row, four concurrent
-/// streams of weights (measured ~30 % faster than one when they come from
-/// DRAM); with more rows, as many as keep the accumulators in registers.
-fn streams_for(rows: usize) -> usize {
-    match rows {
+/// Panels read at once for `rows` rows with `left` panels to go: with one
+/// row, four concurrent streams of weights (measured ~30 % faster than one
+/// when they come from DRAM); with more rows, as many as keep the
+/// accumulators in registers. Always a count [`dispatch_blocks`] has a kernel for.
+fn streams_for(rows: usize, left: usize) -> usize {
+    let most = match rows {
         1 => 4,
         2 => 2,
         _ => 1,
-    }
+    };
+    [4, 2, 1].into_iter().find(|&s| s <= most && s <= left).unwrap_or(1)
 }
 
 /// `acc[s·R + r][u] = Σ_i panels[s][i·PANEL + u] · rows[r·k + i]` for `streams`
@@ -149,25 +249,12 @@ fn block_product(k: usize, panels: &[f32], rows: &[f32], acc: &mut [[f32; PANEL]
         panels.len() >= streams * k * PANEL && rows.len() >= r * k && acc.len() >= r * streams,
         "operands shorter than {streams} panels × {r} rows of depth {k}"
     );
-    macro_rules! dispatch {
-        ($kernel:ident $(, $unsafe:tt)?) => {
-            match (r, streams) {
-                (1, 4) => $($unsafe)? { $kernel::<1, 4>(k, panels, rows, acc) },
-                (1, 2) | (1, 3) => $($unsafe)? { $kernel::<1, 2>(k, panels, rows, acc) },
-                (1, _) => $($unsafe)? { $kernel::<1, 1>(k, panels, rows, acc) },
-                (2, 2) => $($unsafe)? { $kernel::<2, 2>(k, panels, rows, acc) },
-                (2, _) => $($unsafe)? { $kernel::<2, 1>(k, panels, rows, acc) },
-                (3, _) => $($unsafe)? { $kernel::<3, 1>(k, panels, rows, acc) },
-                _ => $($unsafe)? { $kernel::<4, 1>(k, panels, rows, acc) },
-            }
-        };
-    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the features were just detected; the operands were checked long enough.
-        return dispatch!(block_avx2, unsafe);
+        return dispatch_blocks!(block_avx2(k, panels, rows, acc), r, streams, unsafe);
     }
-    dispatch!(block_portable)
+    dispatch_blocks!(block_portable(k, panels, rows, acc), r, streams)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -205,6 +292,68 @@ fn block_portable<const R: usize, const P: usize>(k: usize, panels: &[f32], rows
                 let v = rows[r * k + i];
                 for (c, &w) in c.iter_mut().zip(w) {
                     *c = multiply_add(w, v, *c);
+                }
+            }
+        }
+    }
+    for (dst, c) in acc.iter_mut().zip(c.iter().flatten()) {
+        *dst = *c;
+    }
+}
+
+/// `acc[s·R + r][u] = Σ_i Σ_t panels[s][(i·PANEL + u)·2 + t] · rows[r][2i + t]`
+/// for `streams` consecutive int8 panels (`pairs·PANEL·2` weights each) and
+/// `R` rows of `2·pairs` quantized inputs, exact in i32.
+fn block_product_int8(pairs: usize, panels: &[i8], rows: &[i16], acc: &mut [[i32; PANEL]], r: usize, streams: usize) {
+    assert!(
+        panels.len() >= streams * pairs * PANEL * 2 && rows.len() >= r * pairs * 2 && acc.len() >= r * streams,
+        "operands shorter than {streams} panels × {r} rows of {pairs} input pairs"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the feature was just detected; the operands were checked long enough.
+        return dispatch_blocks!(block_int8_avx2(pairs, panels, rows, acc), r, streams, unsafe);
+    }
+    dispatch_blocks!(block_int8_portable(pairs, panels, rows, acc), r, streams)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn block_int8_avx2<const R: usize, const P: usize>(pairs: usize, panels: &[i8], rows: &[i16], acc: &mut [[i32; PANEL]]) {
+    use std::arch::x86_64::*;
+    let (w, x) = (panels.as_ptr(), rows.as_ptr() as *const i32);
+    let mut c = [[[_mm256_setzero_si256(); 2]; R]; P];
+    for i in 0..pairs {
+        for (s, c) in c.iter_mut().enumerate() {
+            // SAFETY: i < pairs, s < P and r < R; the caller checked P panels of
+            // pairs·PANEL·2 weights and R rows of 2·pairs inputs.
+            let panel = w.add((s * pairs + i) * PANEL * 2);
+            let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(panel as *const __m128i));
+            let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(panel.add(16) as *const __m128i));
+            for (r, c) in c.iter_mut().enumerate() {
+                let v = _mm256_set1_epi32(x.add(r * pairs + i).read_unaligned());
+                c[0] = _mm256_add_epi32(c[0], _mm256_madd_epi16(w0, v));
+                c[1] = _mm256_add_epi32(c[1], _mm256_madd_epi16(w1, v));
+            }
+        }
+    }
+    for (dst, c) in acc.iter_mut().zip(c.iter().flatten()) {
+        _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, c[0]);
+        _mm256_storeu_si256(dst.as_mut_ptr().add(8) as *mut __m256i, c[1]);
+    }
+}
+
+/// The same int8 product in plain Rust; aarch64 compiles it to NEON multiply-accumulates.
+#[inline(always)]
+fn block_int8_portable<const R: usize, const P: usize>(pairs: usize, panels: &[i8], rows: &[i16], acc: &mut [[i32; PANEL]]) {
+    let mut c = [[[0i32; PANEL]; R]; P];
+    for i in 0..pairs {
+        for (s, c) in c.iter_mut().enumerate() {
+            let w: &[i8; PANEL * 2] = panels[(s * pairs + i) * PANEL * 2..][..PANEL * 2].try_into().expect("PANEL weight pairs");
+            for (r, c) in c.iter_mut().enumerate() {
+                let (v0, v1) = (rows[(r * pairs + i) * 2] as i32, rows[(r * pairs + i) * 2 + 1] as i32);
+                for (c, w) in c.iter_mut().zip(w.chunks_exact(2)) {
+                    *c += w[0] as i32 * v0 + w[1] as i32 * v1;
                 }
             }
         }
@@ -381,8 +530,25 @@ mod tests {
     }
 
     #[test]
+    fn the_dispatched_int8_product_equals_the_portable_one_for_every_row_and_panel_count() {
+        for pairs in [1, 2, 3, 19, 1568] {
+            for (r, streams) in [(1, 4), (1, 2), (1, 1), (2, 2), (2, 1), (3, 1), (4, 1)] {
+                let panels: Vec<i8> = (0..streams * pairs * PANEL * 2).map(|i| (((i * 131) % 255) as i16 - 127) as i8).collect();
+                let x: Vec<i16> = (0..pairs * 2 * r).map(|i| ((i * 71) % 255) as i16 - 127).collect();
+                let (mut fast, mut plain) = (vec![[0i32; PANEL]; r * streams], vec![[0i32; PANEL]; r * streams]);
+                block_product_int8(pairs, &panels, &x, &mut fast, r, streams);
+                dispatch_blocks!(block_int8_portable(pairs, &panels, &x, &mut plain), r, streams);
+                assert_eq!(fast, plain, "{pairs} input pairs, {r} rows × {streams} panels");
+                let first: i32 = (0..pairs * 2).map(|k| panels[(k / 2 * PANEL) * 2 + k % 2] as i32 * x[k] as i32).sum();
+                assert_eq!(plain[0][0], first, "{pairs} input pairs, {r} rows × {streams} panels: first value");
+            }
+        }
+    }
+
+    #[test]
     fn the_product_is_the_plain_matrix_product() {
-        for (rows, units) in [(1, 21), (1, 70), (2, 70), (3, 21), (4, 33)] {
+        // 48 and 100 units leave three panels for the last one-row block.
+        for (rows, units) in [(1, 21), (1, 48), (1, 70), (1, 100), (2, 70), (3, 21), (4, 33)] {
             plain_product_case(rows, units);
         }
     }
@@ -395,7 +561,7 @@ mod tests {
         for relu in [false, true] {
             let dense = PackedDense::new(rows, &w, &b, relu, &[rows, units]).unwrap();
             let mut out = vec![f32::NAN; rows * units];
-            dense.multiply(&x, &mut out);
+            dense.multiply(&x, &mut out, &mut Scratch::default());
             for r in 0..rows {
                 for u in 0..units {
                     let sum: f32 = (0..depth).map(|k| x[r * depth + k] * w[u * depth + k]).sum::<f32>() + b[u];

@@ -76,7 +76,7 @@ impl EvalOp for PadPlanes {
 /// written because our convolutions pad into scratch buffers shared by
 /// every convolution a thread runs, whose borders hold whatever the last
 /// one left there.
-pub(crate) fn pad_plane(plane: &[f32], w: usize, out: &mut [f32], ow: usize, top: usize, left: usize, value: f32) {
+pub(crate) fn pad_plane<T: Copy>(plane: &[T], w: usize, out: &mut [T], ow: usize, top: usize, left: usize, value: T) {
     let h = plane.len() / w.max(1);
     for (y, row) in out.chunks_exact_mut(ow).enumerate() {
         match y.checked_sub(top).filter(|&y| y < h && w > 0) {
