@@ -129,7 +129,7 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path, frames: &FrameSet) {
 fn bench_f16(c: &mut Criterion, dir: &Path, frames: &FrameSet) {
     let f16_dir = dir.join("bundle-f16");
     if !f16_dir.join("manifest.json").is_file() {
-        bundle_at_precision(&dir.join("bundle"), &f16_dir, Precision::F16).unwrap();
+        bundle_at_precision(&dir.join("bundle"), &f16_dir, Precision::F16, None).unwrap();
     }
     let bundle = GuardBundle::open(&f16_dir).unwrap();
     let mut guard = Guard::new(&bundle).unwrap();

@@ -234,6 +234,7 @@ pub fn convert(
             normalization: opts.normalization.clone(),
             classes: class_names,
             precision,
+            int8: None,
             decision: Decision {
                 score: opts.score,
                 gamma: opts.gamma,
@@ -273,6 +274,12 @@ pub fn convert(
             write_idx_labels(&staging.join(CLEAN_LABELS), kept.require_labels("holdout")?)?;
             manifest.clean_frames =
                 Some(CleanFrames { images: digest(&staging, CLEAN_IMAGES)?, labels: digest(&staging, CLEAN_LABELS)? });
+        }
+        if precision == Precision::Int8 {
+            // Activation ranges from the fine-tuning split: the held-out
+            // frames stay unseen until τ is calibrated on them.
+            let frames = fit.head(badexpert_runtime::quantization::DEFAULT_FRAMES);
+            manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(&staging, &manifest, &frames)?);
         }
         // Provisional manifest (τ = 0) so the runtime can score the held-out frames.
         manifest.write(&staging.join(MANIFEST_FILE))?;

@@ -10,7 +10,7 @@ use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use badexpert_runtime::manifest::Precision;
-use badexpert_runtime::{FrameShape, BATCH_SYMBOL};
+use badexpert_runtime::{FrameSet, FrameShape, BATCH_SYMBOL};
 
 use crate::{Error, Result};
 
@@ -129,7 +129,9 @@ fn write_typed(typed: &TypedModel, out: &Path, what: &str, precision: Precision)
     let fail = |stage: &str, e: anyhow::Error| Error::Export { what: what.into(), reason: format!("{stage}: {e:#}") };
     let half;
     let typed = match precision {
-        Precision::F32 => typed,
+        // int8 plans are the f32 plans: the runtime's kernels quantize them
+        // at load with the scales in the manifest.
+        Precision::F32 | Precision::Int8 => typed,
         Precision::F16 => {
             half = half_precision(typed).map_err(|e| fail("f16 translation", e))?;
             &half
@@ -182,10 +184,12 @@ pub fn half_precision(model: &TypedModel) -> TractResult<TypedModel> {
 }
 
 /// Copies the f32 bundle at `src` to `dst` with its plans re-written in
-/// `precision`, keeping the f32 threshold. For timing and agreement studies
-/// without fine-tuning again; a deployed f16 bundle comes from `convert` with
-/// `ConvertOptions::precision`, which calibrates τ with the f16 plans.
-pub fn bundle_at_precision(src: &Path, dst: &Path, precision: Precision) -> Result<badexpert_runtime::Manifest> {
+/// `precision`, keeping the f32 threshold; int8 calibrates its activation
+/// scales on `clean` frames (required then, unused otherwise). For timing
+/// and agreement studies without fine-tuning again; a deployed f16 or int8
+/// bundle comes from `convert` with `ConvertOptions::precision`, which
+/// calibrates τ with the plans as they will run.
+pub fn bundle_at_precision(src: &Path, dst: &Path, precision: Precision, clean: Option<&FrameSet>) -> Result<badexpert_runtime::Manifest> {
     use badexpert_runtime::manifest::{FileDigest, MANIFEST_FILE};
     let mut manifest = badexpert_runtime::Manifest::read(&src.join(MANIFEST_FILE))?;
     if manifest.precision != Precision::F32 {
@@ -195,6 +199,11 @@ pub fn bundle_at_precision(src: &Path, dst: &Path, precision: Precision) -> Resu
     let nnef = tract_nnef::nnef().with_onnx();
     for plan in [&mut manifest.plans.model, &mut manifest.plans.expert, &mut manifest.plans.auxiliary] {
         let what = plan.file.as_str();
+        if precision == Precision::Int8 {
+            // The f32 plans as they are; the manifest's scales make them int8.
+            std::fs::copy(src.join(what), dst.join(what)).map_err(|e| Error::io(dst.join(what), e))?;
+            continue;
+        }
         let model = nnef
             .model_for_path(src.join(&plan.file))
             .map_err(|e| Error::Export { what: what.into(), reason: format!("cannot read NNEF: {e:#}") })?;
@@ -208,6 +217,10 @@ pub fn bundle_at_precision(src: &Path, dst: &Path, precision: Precision) -> Resu
         }
     }
     manifest.precision = precision;
+    if precision == Precision::Int8 {
+        let clean = clean.ok_or_else(|| Error::Invalid("an int8 bundle needs clean frames to calibrate its activation scales".into()))?;
+        manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(dst, &manifest, clean)?);
+    }
     manifest.write(&dst.join(MANIFEST_FILE))?;
     Ok(manifest)
 }

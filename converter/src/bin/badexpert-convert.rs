@@ -165,8 +165,10 @@ struct BundleArgs {
     /// STRIP and for calibrating baselines on the device.
     #[arg(long, default_value_t = 0)]
     store_clean: usize,
-    /// Plan arithmetic: f32, or f16 (half the weight bytes; fast on ARMv8.2+ such as a Pi 5 or
-    /// Jetson Orin, slow on x86). The threshold is calibrated with the plans as written.
+    /// Plan arithmetic: f32; f16 (half the weight bytes; fast on ARMv8.2+ such as a Pi 5 or
+    /// Jetson Orin, slow on x86); or int8 (convolutions and dense layers in badexpert's int8
+    /// kernels, activation scales calibrated on the clean reserve). The threshold is calibrated
+    /// with the plans as they will run.
     #[arg(long, default_value = "f32")]
     precision: Precision,
 }
