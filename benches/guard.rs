@@ -2,9 +2,10 @@
 //! demo CNN (Fashion-MNIST, 1×28×28) and on a ResNet18-CIFAR-sized model
 //! (3×32×32, 11.2 M parameters, random weights: timing only). Modes: M
 //! alone, the guard sequential (M, B, M′ in turn, 1 thread), both again with
-//! tract's own ops in place of badexpert's kernels, the guard on two and
-//! three threads, batches of 8, and (demo only) f16 plans. Compare as ratios within one run:
-//! `cargo bench --bench guard`.
+//! tract's own ops in place of badexpert's kernels, both again in int8
+//! (activation scales calibrated on 256 reserve frames; random frames for
+//! ResNet18), the guard on two and three threads, batches of 8, and (demo
+//! only) f16 plans. Compare as ratios within one run: `cargo bench --bench guard`.
 //!
 //! The first run prepares `target/bench/{demo,resnet18}/`: a bundle made by
 //! the converter plus the ONNX of M, B and M′, which
@@ -49,7 +50,15 @@ fn demo() -> (PathBuf, FrameSet) {
     let reserve = FrameSource::detect(&demo.join("reserve-images-idx3-ubyte.gz")).load().unwrap();
     let norm = normalization_metadata(&read_model(&model).unwrap()).unwrap().unwrap();
     prepare(&dir, &model, &reserve, ConvertOptions { device: tch::Device::Cpu, ..ConvertOptions::new(norm) });
+    prepare_int8(&dir, &reserve.head(256));
     (dir, FrameSource::detect(&demo.join("eval-clean-images-idx3-ubyte.gz")).load().unwrap())
+}
+
+/// `dir/bundle-int8`: the bundle's plans with activation scales from `clean`.
+fn prepare_int8(dir: &Path, clean: &FrameSet) {
+    if !dir.join("bundle-int8/manifest.json").is_file() {
+        bundle_at_precision(&dir.join("bundle"), &dir.join("bundle-int8"), Precision::Int8, Some(clean)).unwrap();
+    }
 }
 
 /// Full-width ResNet18 with random weights; the reserve is random frames
@@ -75,6 +84,7 @@ fn resnet18() -> (PathBuf, FrameSet) {
         opts.auxiliary = AuxiliaryModel { rate: AuxiliaryRate::Fixed(0.1), epochs: 1, lr_milestones: vec![], ..AuxiliaryModel::default() };
         prepare(&dir, &source, &frames.clone().with_labels(own).unwrap(), opts);
     }
+    prepare_int8(&dir, &frames);
     (dir, frames)
 }
 
@@ -82,10 +92,11 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path, frames: &FrameSet) {
     let bundle = GuardBundle::open(dir.join("bundle")).expect("prepared bundle");
     // The same plans as tract optimizes them, without badexpert's kernels.
     let tract_only = GuardBundle::open_with(dir.join("bundle"), LoadOptions { own_kernels: false, ..LoadOptions::default() }).unwrap();
+    let int8 = GuardBundle::open(dir.join("bundle-int8")).unwrap();
     let n = frames.len();
     let mut group = c.benchmark_group(name);
     let mut i = 0;
-    for (label, bundle) in [("", &bundle), (", tract ops only", &tract_only)] {
+    for (label, bundle) in [("", &bundle), (", int8", &int8), (", tract ops only", &tract_only)] {
         let mut model = ModelAlone::new(bundle).unwrap();
         group.bench_function(format!("model M alone{label}"), |b| {
             b.iter(|| {

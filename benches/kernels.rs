@@ -4,14 +4,30 @@
 //! entry, the demo CNN's second convolution, and the demo's 3136 → 128
 //! dense layer at batch 1, alone and as in the guard (three such layers in
 //! turn; then also with 4 MiB of other data read, untimed, before each
-//! call, as the rest of each model does in the guard). Compare `ours` with
-//! `tract` within one run: `cargo bench --bench kernels`.
+//! call, as the rest of each model does in the guard). Compare `ours` (and
+//! `ours, int8`, the same kernels on int8 values) with `tract` within one
+//! run: `cargo bench --bench kernels`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tract_core::internal::*;
 use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::nn::DataFormat;
+
+use badexpert_runtime::ops::{int8_layers, optimize_with, ActivationScales, PackedConv, PackedDense};
+
+/// Our plan of a one-layer `model`, its layer in int8 when asked (at an
+/// arbitrary scale: the time does not depend on it).
+fn ours(model: TypedModel, int8: bool) -> TypedModel {
+    let layers = int8_layers(&model.clone().into_decluttered().unwrap()).unwrap();
+    let scales: ActivationScales = layers.into_iter().filter(|_| int8).map(|(name, _)| (name, 0.01)).collect();
+    let plan = optimize_with(model, Some(&scales)).unwrap();
+    let layers = plan.nodes().iter().filter(|n| {
+        n.op_as::<PackedConv>().map(|c| c.is_int8()).or_else(|| n.op_as::<PackedDense>().map(|d| d.is_int8())) == Some(int8)
+    });
+    assert_eq!(layers.count(), 1, "our kernel, int8: {int8}");
+    plan
+}
 
 /// A model of one 3×3, pad-1 convolution with deterministic weights.
 fn conv_model(channels: usize, size: usize, out: usize, stride: usize) -> TractResult<TypedModel> {
@@ -48,9 +64,11 @@ fn convolutions(c: &mut Criterion) {
     ];
     for (name, channels, size, out, stride) in shapes {
         let model = conv_model(channels, size, out, stride).unwrap();
-        let ours = badexpert_runtime::ops::optimize(model.clone()).unwrap();
-        assert!(ours.nodes().iter().any(|n| n.op_is::<badexpert_runtime::ops::PackedConv>()), "{name}: not a PackedConv");
-        let plans = [("ours", ours.into_runnable().unwrap()), ("tract", model.into_optimized().unwrap().into_runnable().unwrap())];
+        let plans = [
+            ("ours", ours(model.clone(), false).into_runnable().unwrap()),
+            ("ours, int8", ours(model.clone(), true).into_runnable().unwrap()),
+            ("tract", model.into_optimized().unwrap().into_runnable().unwrap()),
+        ];
         let x = Tensor::zero::<f32>(&[1, channels, size, size]).unwrap().into_tvalue();
         let mut group = c.benchmark_group(name);
         let outputs = (size / stride) * (size / stride);
@@ -84,14 +102,14 @@ fn dense_layers(c: &mut Criterion) {
     let x = Tensor::from_shape(&[1, inputs], &vec![0.5f32; inputs]).unwrap().into_tvalue();
     let mut group = c.benchmark_group("demo dense 3136->128, batch 1");
     group.throughput(Throughput::Elements((2 * inputs * units) as u64));
-    for who in ["ours", "tract"] {
+    for who in ["ours", "ours, int8", "tract"] {
         let plans: Vec<_> = (0..3)
             .map(|seed| {
                 let model = dense_model(inputs, units, seed).unwrap();
-                let model = if who == "ours" { badexpert_runtime::ops::optimize(model) } else { model.into_optimized() };
-                let model = model.unwrap();
-                let ours = model.nodes().iter().any(|n| n.op_is::<badexpert_runtime::ops::PackedDense>());
-                assert_eq!(ours, who == "ours", "{who}: PackedDense placed or not as expected");
+                let model = match who {
+                    "tract" => model.into_optimized().unwrap(),
+                    _ => ours(model, who.ends_with("int8")),
+                };
                 model.into_runnable().unwrap()
             })
             .collect();

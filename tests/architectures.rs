@@ -1,6 +1,7 @@
 //! Every PyTorch-exported architecture fixture (ResNet18, VGG16-BN,
 //! MobileNetV2, ViT; folded and kept BatchNorm; 1×28×28 and 3×32×32) converts
-//! to a bundle whose plans match the interpreter, and the guard runs on it.
+//! to a bundle whose plans match the interpreter, and the guard runs on it,
+//! in f32 and in int8.
 //!
 //! The fixtures are untrained, so the reserve is labelled with M's own
 //! predictions: this checks the pipeline (fine-tunes, NNEF export of shape
@@ -12,7 +13,9 @@ mod common;
 use badexpert_converter::auxiliary::{AuxiliaryModel, AuxiliaryRate};
 use badexpert_converter::onnx::TchGraph;
 use badexpert_converter::train::predict_logits;
+use badexpert_converter::export::bundle_at_precision;
 use badexpert_converter::{convert, ConvertOptions};
+use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{FrameSet, FrameShape, Guard, GuardBundle, Normalization, PixelLayout, Preprocessor, Role};
 use tract_core::prelude::*;
 
@@ -92,8 +95,33 @@ fn every_architecture_fixture_converts_and_guards() {
             assert!(v.score.is_finite() || v.score == f32::INFINITY, "{name}: score {}", v.score);
             rejected += usize::from(!v.accepted);
         }
+
+        // The same plans in int8 load and guard, and M's logits stay near f32's.
+        let int8_dir = out.join(format!("{name}-int8"));
+        let manifest = bundle_at_precision(&bundle_dir, &int8_dir, Precision::Int8, Some(&reserve.head(64))).unwrap_or_else(|e| panic!("{name} int8: {e}"));
+        let int8 = GuardBundle::open(&int8_dir).unwrap_or_else(|e| panic!("{name} int8: {e}"));
+        let layers = manifest.int8.as_ref().map_or(0, |s| s.model.len());
+        let logits = |b: &GuardBundle, i: usize| -> Vec<f32> {
+            let mut x = vec![0f32; shape.len()];
+            pre.planar_into(reserve.frame(i), &mut x).unwrap();
+            let x = tract_ndarray::Array4::from_shape_vec((1, shape.channels, shape.height, shape.width), x).unwrap();
+            let y = b.plan(Role::Model).run(tvec![x.into_tensor().into()]).unwrap();
+            y[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+        };
+        let mut worst = 0f32;
+        for i in 0..16 {
+            let (a, b) = (logits(&bundle, i), logits(&int8, i));
+            let range = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            worst = worst.max(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / range);
+        }
+        assert!(worst <= 0.1, "{name}: int8 logits differ from f32 by {worst:.3} of their range");
+        let mut guard8 = Guard::new(&int8).unwrap();
+        for i in 0..50 {
+            let v = guard8.guard(reserve.frame(i), PixelLayout::Chw).unwrap_or_else(|e| panic!("{name} int8: {e}"));
+            assert!(v.score.is_finite() || v.score == f32::INFINITY, "{name} int8: score {}", v.score);
+        }
         eprintln!(
-            "{name}: expert rate {:.1e} (held-out CA {:.1} %), auxiliary rate {} ({:.1} %); plan Δ {diff:.1e}; {rejected}/50 rejected",
+            "{name}: expert rate {:.1e} (held-out CA {:.1} %), auxiliary rate {} ({:.1} %); plan Δ {diff:.1e}; {rejected}/50 rejected; int8: {layers} layers, logits Δ {worst:.1e} of range",
             ft.expert.learning_rate,
             100.0 * ft.expert.holdout_accuracy,
             ft.auxiliary.learning_rate,

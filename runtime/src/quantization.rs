@@ -4,8 +4,7 @@
 //! The converter runs this on clean reserve frames and stores the scales
 //! in the manifest ([`Int8Scales`]); the runtime's kernels then quantize
 //! each layer's input with its scale ([`ops::int8`]). A layer's scale maps
-//! the largest magnitude seen to 127: clean frames never saturate, and the
-//! resolution is what 8 bits give over that range.
+//! [`HEADROOM`] × the largest magnitude seen to 127.
 
 use std::path::Path;
 
@@ -15,6 +14,16 @@ use crate::bundle::PlanLoader;
 use crate::manifest::{Int8Scales, Manifest};
 use crate::ops::{self, int8::scale_for, ActivationScales};
 use crate::{Error, FrameSet, LoadOptions, Preprocessor, Result};
+
+/// How far past the clean range a layer's int8 input reaches before it
+/// saturates. Triggered frames drive activations beyond anything clean
+/// frames do, and clipping them there erases the very signal the backdoor
+/// expert B must keep. Measured with the ranges of 256 clean reserve
+/// frames: at 1× VGG16-BN's guard agreed with f32 on 90.7 % of triggered
+/// frames (ASR with guard 0 → 3.3 %); at 2× on 100 %, while clean frames
+/// kept ≥ 99.6 % equal verdicts on every model tried; the demo's triggered
+/// agreement rose from 97.4 % to 99.7 %. One bit of the eight buys that.
+pub const HEADROOM: f32 = 2.0;
 
 /// Clean frames the converter calibrates on by default: the ranges settle
 /// well before this many (a layer's maximum over 256 frames is within a few
@@ -74,7 +83,7 @@ pub fn calibrate(path: &Path, manifest: &Manifest, frames: &FrameSet) -> Result<
         .into_iter()
         .map(|(name, outlet)| {
             let k = watched.iter().position(|o| *o == outlet).unwrap_or(0);
-            (name, scale_for(max_abs[k]))
+            (name, scale_for(HEADROOM * max_abs[k]))
         })
         .collect())
 }
