@@ -326,10 +326,23 @@ impl PackedConv {
     /// (`⌈K/2⌉ × NR × 2`: both taps of a pair side by side for each pixel,
     /// the missing second tap of an odd depth zero), as [`tile_int8`] reads them.
     fn unfold_pairs(&self, planes: &[i16], chunk: usize, dst: &mut [i16]) {
-        let (pixels, _) = self.chunk_pixels(planes.len(), chunk);
+        let (pixels, contiguous) = self.chunk_pixels(planes.len(), chunk);
         for (taps, row) in self.taps.chunks(2).zip(dst.chunks_exact_mut(2 * NR)) {
             let row: &mut [i16; 2 * NR] = row.try_into().expect("2·NR values");
             let (first, second) = (taps[0], taps.get(1).copied());
+            if contiguous {
+                // Two runs of NR values, interleaved (LLVM vectorizes this to unpacks).
+                let a: &[i16; NR] = planes[first + pixels[0]..][..NR].try_into().expect("NR values");
+                let b: &[i16; NR] = match second {
+                    Some(t) => planes[t + pixels[0]..][..NR].try_into().expect("NR values"),
+                    None => &[0; NR],
+                };
+                for ((v, &a), &b) in row.chunks_exact_mut(2).zip(a).zip(b) {
+                    v[0] = a;
+                    v[1] = b;
+                }
+                continue;
+            }
             for (v, &p) in row.chunks_exact_mut(2).zip(pixels) {
                 // SAFETY: both taps ≤ last tap and p ≤ last pixel, checked by chunk_pixels.
                 unsafe {
