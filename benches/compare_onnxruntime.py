@@ -5,9 +5,13 @@ ONNX models, measured back to back in one run, same thread count (1).
     python3 -m pip install onnxruntime numpy
     python3 benches/compare_onnxruntime.py --dir target/bench/demo --dir target/bench/resnet18
 
-Each --dir holds a guard bundle (bundle/) and the ONNX files of its three
-models (model.onnx, expert.onnx, auxiliary.onnx), as `cargo bench --bench
-guard` prepares them. ONNX Runtime runs M, B and M' in turn on one frame
+Each --dir holds a guard bundle (bundle/, and bundle-int8/) and the ONNX
+files of its three models (model.onnx, expert.onnx, auxiliary.onnx), as
+`cargo bench --bench guard` prepares them. The int8 rows put badexpert's
+int8 bundle beside ONNX Runtime running its own static int8 quantization of
+the same three models (`quantize_static`, QDQ, per-channel int8 weights,
+uint8 activations; ranges from 32 random frames: timing only), written to
+--dir as *.int8.onnx. ONNX Runtime runs M, B and M' in turn on one frame
 (batch 1) and on 8 frames (batch 8) with intra- and inter-op threads set to
 1 and all graph optimisations on; badexpert is timed by `badexpert-guard
 bench`. The two take turns for --rounds rounds, so that load drifting on a
@@ -58,6 +62,55 @@ MODES = [("M alone, batch 1", (1, 1), ("model alone", 1)),
          ("guard (M+B+M'), batch 1", (3, 1), ("guard, sequential", 1)),
          ("guard (M+B+M'), batch 1, tract ops only", (3, 1), ("guard, sequential, tract ops only", 1)),
          ("guard (M+B+M'), batch 8", (3, 8), ("guard, batched", 8))]
+INT8_MODES = [("M alone, batch 1, int8", (1, 1), ("model alone", 1)),
+              ("guard (M+B+M'), batch 1, int8", (3, 1), ("guard, sequential", 1))]
+
+
+def quantized(path, shape):
+    """ONNX Runtime's static int8 quantization of the model at `path` (cached beside it)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    out = path[:-len(".onnx")] + ".int8.onnx"
+    if os.path.exists(out):
+        return out
+    name = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Frames(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(1)
+            self.frames = iter([{name: rng.standard_normal((1, *shape)).astype(np.float32)} for _ in range(32)])
+
+        def get_next(self):
+            return next(self.frames, None)
+
+    prepared = path[:-len(".onnx")] + ".prep.onnx"
+    quant_pre_process(path, prepared)
+    quantize_static(prepared, out, Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    os.remove(prepared)
+    return out
+
+
+def compare(guard, bundle, theirs_guard, modes, shape, rounds, per_round):
+    """Per mode: badexpert's and ONNX Runtime's latency and their ratio, one value per round."""
+    rows = {mode: ([], [], []) for mode, _, _ in modes}
+    parallel = {2: [], 3: []}
+    for _ in range(rounds):
+        ours = json.loads(subprocess.run(
+            [guard, "bench", "--bundle", bundle, "--runs", str(per_round), "--batches", "8"],
+            check=True, capture_output=True, text=True).stdout)
+        by_mode = {(r["mode"], r["batch"]): r for r in ours["modes"]}
+        measured = {}
+        for mode, (models, batch), key in modes:
+            if (models, batch) not in measured:
+                runs = per_round if batch == 1 else max(per_round // batch, 10)
+                measured[(models, batch)] = theirs_guard.latency(models, batch, shape, runs)
+            mine, theirs = by_mode[key]["mean_us"], measured[(models, batch)]
+            for column, value in zip(rows[mode], (mine, theirs, mine / theirs)):
+                column.append(value)
+        for threads in parallel:
+            parallel[threads].append(by_mode[(f"guard, {threads} threads", 1)]["mean_us"])
+    return rows, parallel
 
 
 def median(values):
@@ -84,31 +137,24 @@ def main():
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         s = manifest["input"]["shape"]
         shape = (s["channels"], s["height"], s["width"])
-        theirs_guard = OrtGuard([os.path.join(d, f) for f in ("model.onnx", "expert.onnx", "auxiliary.onnx")])
-        rows = {mode: ([], [], []) for mode, _, _ in MODES}
-        parallel = {2: [], 3: []}
-        for _ in range(args.rounds):
-            ours = json.loads(subprocess.run(
-                [args.guard, "bench", "--bundle", bundle, "--runs", str(per_round), "--batches", "8"],
-                check=True, capture_output=True, text=True).stdout)
-            by_mode = {(r["mode"], r["batch"]): r for r in ours["modes"]}
-            measured = {}
-            for mode, (models, batch), key in MODES:
-                if (models, batch) not in measured:
-                    runs = per_round if batch == 1 else max(per_round // batch, 10)
-                    measured[(models, batch)] = theirs_guard.latency(models, batch, shape, runs)
-                mine, theirs = by_mode[key]["mean_us"], measured[(models, batch)]
-                for column, value in zip(rows[mode], (mine, theirs, mine / theirs)):
-                    column.append(value)
-            for threads in parallel:
-                parallel[threads].append(by_mode[(f"guard, {threads} threads", 1)]["mean_us"])
+        paths = [os.path.join(d, f) for f in ("model.onnx", "expert.onnx", "auxiliary.onnx")]
+        rows, parallel = compare(args.guard, bundle, OrtGuard(paths), MODES, shape, args.rounds, per_round)
         name = os.path.basename(os.path.normpath(d))
         for mode, _, _ in MODES:
-            mine, theirs, ratios = rows[mode]
-            print(f"| {name} | {mode} | {median(mine):.0f} | {median(theirs):.0f} | "
-                  f"{median(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}] |")
+            print_row(name, mode, *rows[mode])
         for threads, values in parallel.items():
             print(f"| {name} | guard on {threads} threads, batch 1 (badexpert only) | {median(values):.0f} | | |")
+        int8 = os.path.join(d, "bundle-int8")
+        if os.path.isdir(int8):
+            theirs = OrtGuard([quantized(p, shape) for p in paths])
+            rows, _ = compare(args.guard, int8, theirs, INT8_MODES, shape, args.rounds, per_round)
+            for mode, _, _ in INT8_MODES:
+                print_row(name, mode, *rows[mode])
+
+
+def print_row(name, mode, mine, theirs, ratios):
+    print(f"| {name} | {mode} | {median(mine):.0f} | {median(theirs):.0f} | "
+          f"{median(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}] |")
 
 
 if __name__ == "__main__":

@@ -473,31 +473,78 @@ fn tile_int8(pairs: usize, weights: &[i16], unfolded: &[i16], acc: &mut [[i32; N
 #[target_feature(enable = "avx2")]
 unsafe fn tile_int8_avx2(pairs: usize, weights: &[i16], unfolded: &[i16], acc: &mut [[i32; NR]; MR]) {
     use std::arch::x86_64::*;
-    let (a, b) = (weights.as_ptr() as *const i32, unfolded.as_ptr());
+    const _: () = assert!(MR == 6 && NR == 16, "the assembly below is written for 6 × 16 tiles");
     let mut c = [[_mm256_setzero_si256(); 2]; MR];
-    // SAFETY (all reads): i < pairs and the caller checked pairs·MR weight
-    // pairs and pairs·NR unfolded pairs; prefetches never fault.
-    let step = |i: usize, c: &mut [[__m256i; 2]; MR]| {
-        let b0 = _mm256_loadu_si256(b.add(i * NR * 2) as *const __m256i);
-        let b1 = _mm256_loadu_si256(b.add(i * NR * 2 + 16) as *const __m256i);
-        for (r, c) in c.iter_mut().enumerate() {
-            let w = _mm256_set1_epi32(a.add(i * MR + r).read_unaligned());
-            c[0] = _mm256_add_epi32(c[0], _mm256_madd_epi16(w, b0));
-            c[1] = _mm256_add_epi32(c[1], _mm256_madd_epi16(w, b1));
-        }
-    };
-    let mut i = 0;
-    while i + 4 <= pairs {
-        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((i + PREFETCH_STEPS) * MR) as *const i8);
-        step(i, &mut c);
-        step(i + 1, &mut c);
-        step(i + 2, &mut c);
-        step(i + 3, &mut c);
-        i += 4;
-    }
-    while i < pairs {
-        step(i, &mut c);
-        i += 1;
+    if pairs > 0 {
+        // In assembly: written as intrinsics, LLVM reassociates the integer
+        // sums across steps, runs out of the 16 vector registers and spills
+        // accumulators to the stack (int8 then ran no faster than f32).
+        // Per tap pair: the 16 pixels' pairs in ymm0–1, each channel's
+        // weight pair broadcast, `vpmaddwd` + `vpaddd` into ymm4–15.
+        // SAFETY: the caller checked pairs·MR weight pairs (24 bytes per
+        // step) and pairs·NR unfolded pairs (64 bytes per step); prefetches
+        // never fault.
+        std::arch::asm!(
+        "2:",
+        "prefetcht0 [{a} + {ahead}]",
+        "vmovdqu ymm0, [{b}]",
+        "vmovdqu ymm1, [{b} + 32]",
+        "vpbroadcastd ymm2, [{a} + 0]",
+        "vpmaddwd ymm3, ymm2, ymm0",
+        "vpaddd ymm4, ymm4, ymm3",
+        "vpmaddwd ymm3, ymm2, ymm1",
+        "vpaddd ymm5, ymm5, ymm3",
+        "vpbroadcastd ymm2, [{a} + 4]",
+        "vpmaddwd ymm3, ymm2, ymm0",
+        "vpaddd ymm6, ymm6, ymm3",
+        "vpmaddwd ymm3, ymm2, ymm1",
+        "vpaddd ymm7, ymm7, ymm3",
+        "vpbroadcastd ymm2, [{a} + 8]",
+        "vpmaddwd ymm3, ymm2, ymm0",
+        "vpaddd ymm8, ymm8, ymm3",
+        "vpmaddwd ymm3, ymm2, ymm1",
+        "vpaddd ymm9, ymm9, ymm3",
+        "vpbroadcastd ymm2, [{a} + 12]",
+        "vpmaddwd ymm3, ymm2, ymm0",
+        "vpaddd ymm10, ymm10, ymm3",
+        "vpmaddwd ymm3, ymm2, ymm1",
+        "vpaddd ymm11, ymm11, ymm3",
+        "vpbroadcastd ymm2, [{a} + 16]",
+        "vpmaddwd ymm3, ymm2, ymm0",
+        "vpaddd ymm12, ymm12, ymm3",
+        "vpmaddwd ymm3, ymm2, ymm1",
+        "vpaddd ymm13, ymm13, ymm3",
+        "vpbroadcastd ymm2, [{a} + 20]",
+        "vpmaddwd ymm3, ymm2, ymm0",
+        "vpaddd ymm14, ymm14, ymm3",
+        "vpmaddwd ymm3, ymm2, ymm1",
+        "vpaddd ymm15, ymm15, ymm3",
+        "add {a}, 24",
+        "add {b}, 64",
+        "dec {n}",
+        "jnz 2b",
+        a = inout(reg) weights.as_ptr() => _,
+        b = inout(reg) unfolded.as_ptr() => _,
+        n = inout(reg) pairs => _,
+        ahead = const PREFETCH_STEPS * MR * 4,
+        out("ymm0") _,
+        out("ymm1") _,
+        out("ymm2") _,
+        out("ymm3") _,
+        inout("ymm4") c[0][0],
+        inout("ymm5") c[0][1],
+        inout("ymm6") c[1][0],
+        inout("ymm7") c[1][1],
+        inout("ymm8") c[2][0],
+        inout("ymm9") c[2][1],
+        inout("ymm10") c[3][0],
+        inout("ymm11") c[3][1],
+        inout("ymm12") c[4][0],
+        inout("ymm13") c[4][1],
+        inout("ymm14") c[5][0],
+        inout("ymm15") c[5][1],
+        options(nostack, readonly),
+        );
     }
     for (dst, c) in acc.iter_mut().zip(&c) {
         _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, c[0]);
