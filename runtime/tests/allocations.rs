@@ -1,7 +1,7 @@
 //! Heap allocations per guarded frame, counted by a global allocator: what
 //! the guard does beyond the three tract plan runs must allocate nothing
 //! (issue: steady state without allocation). What tract itself allocates
-//! per run is measured the same way and printed.
+//! per run is measured the same way and printed, for f32 and int8 plans.
 //!
 //! A plain program (`harness = false`): libtest's own threads (its "running
 //! for over 60 seconds" notice under qemu) would allocate into the count.
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use badexpert_runtime::data::FrameSource;
+use badexpert_runtime::manifest::{Precision, MANIFEST_FILE};
 use badexpert_runtime::{BatchGuard, Guard, GuardBundle, ParallelGuard, PixelLayout, Role, Verdict};
 use tract_core::prelude::*;
 
@@ -108,4 +109,31 @@ fn main() {
     });
     eprintln!("BatchGuard (8 frames): {batch_allocs:.2} allocations per batch, {tract8:.2} inside tract's runs");
     assert_eq!(batch_allocs, tract8, "the batch guard's own code allocates per batch");
+
+    // The same bundle in int8: quantizing each layer's input reuses the thread's scratch.
+    let int8_dir = std::env::temp_dir().join(format!("badexpert-alloc-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&int8_dir).unwrap();
+    let mut manifest = bundle.manifest().clone();
+    manifest.clean_frames = None;
+    for plan in [&manifest.plans.model, &manifest.plans.expert, &manifest.plans.auxiliary] {
+        std::fs::copy(demo.join("bundle").join(&plan.file), int8_dir.join(&plan.file)).unwrap();
+    }
+    let reserve = FrameSource::detect(&demo.join("reserve-images-idx3-ubyte.gz")).load().unwrap().head(32);
+    manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(&int8_dir, &manifest, &reserve).unwrap());
+    manifest.precision = Precision::Int8;
+    manifest.write(&int8_dir.join(MANIFEST_FILE)).unwrap();
+    let int8 = GuardBundle::open(&int8_dir).unwrap();
+    let mut guard8 = Guard::new(&int8).unwrap();
+    let guard8_allocs = per_frame(|i| {
+        std::hint::black_box(guard8.guard(frames.frame(i % frames.len()), PixelLayout::Chw).unwrap());
+    });
+    let mut states: Vec<_> = [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| int8.plan(r).spawn().unwrap()).collect();
+    let tract8_allocs = per_frame(|_| {
+        for state in states.iter_mut() {
+            std::hint::black_box(state.run(tvec![TValue::from_const(input.clone())]).unwrap());
+        }
+    });
+    eprintln!("int8 guard: {guard8_allocs:.2} allocations per frame, {tract8_allocs:.2} inside tract's runs, {:.2} in badexpert's code", guard8_allocs - tract8_allocs);
+    assert_eq!(guard8_allocs, tract8_allocs, "the int8 guard's own code allocates per frame");
+    let _ = std::fs::remove_dir_all(&int8_dir);
 }

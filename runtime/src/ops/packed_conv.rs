@@ -573,7 +573,7 @@ impl Op for PackedConv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}, relu: {}", self.geometry, self.relu)])
+        Ok(vec![format!("{:?}, relu: {}, int8: {}", self.geometry, self.relu, self.is_int8())])
     }
 
     op_as_typed_op!();

@@ -475,7 +475,7 @@ impl Op for PackedDense {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{} rows, {} → {}, relu: {}", self.rows, self.depth, self.units, self.relu)])
+        Ok(vec![format!("{} rows, {} → {}, relu: {}, int8: {}", self.rows, self.depth, self.units, self.relu, self.is_int8())])
     }
 
     op_as_typed_op!();
