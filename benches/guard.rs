@@ -121,17 +121,19 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path, frames: &FrameSet) {
             })
         });
     }
-    let batched = GuardBundle::open_with_batch(dir.join("bundle"), 8).unwrap();
-    let mut batch = BatchGuard::new(&batched).unwrap();
-    let mut verdicts = [Verdict::default(); 8];
     group.throughput(Throughput::Elements(8));
-    group.bench_function("guard (M+B+M′, batch 8)", |b| {
-        b.iter(|| {
-            i = (i + 8) % (n - 8);
-            let chunk: [&[u8]; 8] = std::array::from_fn(|j| frames.frame(i + j));
-            batch.guard_batch(&chunk, PixelLayout::Chw, &mut verdicts).unwrap();
-        })
-    });
+    for (label, bundle) in [("", "bundle"), (", int8", "bundle-int8")] {
+        let batched = GuardBundle::open_with_batch(dir.join(bundle), 8).unwrap();
+        let mut batch = BatchGuard::new(&batched).unwrap();
+        let mut verdicts = [Verdict::default(); 8];
+        group.bench_function(format!("guard (M+B+M′, batch 8){label}"), |b| {
+            b.iter(|| {
+                i = (i + 8) % (n - 8);
+                let chunk: [&[u8]; 8] = std::array::from_fn(|j| frames.frame(i + j));
+                batch.guard_batch(&chunk, PixelLayout::Chw, &mut verdicts).unwrap();
+            })
+        });
+    }
     group.finish();
 }
 
