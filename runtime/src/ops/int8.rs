@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 
+use tract_core::internal::*;
+
 /// Largest quantized magnitude.
 pub const LEVELS: f32 = 127.0;
 
@@ -44,6 +46,42 @@ pub fn quantize_rows(weights: &[f32], depth: usize) -> (Vec<i8>, Vec<f32>) {
         scales.push(scale);
     }
     (values, scales)
+}
+
+/// A layer's int8 weights, packed in panels of `width` output rows with
+/// two depth steps side by side, as the int8 tiles read them:
+/// `packed[((p·K2 + i)·width + r)·2 + t]` is row `p·width + r`, depth
+/// `2i + t`, with `K2 = ⌈depth / 2⌉` pairs (zero past the last row and
+/// depth). `T` is how the values are stored: i16 where a tile broadcasts
+/// a pair, i8 where a tile streams them (a quarter of f32's bytes).
+#[derive(Debug, PartialEq)]
+pub struct PairPanels<T> {
+    pub packed: Vec<T>,
+    /// The calibrated scale of the input activations.
+    pub input_scale: f32,
+    /// Per output row: input scale × the row's weight scale.
+    pub output_scales: Vec<f32>,
+}
+
+impl<T: Copy + Default + From<i8>> PairPanels<T> {
+    /// Quantizes row-major `weights` (rows of `depth`) per row and packs
+    /// them; `op` names the kernel in errors.
+    pub fn pack(op: &str, weights: &[f32], depth: usize, width: usize, input_scale: f32) -> TractResult<PairPanels<T>> {
+        if !(input_scale > 0.0 && input_scale.is_finite()) {
+            bail!("{op}: int8 input scale {input_scale} is not a positive number");
+        }
+        let pairs = depth.div_ceil(2);
+        let (values, scales) = quantize_rows(weights, depth);
+        let mut packed = vec![T::default(); scales.len().div_ceil(width) * pairs * width * 2];
+        for (row, values) in values.chunks_exact(depth).enumerate() {
+            let panel = &mut packed[row / width * pairs * width * 2..][..pairs * width * 2];
+            for (k, &w) in values.iter().enumerate() {
+                panel[((k / 2) * width + row % width) * 2 + k % 2] = w.into();
+            }
+        }
+        let output_scales = scales.iter().map(|s| s * input_scale).collect();
+        Ok(PairPanels { packed, input_scale, output_scales })
+    }
 }
 
 /// `round(v)` clamped to ±[`LEVELS`].

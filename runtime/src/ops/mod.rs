@@ -113,24 +113,22 @@ impl Scratch {
     /// offsets. Buffers only grow: shrinking then regrowing would refill
     /// them with zeros every time a smaller layer ran in between.
     fn buffers(&mut self, padded: usize, work: usize) -> (&mut [f32], &mut [f32], &mut Vec<usize>) {
-        for (buffer, len) in [(&mut self.padded, padded), (&mut self.work, work)] {
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
-            }
-        }
-        (&mut self.padded[..padded], &mut self.work[..work], &mut self.offsets)
+        (grown(&mut self.padded, padded), grown(&mut self.work, work), &mut self.offsets)
     }
 
     /// The int8 buffers, of exactly these lengths, growing as [`Self::buffers`] do.
     fn int8_buffers(&mut self, quantized: usize, padded: usize, work: usize) -> (&mut [i16], &mut [i16], &mut [i16]) {
         let [q, p, w] = &mut self.int8;
-        for (buffer, len) in [(&mut *q, quantized), (&mut *p, padded), (&mut *w, work)] {
-            if buffer.len() < len {
-                buffer.resize(len, 0);
-            }
-        }
-        (&mut q[..quantized], &mut p[..padded], &mut w[..work])
+        (grown(q, quantized), grown(p, padded), grown(w, work))
     }
+}
+
+/// The first `len` values of `buffer`, which grows (zero-filled) but never shrinks.
+fn grown<T: Clone + Default>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buffer.len() < len {
+        buffer.resize(len, T::default());
+    }
+    &mut buffer[..len]
 }
 
 thread_local! {

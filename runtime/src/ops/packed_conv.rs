@@ -17,7 +17,7 @@
 
 use tract_core::internal::*;
 
-use super::int8::{quantize_into, quantize_rows};
+use super::int8::{quantize_into, PairPanels};
 use super::pad_planes::pad_plane;
 use super::{multiply_add, Accumulated, Scratch};
 
@@ -92,18 +92,8 @@ pub struct PackedConv {
 enum Weights {
     /// `packed[(p·K + k)·MR + r]` is output channel `p·MR + r`, tap `k`.
     F32(Arc<Vec<f32>>),
-    Int8(Arc<Int8Weights>),
-}
-
-#[derive(Debug, PartialEq)]
-struct Int8Weights {
-    /// `packed[((p·K2 + i)·MR + r)·2 + t]` is output channel `p·MR + r`,
-    /// tap `2i + t`, with `K2 = ⌈K / 2⌉` tap pairs.
-    packed: Vec<i16>,
-    /// The calibrated scale of the input activations.
-    input_scale: f32,
-    /// Per output channel: input scale × the channel's weight scale.
-    output_scales: Vec<f32>,
+    /// Output channels as rows, taps as depth.
+    Int8(Arc<PairPanels<i16>>),
 }
 
 impl Eq for PackedConv {}
@@ -134,20 +124,7 @@ impl PackedConv {
     /// input activations with `input_scale` (one step of the quantized input).
     pub fn new_int8(geometry: ConvGeometry, kernel: &[f32], bias: &[f32], relu: bool, input_scale: f32) -> TractResult<PackedConv> {
         let k = Self::check(&geometry, kernel, bias)?;
-        if !(input_scale > 0.0 && input_scale.is_finite()) {
-            bail!("PackedConv: int8 input scale {input_scale} is not a positive number");
-        }
-        let pairs = k.div_ceil(2);
-        let (values, scales) = quantize_rows(kernel, k);
-        let mut packed = vec![0i16; geometry.out_channels.div_ceil(MR) * pairs * MR * 2];
-        for (row, weights) in values.chunks_exact(k).enumerate() {
-            let panel = &mut packed[row / MR * pairs * MR * 2..][..pairs * MR * 2];
-            for (tap, &w) in weights.iter().enumerate() {
-                panel[((tap / 2) * MR + row % MR) * 2 + tap % 2] = w as i16;
-            }
-        }
-        let output_scales = scales.iter().map(|s| s * input_scale).collect();
-        let weights = Weights::Int8(Arc::new(Int8Weights { packed, input_scale, output_scales }));
+        let weights = Weights::Int8(Arc::new(PairPanels::pack("PackedConv", kernel, k, MR, input_scale)?));
         Self::with_weights(geometry, weights, bias, relu)
     }
 

@@ -24,7 +24,7 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
 use tract_core::ops::math::Add;
 
-use super::int8::{quantize_into, quantize_rows};
+use super::int8::{quantize_into, PairPanels};
 use super::{multiply_add, Accumulated, Scratch};
 
 /// Output units per packed panel (two 8-lane vectors).
@@ -54,18 +54,8 @@ pub struct PackedDense {
 enum Weights {
     /// `packed[(p·depth + k)·PANEL + r]` is unit `p·PANEL + r`, input `k`.
     F32(Arc<Vec<f32>>),
-    Int8(Arc<Int8Weights>),
-}
-
-#[derive(Debug, PartialEq)]
-struct Int8Weights {
-    /// `packed[((p·K2 + i)·PANEL + r)·2 + t]` is unit `p·PANEL + r`, input
-    /// `2i + t`, with `K2 = ⌈depth / 2⌉` input pairs (zero past the last input).
-    packed: Vec<i8>,
-    /// The calibrated scale of the input activations.
-    input_scale: f32,
-    /// Per unit: input scale × the unit's weight scale.
-    output_scales: Vec<f32>,
+    /// Units as rows, inputs as depth.
+    Int8(Arc<PairPanels<i8>>),
 }
 
 impl Eq for PackedDense {}
@@ -94,21 +84,8 @@ impl PackedDense {
     /// The same layer in int8: weights quantized per unit, input activations
     /// with `input_scale` (one step of the quantized input).
     pub fn new_int8(rows: usize, weights: &[f32], bias: &[f32], relu: bool, output_shape: &[usize], input_scale: f32) -> TractResult<PackedDense> {
-        let (units, depth) = Self::check(rows, weights, bias, output_shape)?;
-        if !(input_scale > 0.0 && input_scale.is_finite()) {
-            bail!("PackedDense: int8 input scale {input_scale} is not a positive number");
-        }
-        let pairs = depth.div_ceil(2);
-        let (values, scales) = quantize_rows(weights, depth);
-        let mut packed = vec![0i8; units.div_ceil(PANEL) * pairs * PANEL * 2];
-        for (unit, weights) in values.chunks_exact(depth).enumerate() {
-            let panel = &mut packed[unit / PANEL * pairs * PANEL * 2..][..pairs * PANEL * 2];
-            for (k, &w) in weights.iter().enumerate() {
-                panel[((k / 2) * PANEL + unit % PANEL) * 2 + k % 2] = w;
-            }
-        }
-        let output_scales = scales.iter().map(|s| s * input_scale).collect();
-        let weights = Weights::Int8(Arc::new(Int8Weights { packed, input_scale, output_scales }));
+        let (_, depth) = Self::check(rows, weights, bias, output_shape)?;
+        let weights = Weights::Int8(Arc::new(PairPanels::pack("PackedDense", weights, depth, PANEL, input_scale)?));
         Ok(Self::with_weights(rows, depth, weights, bias, relu, output_shape))
     }
 
