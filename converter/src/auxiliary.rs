@@ -7,25 +7,41 @@ use badexpert_runtime::{FrameSet, Preprocessor};
 
 use crate::augment::Augmentation;
 use crate::onnx::TchGraph;
-use crate::train::{accuracy, class_indices, fine_tune_watched, Optimizer, Progress, TrainConfig};
+use badexpert_runtime::manifest::RateTrial;
+
+use crate::train::{accuracy, class_indices, fine_tune, fine_tune_watched, Optimizer, Progress, TrainConfig};
 use crate::{Error, Result};
 
 /// How M′'s initial learning rate is chosen.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuxiliaryRate {
     Fixed(f64),
-    /// Try `candidates` in ascending order and keep the first at which the
-    /// model's held-out clean accuracy collapses to at most
-    /// `collapse_accuracy` after the first epoch (it recovers as the rate
-    /// decays): the paper's sign that the rate is large enough to diminish
-    /// the backdoor (its appendix A.1.1).
-    Auto { candidates: Vec<f64>, collapse_accuracy: f64 },
+    /// The paper's rate unless the clean held-out frames show that it fails
+    /// ([`AuxiliarySearch`]).
+    Auto(AuxiliarySearch),
+}
+
+/// The automatic auxiliary rate. The paper's rule for M′ is "collapse in the
+/// first epoch *and recover*": a large rate shakes the backdoor out while the
+/// decaying schedule brings the task back. A rate whose M′ ends more than
+/// `recovery_margin` below M's held-out clean accuracy did not recover (or
+/// diverged), and the next smaller rate of `ladder` is tried; the first that
+/// recovers is kept. When none does, the one with the best final accuracy is
+/// kept: a failing rate never ends the conversion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuxiliarySearch {
+    /// Candidate initial rates, descending from the paper's 0.1.
+    pub ladder: Vec<f64>,
+    pub recovery_margin: f64,
 }
 
 impl AuxiliaryRate {
-    /// From the paper's 0.1 upwards, target ≤ 30 % after epoch 1.
+    /// From the paper's 0.1 down to 1e-3.
     pub fn auto() -> Self {
-        AuxiliaryRate::Auto { candidates: vec![0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5], collapse_accuracy: 0.3 }
+        AuxiliaryRate::Auto(AuxiliarySearch {
+            ladder: vec![0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001],
+            recovery_margin: 0.03,
+        })
     }
 }
 
@@ -43,8 +59,9 @@ impl std::str::FromStr for AuxiliaryRate {
 pub struct Auxiliary {
     pub graph: TchGraph,
     pub config: TrainConfig,
-    /// (initial rate, held-out clean accuracy after the first epoch) per rate tried.
-    pub trials: Vec<(f64, f64)>,
+    pub holdout_accuracy: f64,
+    /// Every rate tried, in order (empty for a fixed rate).
+    pub trials: Vec<RateTrial>,
 }
 
 /// Settings for making M′: the paper's (SGD Nesterov, 10 epochs, batch 64,
@@ -83,13 +100,15 @@ impl AuxiliaryModel {
     }
 
     /// Makes M′ from fresh copies of M (`fresh`), fine-tuned on `fit` with
-    /// true labels; for the automatic rate, judged on `holdout` after epoch 1.
+    /// true labels; an automatic rate is judged on `holdout` against M's
+    /// held-out accuracy `model_accuracy`.
     #[allow(clippy::too_many_arguments)]
     pub fn make(
         &self,
         fresh: &dyn Fn() -> Result<TchGraph>,
         fit: &FrameSet,
         holdout: &FrameSet,
+        model_accuracy: f64,
         pre: &Preprocessor,
         augmentation: Augmentation,
         seed: u64,
@@ -97,45 +116,60 @@ impl AuxiliaryModel {
     ) -> Result<Auxiliary> {
         let labels = class_indices(fit.require_labels("fit")?);
         let hold_labels = holdout.require_labels("holdout")?;
-        let (candidates, collapse) = match &self.rate {
-            AuxiliaryRate::Fixed(lr) => (vec![*lr], None),
-            AuxiliaryRate::Auto { candidates, collapse_accuracy } => (candidates.clone(), Some(*collapse_accuracy)),
+        let search = match &self.rate {
+            AuxiliaryRate::Fixed(lr) => {
+                let (graph, config) = (fresh()?, self.config(*lr, augmentation, seed));
+                fine_tune(&graph, fit, &labels, pre, &config, progress, &format!("auxiliary model M′ (lr {lr})"))?;
+                let holdout_accuracy = accuracy(&graph, holdout, hold_labels, pre)?;
+                return Ok(Auxiliary { graph, config, holdout_accuracy, trials: vec![] });
+            }
+            AuxiliaryRate::Auto(s) => s,
         };
         let mut trials = Vec::new();
-        for (k, &lr) in candidates.iter().enumerate() {
-            let last = k + 1 == candidates.len();
-            let graph = fresh()?;
-            let config = self.config(lr, augmentation, seed);
-            let mut collapsed = true;
+        let mut best: Option<Auxiliary> = None;
+        for &lr in &search.ladder {
+            let (graph, config) = (fresh()?, self.config(lr, augmentation, seed));
+            let mut first_epoch = None;
             let mut watch = |epoch: usize| -> Result<bool> {
-                let (Some(limit), 0) = (collapse, epoch) else { return Ok(true) };
-                let acc = accuracy(&graph, holdout, hold_labels, pre)?;
-                log::info!("auxiliary model at lr {lr}: held-out clean accuracy {:.1}% after epoch 1", 100.0 * acc);
-                trials.push((lr, acc));
-                collapsed = acc <= limit;
-                // Keep going when collapsed, or when no larger rate is left to try.
-                Ok(collapsed || last)
+                if epoch == 0 {
+                    first_epoch = Some(accuracy(&graph, holdout, hold_labels, pre)?);
+                }
+                Ok(true)
             };
             let what = format!("auxiliary model M′ (lr {lr})");
-            match fine_tune_watched(&graph, fit, &labels, pre, &config, progress, &what, &mut watch) {
-                Ok(_) => {}
-                // Too large to train stably: the largest stable rate tried before is the one.
-                Err(Error::Diverged { .. }) if k > 0 && collapse.is_some() => {
-                    let lr = candidates[k - 1];
-                    log::warn!("auxiliary model diverged at lr {}; training at lr {lr}, the largest stable rate", candidates[k]);
-                    let (graph, config) = (fresh()?, self.config(lr, augmentation, seed));
-                    fine_tune_watched(&graph, fit, &labels, pre, &config, progress, "auxiliary model M′", &mut |_| Ok(true))?;
-                    return Ok(Auxiliary { graph, config, trials });
-                }
-                Err(e) => return Err(e),
+            let trained = fine_tune_watched(&graph, fit, &labels, pre, &config, progress, &what, &mut watch);
+            let first_epoch = first_epoch.map_or(String::new(), |a| format!(" ({:.1}% after epoch 1)", 100.0 * a));
+            if let Err(Error::Diverged { epoch, .. }) = trained {
+                log::info!("auxiliary model at lr {lr}: diverged in epoch {}", epoch + 1);
+                trials.push(RateTrial { learning_rate: lr, holdout_accuracy: None, outcome: format!("diverged in epoch {}", epoch + 1) });
+                continue;
             }
-            if collapsed || last {
-                if !collapsed {
-                    log::warn!("no candidate rate collapsed M′'s clean accuracy after epoch 1; kept the largest ({lr})");
-                }
-                return Ok(Auxiliary { graph, config, trials });
+            trained?;
+            let acc = accuracy(&graph, holdout, hold_labels, pre)?;
+            let floor = model_accuracy - search.recovery_margin;
+            log::info!("auxiliary model at lr {lr}: held-out clean accuracy {:.1}%{first_epoch}, M {:.1}%", 100.0 * acc, 100.0 * model_accuracy);
+            let recovered = acc >= floor;
+            let outcome = if recovered {
+                format!("kept: recovered to {:.1}%{first_epoch}, within {:.1} pt of M", 100.0 * acc, 100.0 * search.recovery_margin)
+            } else {
+                format!("did not recover: {:.1}%{first_epoch} < {:.1}%", 100.0 * acc, 100.0 * floor)
+            };
+            trials.push(RateTrial { learning_rate: lr, holdout_accuracy: Some(acc), outcome });
+            let candidate = Auxiliary { graph, config, holdout_accuracy: acc, trials: vec![] };
+            if recovered {
+                return Ok(Auxiliary { trials, ..candidate });
+            }
+            if best.as_ref().is_none_or(|b| acc > b.holdout_accuracy) {
+                best = Some(candidate);
             }
         }
-        Err(Error::Invalid("no auxiliary learning rate to try".into()))
+        let mut kept = best.ok_or_else(|| Error::Diverged { what: "auxiliary model M′ at every rate tried".into(), loss: f64::NAN, epoch: 0 })?;
+        let lr = kept.config.learning_rate;
+        log::warn!("no auxiliary rate recovered to within {:.1} pt of M; kept lr {lr}, the most accurate", 100.0 * search.recovery_margin);
+        if let Some(t) = trials.iter_mut().find(|t| t.learning_rate == lr) {
+            t.outcome = format!("kept (the most accurate; none recovered): {}", t.outcome);
+        }
+        kept.trials = trials;
+        Ok(kept)
     }
 }

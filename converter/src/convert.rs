@@ -19,14 +19,15 @@ use tch::Device;
 
 use badexpert_runtime::data::{write_idx_images, write_idx_labels};
 use badexpert_runtime::manifest::{
-    CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, FORMAT_VERSION, MANIFEST_FILE,
+    CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial, FORMAT_VERSION,
+    MANIFEST_FILE,
 };
 use badexpert_runtime::{sha256_file, FrameSet, FrameShape, Normalization, Preprocessor, ScoreMode};
 
 use crate::augment::Augmentation;
 use crate::auxiliary::AuxiliaryModel;
 use crate::calibration::{calibrate, Calibration};
-use crate::expert::{BackdoorExpert, ExpertRate};
+use crate::expert::BackdoorExpert;
 use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use crate::onnx::{read_model, TchGraph};
 use crate::train::{accuracy, predict_logits, Progress};
@@ -60,6 +61,9 @@ pub struct ConvertOptions {
     pub store_clean: usize,
     /// Arithmetic of the plans; the threshold is calibrated with them.
     pub precision: Precision,
+    /// Give convolutions without BatchNorm (a folded export) a trainable one
+    /// for fine-tuning, folded back at export ([`TchGraph::restore_normalization`]).
+    pub restore_normalization: bool,
 }
 
 impl ConvertOptions {
@@ -79,6 +83,7 @@ impl ConvertOptions {
             overwrite: false,
             store_clean: 0,
             precision: Precision::F32,
+            restore_normalization: true,
         }
     }
 }
@@ -92,8 +97,11 @@ pub struct Conversion {
     pub model_accuracy: f64,
     pub expert_accuracy: f64,
     pub auxiliary_accuracy: f64,
-    /// (rate, held-out clean accuracy) of each expert rate tried.
-    pub expert_trials: Vec<(f64, f64)>,
+    /// Every expert and auxiliary rate tried by an automatic search.
+    pub expert_trials: Vec<RateTrial>,
+    pub auxiliary_trials: Vec<RateTrial>,
+    /// BatchNorms restored after convolutions that had none (see [`ConvertOptions::restore_normalization`]).
+    pub restored_norms: usize,
     /// The fine-tuned models as libtorch graphs (e.g. to compare with the plans).
     pub expert: TchGraph,
     pub auxiliary: TchGraph,
@@ -168,8 +176,7 @@ pub fn convert(
     }
     let labels = reserve.require_labels("the clean reserve")?;
     let source = read_model(model_path)?;
-    let load = || TchGraph::from_proto(source.clone(), opts.device);
-    let model = load().map_err(|e| match e {
+    let model = TchGraph::from_proto(source.clone(), opts.device).map_err(|e| match e {
         Error::Invalid(reason) => Error::Onnx { path: model_path.to_owned(), reason },
         other => other,
     })?;
@@ -197,15 +204,27 @@ pub fn convert(
     let hold_labels = holdout.require_labels("holdout")?;
     debug_assert_eq!(fit.len() + holdout.len(), labels.len());
     let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(shape.height, true));
-
-    let chosen = opts.expert.make(&load, &fit, &holdout, classes, &pre, augmentation, opts.seed, progress)?;
-    let (expert, expert_cfg, expert_trials) = (chosen.graph, chosen.config, chosen.trials);
-    let made = opts.auxiliary.make(&load, &fit, &holdout, &pre, augmentation, opts.seed.wrapping_add(1), progress)?;
-    let (auxiliary, aux_cfg, aux_trials) = (made.graph, made.config, made.trials);
-
     let model_accuracy = accuracy(&model, &holdout, hold_labels, &pre)?;
-    let expert_accuracy = accuracy(&expert, &holdout, hold_labels, &pre)?;
-    let auxiliary_accuracy = accuracy(&auxiliary, &holdout, hold_labels, &pre)?;
+
+    // Fresh copies of M to fine-tune, with BatchNorm restored from the fine-tuning split.
+    let mut restored_norms = 0;
+    let load = || -> Result<TchGraph> {
+        let mut graph = TchGraph::from_proto(source.clone(), opts.device)?;
+        if opts.restore_normalization {
+            graph.restore_normalization(&fit, &pre)?;
+        }
+        Ok(graph)
+    };
+    if opts.restore_normalization {
+        restored_norms = load()?.restored_normalizations();
+        if restored_norms > 0 {
+            log::info!("{restored_norms} convolution(s) without BatchNorm get a trainable one for fine-tuning (folded back at export)");
+        }
+    }
+    let chosen = opts.expert.make(&load, &fit, &holdout, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
+    let (expert, expert_cfg, expert_trials, expert_accuracy) = (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
+    let made = opts.auxiliary.make(&load, &fit, &holdout, model_accuracy, &pre, augmentation, opts.seed.wrapping_add(1), progress)?;
+    let (auxiliary, aux_cfg, aux_trials, auxiliary_accuracy) = (made.graph, made.config, made.trials, made.holdout_accuracy);
     log::info!(
         "held-out clean accuracy: M {:.1}%, B {:.1}%, M′ {:.1}%",
         100.0 * model_accuracy,
@@ -254,17 +273,14 @@ pub fn convert(
                 sha256: sha256_file(model_path)?,
             },
             fine_tune: FineTuneRecord {
-                expert: expert_cfg.record(
-                    opts.expert.mislabel.describe(),
-                    expert_accuracy,
-                    if matches!(opts.expert.rate, ExpertRate::Auto { .. }) { expert_trials.clone() } else { vec![] },
-                ),
-                auxiliary: aux_cfg.record("true labels", auxiliary_accuracy, aux_trials),
+                expert: expert_cfg.record(opts.expert.mislabel.describe(), expert_accuracy, expert_trials.clone()),
+                auxiliary: aux_cfg.record("true labels", auxiliary_accuracy, aux_trials.clone()),
                 reserve_size: reserve.len(),
                 fit_size: fit.len(),
                 holdout_size: holdout.len(),
                 seed: opts.seed,
                 device: format!("{:?}", opts.device),
+                restored_norms,
             },
             created_by: format!("badexpert-convert {}", env!("CARGO_PKG_VERSION")),
         };
@@ -309,6 +325,8 @@ pub fn convert(
         expert_accuracy,
         auxiliary_accuracy,
         expert_trials,
+        auxiliary_trials: aux_trials,
+        restored_norms,
         expert,
         auxiliary,
     })

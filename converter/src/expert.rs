@@ -11,6 +11,8 @@ use badexpert_runtime::{FrameSet, Preprocessor};
 
 use crate::augment::Augmentation;
 use crate::onnx::TchGraph;
+use badexpert_runtime::manifest::RateTrial;
+
 use crate::train::{accuracy, fine_tune, Optimizer, Progress, TrainConfig};
 use crate::{Error, Result};
 
@@ -51,23 +53,43 @@ impl Mislabel {
 pub enum ExpertRate {
     /// Use this rate.
     Fixed(f64),
-    /// Try `candidates` in ascending order and keep the first whose expert
-    /// falls to at most `max_clean_accuracy` on held-out clean frames: the
-    /// smallest rate that makes B forget the normal task, well below the
-    /// rates that also erase the backdoor (the paper's Table 9).
-    Auto { candidates: Vec<f64>, max_clean_accuracy: f64 },
+    /// Start from the paper's rate and move only where the clean held-out
+    /// frames show that it fails ([`ExpertSearch`]).
+    Auto(ExpertSearch),
+}
+
+/// The automatic expert rate. No trigger is known, so the search can only
+/// read clean frames; it reads them for the two ways B fails:
+/// - it did not unlearn: B still classifies like M (held-out clean accuracy
+///   within `min_forgetting` of M's), so agreeing with M says nothing — a
+///   larger rate is tried;
+/// - it relearned: at least `max_relearned` of the held-out frames go to
+///   their wrong training label, i.e. the rate was large enough to train a new
+///   task over the old one, which erases the backdoor too (the paper's
+///   Table 9) — or the loss diverged: a smaller rate is tried.
+///
+/// The search walks `ladder` from `start` in one direction and keeps the
+/// first rate that fails neither way (going up: the last one that did not
+/// relearn). A rate that fails never ends the conversion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpertSearch {
+    /// Candidate rates, ascending.
+    pub ladder: Vec<f64>,
+    /// Where the search starts (the paper's 1e-4).
+    pub start: f64,
+    pub min_forgetting: f64,
+    pub max_relearned: f64,
 }
 
 impl ExpertRate {
-    /// The automatic mode over 1e-5 … 1e-2 (about ×1.5 apart, so the first
-    /// rate past the collapse is not far past it), target ≤ 30 %.
+    /// The automatic mode: from 1e-4 over 1e-6 … 1e-3.
     pub fn auto() -> Self {
-        ExpertRate::Auto {
-            candidates: vec![
-                1e-5, 2e-5, 3e-5, 5e-5, 7e-5, 1e-4, 1.5e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7e-3, 1e-2,
-            ],
-            max_clean_accuracy: 0.3,
-        }
+        ExpertRate::Auto(ExpertSearch {
+            ladder: vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3],
+            start: 1e-4,
+            min_forgetting: 0.02,
+            max_relearned: 0.5,
+        })
     }
 }
 
@@ -103,8 +125,16 @@ pub struct Expert {
     pub graph: TchGraph,
     pub config: TrainConfig,
     pub holdout_accuracy: f64,
-    /// (learning rate, held-out clean accuracy) of every rate tried.
-    pub trials: Vec<(f64, f64)>,
+    /// Every rate tried, in order (one entry for a fixed rate).
+    pub trials: Vec<RateTrial>,
+}
+
+/// What one fine-tune at one rate showed on the held-out frames.
+enum Finding {
+    Diverged,
+    Relearned,
+    NotUnlearned,
+    Unlearned,
 }
 
 impl BackdoorExpert {
@@ -124,7 +154,8 @@ impl BackdoorExpert {
     }
 
     /// Makes B from fresh copies of M (`fresh`), fine-tuned on `fit` and judged
-    /// on `holdout` (clean accuracy only: no trigger is known).
+    /// on `holdout` (clean frames only: no trigger is known) against M's
+    /// held-out accuracy `model_accuracy`.
     #[allow(clippy::too_many_arguments)]
     pub fn make(
         &self,
@@ -132,6 +163,7 @@ impl BackdoorExpert {
         fit: &FrameSet,
         holdout: &FrameSet,
         classes: usize,
+        model_accuracy: f64,
         pre: &Preprocessor,
         augmentation: Augmentation,
         seed: u64,
@@ -140,37 +172,96 @@ impl BackdoorExpert {
         let fit_labels = fit.require_labels("fit")?;
         let hold_labels = holdout.require_labels("holdout")?;
         let wrong = self.mislabel.apply(fit_labels, classes, seed);
-        let (candidates, target) = match &self.rate {
-            ExpertRate::Fixed(lr) => (vec![*lr], None),
-            ExpertRate::Auto { candidates, max_clean_accuracy } => (candidates.clone(), Some(*max_clean_accuracy)),
-        };
-        let mut trials = Vec::new();
-        let mut last = None;
-        for lr in candidates {
+        let hold_wrong: Vec<u32> = self.mislabel.apply(hold_labels, classes, seed).iter().map(|&w| w as u32).collect();
+        let train = |lr: f64| -> Result<(Finding, Option<Expert>)> {
             let graph = fresh()?;
             let config = self.config(lr, augmentation, seed);
-            fine_tune(&graph, fit, &wrong, pre, &config, progress, &format!("backdoor expert B (lr {lr:.0e})"))?;
+            match fine_tune(&graph, fit, &wrong, pre, &config, progress, &format!("backdoor expert B (lr {lr:.0e})")) {
+                Err(Error::Diverged { .. }) => return Ok((Finding::Diverged, None)),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
             let acc = accuracy(&graph, holdout, hold_labels, pre)?;
-            log::info!("backdoor expert at lr {lr:.1e}: held-out clean accuracy {:.1}%", 100.0 * acc);
-            trials.push((lr, acc));
-            let done = target.is_none_or(|t| acc <= t);
-            last = Some(Expert { graph, config, holdout_accuracy: acc, trials: vec![] });
-            if done {
-                break;
+            let relearned = accuracy(&graph, holdout, &hold_wrong, pre)?;
+            log::info!(
+                "backdoor expert at lr {lr:.1e}: held-out clean accuracy {:.1}% (M {:.1}%), {:.1}% on the wrong labels",
+                100.0 * acc,
+                100.0 * model_accuracy,
+                100.0 * relearned
+            );
+            let finding = match &self.rate {
+                ExpertRate::Fixed(_) => Finding::Unlearned,
+                ExpertRate::Auto(s) if relearned >= s.max_relearned => Finding::Relearned,
+                ExpertRate::Auto(s) if acc > model_accuracy - s.min_forgetting => Finding::NotUnlearned,
+                ExpertRate::Auto(_) => Finding::Unlearned,
+            };
+            Ok((finding, Some(Expert { graph, config, holdout_accuracy: acc, trials: vec![] })))
+        };
+        let search = match &self.rate {
+            ExpertRate::Fixed(lr) => match train(*lr)? {
+                (_, Some(expert)) => return Ok(expert),
+                _ => return Err(Error::Diverged { what: format!("backdoor expert B (lr {lr})"), loss: f64::NAN, epoch: 0 }),
+            },
+            ExpertRate::Auto(s) => s,
+        };
+        let ladder = &search.ladder;
+        if ladder.is_empty() {
+            return Err(Error::Invalid("no expert learning rate to try".into()));
+        }
+        let mut at = ladder.iter().position(|&r| r >= search.start).unwrap_or(ladder.len() - 1);
+        let mut trials: Vec<RateTrial> = Vec::new();
+        let mut up: Option<bool> = None;
+        // While going up: the last rate that did not unlearn, kept if the next one relearns.
+        let mut below: Option<Expert> = None;
+        let keep = |mut e: Expert, trials: Vec<RateTrial>| {
+            e.trials = trials;
+            e
+        };
+        loop {
+            let lr = ladder[at];
+            let (finding, expert) = train(lr)?;
+            let record = |outcome: &str| RateTrial {
+                learning_rate: lr,
+                holdout_accuracy: expert.as_ref().map(|e| e.holdout_accuracy),
+                outcome: outcome.into(),
+            };
+            let top = at + 1 == ladder.len();
+            match finding {
+                Finding::Unlearned => {
+                    trials.push(record("kept: unlearned the task, did not relearn the wrong labels"));
+                    return Ok(keep(expert.expect("trained"), trials));
+                }
+                Finding::NotUnlearned if up == Some(false) || top => {
+                    trials.push(record("kept: still close to M, but no larger rate is usable"));
+                    return Ok(keep(expert.expect("trained"), trials));
+                }
+                Finding::NotUnlearned => {
+                    trials.push(record("too small: still classifies like M"));
+                    (below, up, at) = (expert, Some(true), at + 1);
+                }
+                Finding::Relearned | Finding::Diverged => {
+                    let why = match finding {
+                        Finding::Diverged => "too large: the loss diverged",
+                        _ => "too large: relearned the wrong labels",
+                    };
+                    trials.push(record(why));
+                    if let (Some(true), Some(e)) = (up, below.take()) {
+                        let kept = trials.iter_mut().rev().find(|t| t.learning_rate == e.config.learning_rate).expect("recorded");
+                        kept.outcome = "kept: the largest rate below one that relearned or diverged".into();
+                        return Ok(keep(e, trials));
+                    }
+                    if at == 0 {
+                        let Some(e) = expert else {
+                            return Err(Error::Diverged { what: "backdoor expert B at every rate tried".into(), loss: f64::NAN, epoch: 0 });
+                        };
+                        trials.last_mut().expect("pushed").outcome = "kept: the smallest rate on the ladder, though it relearned".into();
+                        log::warn!("backdoor expert relearned the wrong labels even at lr {lr:.1e}; kept it");
+                        return Ok(keep(e, trials));
+                    }
+                    (up, at) = (Some(false), at - 1);
+                }
             }
         }
-        let mut expert = last.ok_or_else(|| Error::Invalid("no expert learning rate to try".into()))?;
-        if let Some(t) = target {
-            if expert.holdout_accuracy > t {
-                log::warn!(
-                    "no candidate rate brought the expert's clean accuracy to {:.0}% or below; keeping the largest ({:.1e})",
-                    100.0 * t,
-                    expert.config.learning_rate
-                );
-            }
-        }
-        expert.trials = trials;
-        Ok(expert)
     }
 }
 

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, nn::OptimizerConfig, Tensor};
 
-use badexpert_runtime::manifest::TrainingRecord;
+use badexpert_runtime::manifest::{RateTrial, TrainingRecord};
 use badexpert_runtime::{FrameSet, Preprocessor};
 
 use crate::augment::Augmentation;
@@ -40,7 +40,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// The manifest's record of this configuration.
-    pub fn record(&self, labels: &str, holdout_accuracy: f64, rate_search: Vec<(f64, f64)>) -> TrainingRecord {
+    pub fn record(&self, labels: &str, holdout_accuracy: f64, rate_search: Vec<RateTrial>) -> TrainingRecord {
         TrainingRecord {
             optimizer: match self.optimizer {
                 Optimizer::Adam => "adam(beta1=0.9,beta2=0.999,eps=1e-8)".into(),

@@ -141,6 +141,10 @@ pub struct FineTuneRecord {
     pub seed: u64,
     /// libtorch device the fine-tunes ran on.
     pub device: String,
+    /// BatchNorms restored for fine-tuning after convolutions that had none
+    /// (a folded export) and folded back into the plans.
+    #[serde(default)]
+    pub restored_norms: usize,
 }
 
 /// Hyper-parameters of one fine-tune.
@@ -159,9 +163,40 @@ pub struct TrainingRecord {
     pub augmentation: String,
     /// Clean accuracy on the held-out split after training.
     pub holdout_accuracy: f64,
-    /// (learning rate, held-out clean accuracy) of each rate tried when the
-    /// rate was chosen automatically; empty for a fixed rate.
-    pub rate_search: Vec<(f64, f64)>,
+    /// Every rate tried when the rate was chosen automatically, in order,
+    /// with why it was kept or passed over; empty for a fixed rate.
+    #[serde(deserialize_with = "read_rate_search")]
+    pub rate_search: Vec<RateTrial>,
+}
+
+/// One learning rate an automatic search tried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateTrial {
+    pub learning_rate: f64,
+    /// Held-out clean accuracy at the end of training; `None` when it diverged.
+    pub holdout_accuracy: Option<f64>,
+    /// "kept", or the reason the rate was passed over.
+    pub outcome: String,
+}
+
+/// Bundles written before the outcome was recorded hold `[rate, accuracy]` pairs.
+fn read_rate_search<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<RateTrial>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Recorded {
+        Pair(f64, f64),
+        Trial(RateTrial),
+    }
+    Ok(Vec::<Recorded>::deserialize(d)?
+        .into_iter()
+        .map(|r| match r {
+            Recorded::Pair(learning_rate, accuracy) => {
+                RateTrial { learning_rate, holdout_accuracy: Some(accuracy), outcome: String::new() }
+            }
+            Recorded::Trial(t) => t,
+        })
+        .collect())
 }
 
 impl Manifest {

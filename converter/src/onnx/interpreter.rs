@@ -9,6 +9,8 @@ use tract_onnx::pb::{self, ModelProto};
 
 use super::ops::{node_name, Attrs, Op, SUPPORTED};
 use super::proto::{read_model, tensor_from_proto, tensor_to_proto};
+use super::restored_norm::{Moments, RestoredNorm};
+use badexpert_runtime::{FrameSet, Preprocessor};
 use crate::{Error, Result};
 
 /// The graph's data input: its name and dims (`None` where symbolic).
@@ -24,6 +26,10 @@ struct Node {
     op: Op,
     inputs: Vec<String>,
     outputs: Vec<String>,
+    /// Index of the node in the source graph.
+    proto_index: usize,
+    /// The restored normalisation applied to this (Conv) node's output, if any.
+    norm: Option<usize>,
 }
 
 /// Role of an initializer during fine-tuning.
@@ -47,6 +53,8 @@ pub struct TchGraph {
     values: HashMap<String, Tensor>,
     roles: BTreeMap<String, Role>,
     vs: nn::VarStore,
+    /// BatchNorms restored after convolutions that had none (see [`TchGraph::restore_normalization`]).
+    norms: Vec<RestoredNorm>,
 }
 
 fn opset(model: &ModelProto) -> i64 {
@@ -149,7 +157,7 @@ impl TchGraph {
         }
 
         let mut nodes = Vec::new();
-        for n in &graph.node {
+        for (proto_index, n) in graph.node.iter().enumerate() {
             if n.op_type == "Constant" {
                 let t = Attrs::new(n).constant_value()?.f_to_device(device)?;
                 for out in &n.output {
@@ -164,6 +172,8 @@ impl TchGraph {
                 op,
                 inputs: n.input.clone(),
                 outputs: n.output.clone(),
+                proto_index,
+                norm: None,
             });
         }
 
@@ -172,8 +182,8 @@ impl TchGraph {
             return Err(Error::Invalid(format!("{} data inputs; a classifier has exactly one", data_inputs.len())));
         };
         let input = GraphInput { name: input.name.clone(), dims: dims_of(input) };
-        let output = graph.output[0].name.clone();
-        Ok(TchGraph { proto, nodes, input, output, values, roles, vs })
+        let output = graph.output.first().ok_or_else(|| Error::Invalid("the graph has no outputs".into()))?.name.clone();
+        Ok(TchGraph { proto, nodes, input, output, values, roles, vs, norms: Vec::new() })
     }
 
     pub fn input(&self) -> &GraphInput {
@@ -192,6 +202,17 @@ impl TchGraph {
     /// Runs the graph. `train` selects BatchNorm batch statistics (updating
     /// the running ones) and active Dropout, as PyTorch's `model.train()`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_observed(x, train, &mut |_, _| Ok(()))
+    }
+
+    /// [`TchGraph::forward`], handing each restored normalisation's input
+    /// (its convolution's output) to `observe` with the normalisation's index.
+    fn forward_observed(
+        &self,
+        x: &Tensor,
+        train: bool,
+        observe: &mut dyn FnMut(usize, &Tensor) -> std::result::Result<(), tch::TchError>,
+    ) -> Result<Tensor> {
         let mut env: HashMap<&str, Tensor> = HashMap::new();
         env.insert(self.input.name.as_str(), x.shallow_clone());
         for node in &self.nodes {
@@ -208,7 +229,12 @@ impl TchGraph {
                         .ok_or_else(|| self.node_error(node, format!("input {name:?} is not computed by any earlier node")))
                 })
                 .collect::<Result<_>>()?;
-            let out = node.op.eval(&inputs, train).map_err(|reason| self.node_error(node, reason))?;
+            let mut out = node.op.eval(&inputs, train).map_err(|reason| self.node_error(node, reason))?;
+            if let Some(k) = node.norm {
+                let restored = |e: tch::TchError| self.node_error(node, format!("restored BatchNorm: {e}"));
+                observe(k, &out).map_err(restored)?;
+                out = self.norms[k].apply(&out, train).map_err(restored)?;
+            }
             // Secondary outputs (BatchNorm statistics, Dropout masks) are not used downstream by
             // exported classifiers; only the first is produced.
             env.insert(node.outputs[0].as_str(), out);
@@ -216,6 +242,62 @@ impl TchGraph {
         env.remove(self.output.as_str())
             .or_else(|| self.values.get(&self.output).map(|t| t.shallow_clone()))
             .ok_or_else(|| Error::Invalid(format!("graph output {:?} is never computed", self.output)))
+    }
+
+    /// Gives every convolution whose output feeds no BatchNorm a trainable
+    /// BatchNorm set from `frames`' statistics, so that the model is
+    /// unchanged but trains as a BatchNorm network (see
+    /// [`super::restored_norm`]); [`TchGraph::to_proto`] folds them back.
+    /// Returns how many were restored. A convolution whose weight or bias is
+    /// shared with another node, or not an initializer, is left as it is.
+    pub fn restore_normalization(&mut self, frames: &FrameSet, pre: &Preprocessor) -> Result<usize> {
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for n in &self.nodes {
+            for i in &n.inputs {
+                *uses.entry(i.as_str()).or_default() += 1;
+            }
+        }
+        let normalised: HashSet<&str> =
+            self.nodes.iter().filter(|n| n.op_type == "BatchNormalization").filter_map(|n| n.inputs.first()).map(String::as_str).collect();
+        let own_weight = |name: Option<&String>| {
+            name.is_some_and(|w| self.roles.get(w) == Some(&Role::Weight) && uses.get(w.as_str()) == Some(&1))
+        };
+        let eligible: Vec<(usize, i64)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type == "Conv" && n.norm.is_none() && !normalised.contains(n.outputs[0].as_str()))
+            .filter(|(_, n)| own_weight(n.inputs.get(1)) && n.inputs.get(2).is_none_or(|b| b.is_empty() || own_weight(Some(b))))
+            .filter_map(|(k, n)| {
+                let size = self.values[&n.inputs[1]].size();
+                (size.len() == 4).then_some((k, size[0]))
+            })
+            .collect();
+        if eligible.is_empty() || frames.is_empty() {
+            return Ok(0);
+        }
+        let first = self.norms.len();
+        for &(k, channels) in &eligible {
+            let path = self.vs.root().sub(format!("restored_norm{}", self.norms.len()));
+            self.norms.push(RestoredNorm::identity(path, channels)?);
+            self.nodes[k].norm = Some(self.norms.len() - 1);
+        }
+        // Identity norms: every convolution sees the source model's activations.
+        let mut moments: Vec<Moments> = eligible.iter().map(|&(_, c)| Moments::new(c)).collect();
+        let idx: Vec<usize> = (0..frames.len()).collect();
+        for chunk in idx.chunks(256) {
+            let x = crate::train::batch_tensor(frames, chunk, pre, None, self.device())?;
+            let _ = tch::no_grad(|| self.forward_observed(&x, false, &mut |k, y| if k >= first { moments[k - first].add(y) } else { Ok(()) }))?;
+        }
+        for (norm, m) in self.norms[first..].iter_mut().zip(&moments) {
+            norm.set_statistics(m)?;
+        }
+        Ok(eligible.len())
+    }
+
+    /// Number of BatchNorms [`TchGraph::restore_normalization`] added.
+    pub fn restored_normalizations(&self) -> usize {
+        self.norms.len()
     }
 
     /// Eval-mode logits without autograd.
@@ -234,6 +316,27 @@ impl TchGraph {
         for init in graph.initializer.iter_mut() {
             if matches!(self.roles.get(&init.name), Some(Role::Weight | Role::Buffer)) {
                 *init = tensor_to_proto(&init.name, &self.values[&init.name])?;
+            }
+        }
+        for node in &self.nodes {
+            let Some(k) = node.norm else { continue };
+            let weight_name = &node.inputs[1];
+            let bias_name = node.inputs.get(2).filter(|b| !b.is_empty());
+            let (weight, bias) = self.norms[k].fold(&self.values[weight_name], bias_name.map(|b| &self.values[b]))?;
+            for init in graph.initializer.iter_mut() {
+                if &init.name == weight_name {
+                    *init = tensor_to_proto(weight_name, &weight)?;
+                } else if Some(&init.name) == bias_name {
+                    *init = tensor_to_proto(&init.name, &bias)?;
+                }
+            }
+            if bias_name.is_none() {
+                // The convolution had no bias: it gets the folded one as its third input.
+                let name = format!("{weight_name}.restored_bias");
+                graph.initializer.push(tensor_to_proto(&name, &bias)?);
+                let inputs = &mut graph.node[node.proto_index].input;
+                inputs.resize(2, String::new());
+                inputs.push(name);
             }
         }
         Ok(proto)

@@ -2,11 +2,16 @@
 //! graph interpreter used for fine-tuning, and a small graph builder.
 
 pub mod builder;
+mod fuzzing;
 mod interpreter;
+mod limits;
 mod ops;
 mod proto;
+mod restored_norm;
 
+pub use fuzzing::{check_bytes, CHECK_ELEMENT_LIMIT, CHECK_MAX_INPUT_ELEMENTS};
 pub use interpreter::{GraphInput, TchGraph};
+pub use limits::MAX_TENSOR_ELEMENTS;
 pub use proto::{
     normalization_metadata, read_model, set_normalization_metadata, tensor_from_proto, tensor_to_proto, write_model,
     NORMALIZATION_KEY,
