@@ -74,7 +74,8 @@ fn demo_meets_the_acceptance_bar_on_full_fashion_mnist() {
     assert!(e.auroc.unwrap() >= 0.99, "AUROC {:?}", e.auroc);
     assert!(e.attack_success_rate_defended <= 0.05, "ASR with guard {}", e.attack_success_rate_defended);
     assert!(e.clean_accuracy - e.clean_accuracy_defended <= 0.02, "CA drop {}", e.clean_accuracy - e.clean_accuracy_defended);
-    assert!((0.003..=0.025).contains(&e.clean_fpr), "clean FPR {}", e.clean_fpr);
+    let (lo, hi) = conformal_fpr_range(c.calibration.frames_used, bundle.manifest().decision.target_fpr);
+    assert!((lo..=hi).contains(&e.clean_fpr), "clean FPR {} outside [{lo:.4}, {hi:.4}]", e.clean_fpr);
 }
 
 /// The bundle shipped in models/ (for devices without libtorch) loads and

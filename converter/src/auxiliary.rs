@@ -25,9 +25,10 @@ pub enum AuxiliaryRate {
 /// first epoch *and recover*": a large rate shakes the backdoor out while the
 /// decaying schedule brings the task back. A rate whose M′ ends more than
 /// `recovery_margin` below M's held-out clean accuracy did not recover (or
-/// diverged), and the next smaller rate of `ladder` is tried; the first that
-/// recovers is kept. When none does, the one with the best final accuracy is
-/// kept: a failing rate never ends the conversion.
+/// diverged). The search tries `ladder[0]` (the paper's rate) and, when it
+/// fails, bisects the rest of `ladder` for the largest rate that recovers
+/// (smaller rates recover more easily). When none does, the one with the best
+/// final accuracy is kept: a failing rate never ends the conversion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuxiliarySearch {
     /// Candidate initial rates, descending from the paper's 0.1.
@@ -125,9 +126,11 @@ impl AuxiliaryModel {
             }
             AuxiliaryRate::Auto(s) => s,
         };
+        let floor = model_accuracy - search.recovery_margin;
         let mut trials = Vec::new();
-        let mut best: Option<Auxiliary> = None;
-        for &lr in &search.ladder {
+        // Trains at ladder[i]; `Some` unless it diverged, with whether it recovered.
+        let mut attempt = |i: usize| -> Result<Option<(Auxiliary, bool)>> {
+            let lr = search.ladder[i];
             let (graph, config) = (fresh()?, self.config(lr, augmentation, seed));
             let mut first_epoch = None;
             let mut watch = |epoch: usize| -> Result<bool> {
@@ -142,32 +145,57 @@ impl AuxiliaryModel {
             if let Err(Error::Diverged { epoch, .. }) = trained {
                 log::info!("auxiliary model at lr {lr}: diverged in epoch {}", epoch + 1);
                 trials.push(RateTrial { learning_rate: lr, holdout_accuracy: None, outcome: format!("diverged in epoch {}", epoch + 1) });
-                continue;
+                return Ok(None);
             }
             trained?;
             let acc = accuracy(&graph, holdout, hold_labels, pre)?;
-            let floor = model_accuracy - search.recovery_margin;
             log::info!("auxiliary model at lr {lr}: held-out clean accuracy {:.1}%{first_epoch}, M {:.1}%", 100.0 * acc, 100.0 * model_accuracy);
             let recovered = acc >= floor;
             let outcome = if recovered {
-                format!("kept: recovered to {:.1}%{first_epoch}, within {:.1} pt of M", 100.0 * acc, 100.0 * search.recovery_margin)
+                format!("recovered to {:.1}%{first_epoch}, within {:.1} pt of M", 100.0 * acc, 100.0 * search.recovery_margin)
             } else {
                 format!("did not recover: {:.1}%{first_epoch} < {:.1}%", 100.0 * acc, 100.0 * floor)
             };
             trials.push(RateTrial { learning_rate: lr, holdout_accuracy: Some(acc), outcome });
-            let candidate = Auxiliary { graph, config, holdout_accuracy: acc, trials: vec![] };
-            if recovered {
-                return Ok(Auxiliary { trials, ..candidate });
+            Ok(Some((Auxiliary { graph, config, holdout_accuracy: acc, trials: vec![] }, recovered)))
+        };
+        // The paper's rate first; when it fails, a bisection for the largest
+        // rate that recovers (smaller rates recover more easily).
+        let (mut recovered, mut most_accurate): (Option<Auxiliary>, Option<Auxiliary>) = (None, None);
+        let (mut lo, mut hi) = (0, search.ladder.len());
+        let mut next = Some(0);
+        while let Some(i) = next {
+            match attempt(i)? {
+                Some((aux, true)) => {
+                    recovered = Some(aux);
+                    hi = i;
+                }
+                Some((aux, false)) => {
+                    if most_accurate.as_ref().is_none_or(|b| aux.holdout_accuracy > b.holdout_accuracy) {
+                        most_accurate = Some(aux);
+                    }
+                    lo = i + 1;
+                }
+                None => lo = i + 1,
             }
-            if best.as_ref().is_none_or(|b| acc > b.holdout_accuracy) {
-                best = Some(candidate);
-            }
+            next = (lo < hi).then(|| if i == 0 { lo } else { (lo + hi) / 2 });
         }
-        let mut kept = best.ok_or_else(|| Error::Diverged { what: "auxiliary model M′ at every rate tried".into(), loss: f64::NAN, epoch: 0 })?;
+        let mut kept = match recovered {
+            Some(aux) => aux,
+            None => {
+                let aux = most_accurate.ok_or_else(|| Error::Diverged { what: "auxiliary model M′ at every rate tried".into(), loss: f64::NAN, epoch: 0 })?;
+                log::warn!(
+                    "no auxiliary rate recovered to within {:.1} pt of M; kept lr {}, the most accurate",
+                    100.0 * search.recovery_margin,
+                    aux.config.learning_rate
+                );
+                aux
+            }
+        };
         let lr = kept.config.learning_rate;
-        log::warn!("no auxiliary rate recovered to within {:.1} pt of M; kept lr {lr}, the most accurate", 100.0 * search.recovery_margin);
         if let Some(t) = trials.iter_mut().find(|t| t.learning_rate == lr) {
-            t.outcome = format!("kept (the most accurate; none recovered): {}", t.outcome);
+            let why = if t.outcome.starts_with("recovered") { "the largest rate that recovered" } else { "none recovered; the most accurate" };
+            t.outcome = format!("kept ({why}): {}", t.outcome);
         }
         kept.trials = trials;
         Ok(kept)
