@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 use tract_onnx::pb::{attribute_proto::AttributeType, NodeProto};
 
+use super::limits::{element_limit, elements};
 use super::proto::tensor_from_proto;
 use crate::{Error, Result};
 
@@ -181,15 +182,53 @@ fn window(a: &Attrs, with_kernel: bool) -> Result<Window> {
         Some("SAME_LOWER") => AutoPad::SameLower,
         Some(other) => return Err(a.error(format!("auto_pad {other:?} is not an ONNX value"))),
     };
-    Ok(Window { kernel, strides: a.pair("strides", 1)?, dilations: a.pair("dilations", 1)?, pads, auto_pad })
+    let w = Window { kernel, strides: a.pair("strides", 1)?, dilations: a.pair("dilations", 1)?, pads, auto_pad };
+    if let Some(k) = w.kernel.filter(|k| k.iter().any(|&v| v < 1)) {
+        return Err(a.error(format!("kernel_shape {k:?}: every kernel dim must be ≥ 1")));
+    }
+    if w.strides.iter().any(|&v| v < 1) {
+        return Err(a.error(format!("strides {:?}: every stride must be ≥ 1", w.strides)));
+    }
+    if w.dilations.iter().any(|&v| v < 1) {
+        return Err(a.error(format!("dilations {:?}: every dilation must be ≥ 1", w.dilations)));
+    }
+    if w.pads.iter().any(|&(b, e)| b < 0 || e < 0) {
+        return Err(a.error(format!("pads {:?}: every pad must be ≥ 0", a.ints("pads").unwrap_or_default())));
+    }
+    Ok(w)
+}
+
+/// How many leading inputs an op cannot do without.
+fn required_inputs(op_type: &str, opset: i64) -> usize {
+    match op_type {
+        "Conv" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Reshape" | "Gather" | "Expand"
+        | "LayerNormalization" => 2,
+        "Unsqueeze" if opset >= 13 => 2,
+        "Slice" | "Where" => 3,
+        "BatchNormalization" => 5,
+        _ => 1,
+    }
 }
 
 impl Op {
     /// Parses a node (not Constant). `Ok(None)` means the op type is unsupported.
     pub(crate) fn parse(node: &NodeProto, opset: i64) -> Result<Option<Op>> {
         let a = Attrs::new(node);
+        if node.output.first().is_none_or(|o| o.is_empty()) {
+            return Err(a.error("the node has no output"));
+        }
+        let required = required_inputs(&node.op_type, opset);
+        if let Some(i) = (0..required).find(|&i| node.input.get(i).is_none_or(|n| n.is_empty())) {
+            return Err(a.error(format!("input {i} is missing; the op needs {required} input(s)")));
+        }
         Ok(Some(match node.op_type.as_str() {
-            "Conv" => Op::Conv { window: window(&a, false)?, groups: a.int("group", 1) },
+            "Conv" => {
+                let groups = a.int("group", 1);
+                if groups < 1 {
+                    return Err(a.error(format!("group {groups}: must be ≥ 1")));
+                }
+                Op::Conv { window: window(&a, false)?, groups }
+            }
             "Gemm" => Op::Gemm {
                 alpha: a.float("alpha", 1.0),
                 beta: a.float("beta", 1.0),
@@ -226,7 +265,13 @@ impl Op {
             "Transpose" => Op::Transpose { perm: a.ints("perm") },
             "Concat" => Op::Concat { axis: a.int("axis", 0) },
             "Identity" => Op::Identity,
-            "Dropout" => Op::Dropout { ratio: (opset < 12).then(|| a.float("ratio", 0.5)) },
+            "Dropout" => {
+                let ratio = (opset < 12).then(|| a.float("ratio", 0.5));
+                if let Some(r) = ratio.filter(|r| !(0.0..1.0).contains(r)) {
+                    return Err(a.error(format!("ratio {r}: must be in [0, 1)")));
+                }
+                Op::Dropout { ratio }
+            }
             "HardSwish" => Op::HardSwish,
             "HardSigmoid" => Op::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) },
             "Gelu" => Op::Gelu {
@@ -264,12 +309,16 @@ impl Op {
                 }
                 Op::Slice
             }
-            "ConstantOfShape" => Op::ConstantOfShape {
-                value: match a.map.get("value").and_then(|v| v.t.as_ref()) {
-                    Some(t) => tensor_from_proto(t).map_err(|e| a.error(e))?.f_flatten(0, -1).map_err(|e| a.error(e))?,
+            "ConstantOfShape" => {
+                let value = match a.map.get("value").and_then(|v| v.t.as_ref()) {
+                    Some(t) => tensor_from_proto(t).map_err(|e| a.error(e))?.f_flatten(0, -1).map_err(|e| a.error(torch_reason(e)))?,
                     None => Tensor::from_slice(&[0f32]),
-                },
-            },
+                };
+                if value.numel() != 1 {
+                    return Err(a.error(format!("value of shape {:?}: must hold exactly one element", value.size())));
+                }
+                Op::ConstantOfShape { value }
+            }
             "Expand" => Op::Expand,
             "Cast" => {
                 let to = a.int("to", 0);
@@ -287,8 +336,19 @@ impl Op {
             inputs.get(i).and_then(|t| t.as_ref()).ok_or_else(|| format!("missing input {i}"))
         };
         let optional = |i: usize| inputs.get(i).and_then(|t| t.as_ref());
-        let t = |r: std::result::Result<Tensor, tch::TchError>| r.map_err(|e| e.to_string());
+        let limit = element_limit();
+        let t = |r: std::result::Result<Tensor, tch::TchError>| {
+            let y = r.map_err(torch_reason)?;
+            if y.numel() as i64 > limit {
+                return Err(format!("a result of shape {:?} has more than {limit} elements, the limit (MAX_TENSOR_ELEMENTS)", y.size()));
+            }
+            Ok(y)
+        };
         let x = input(0)?;
+        if matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Equal | Op::Where) {
+            let shapes: Vec<Vec<i64>> = inputs.iter().flatten().map(Tensor::size).collect();
+            broadcast(&shapes.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        }
         match self {
             Op::Conv { window, groups } => {
                 let w = input(1)?;
@@ -296,10 +356,24 @@ impl Op {
                 if ks.len() != 4 || x.dim() != 4 {
                     return Err(format!("only 2-D convolutions are supported (input rank {}, weight rank {})", x.dim(), ks.len()));
                 }
+                let channels = x.size()[1];
+                if ks[0] % groups != 0 || ks[1].checked_mul(*groups) != Some(channels) {
+                    return Err(format!("group {groups}: weight {ks:?} does not fit an input of {channels} channels"));
+                }
+                if window.kernel.is_some_and(|k| k != [ks[2], ks[3]]) {
+                    return Err(format!("kernel_shape {:?} differs from the weight's {:?}", window.kernel.unwrap_or_default(), &ks[2..]));
+                }
                 let (x, padding) = pad_for(x, window, [ks[2], ks[3]], 0.0)?;
+                check_window_output(&x.size(), ks[0], [ks[2], ks[3]], window, padding, false)?;
                 t(x.f_conv2d(w, optional(2), window.strides, padding, window.dilations, *groups))
             }
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                let (ra, rb) = (x.dim(), input(1)?.dim());
+                if ra != 2 || rb != 2 {
+                    return Err(format!("inputs A and B have ranks {ra} and {rb}; Gemm needs 2 and 2"));
+                }
+                let (sa, sb) = (x.size(), input(1)?.size());
+                fits(&[sa[usize::from(*trans_a)], sb[usize::from(!*trans_b)]]).map_err(|e| format!("output {e}"))?;
                 let a = if *trans_a { t(input(0)?.f_transpose(0, 1))? } else { input(0)?.shallow_clone() };
                 let b = if *trans_b { t(input(1)?.f_transpose(0, 1))? } else { input(1)?.shallow_clone() };
                 let mut y = t(a.f_matmul(&b))?;
@@ -312,7 +386,15 @@ impl Op {
                 }
                 Ok(y)
             }
-            Op::MatMul => t(x.f_matmul(input(1)?)),
+            Op::MatMul => {
+                let (sa, sb) = (x.size(), input(1)?.size());
+                if sa.len() >= 2 && sb.len() >= 2 {
+                    let mut out = broadcast(&[&sa[..sa.len() - 2], &sb[..sb.len() - 2]])?;
+                    out.extend([sa[sa.len() - 2], sb[sb.len() - 1]]);
+                    fits(&out).map_err(|e| format!("output {e}"))?;
+                }
+                t(x.f_matmul(input(1)?))
+            }
             Op::Add => t(x.f_add(input(1)?)),
             Op::Sub => t(x.f_sub(input(1)?)),
             Op::Mul => t(x.f_mul(input(1)?)),
@@ -323,7 +405,7 @@ impl Op {
                 let bound = |attr: &Option<f64>, i: usize| -> std::result::Result<Option<f64>, String> {
                     match (attr, optional(i)) {
                         (Some(v), _) => Ok(Some(*v)),
-                        (None, Some(b)) => Ok(Some(t(b.f_to_kind(Kind::Double))?.double_value(&[]))),
+                        (None, Some(b)) => Ok(Some(scalar(if i == 1 { "min" } else { "max" }, b)?)),
                         (None, None) => Ok(None),
                     }
                 };
@@ -337,7 +419,7 @@ impl Op {
                     None => Ok(y),
                 }
             }
-            Op::Softmax { axis } => t(x.f_softmax(*axis, Kind::Float)),
+            Op::Softmax { axis } => t(x.f_softmax(normalize_axis(*axis, x.dim())? as i64, Kind::Float)),
             Op::BatchNorm { epsilon, momentum } => t(x.f_batch_norm(
                 Some(input(1)?),
                 Some(input(2)?),
@@ -352,6 +434,7 @@ impl Op {
             Op::MaxPool { window, ceil_mode } => {
                 let k = window.kernel.expect("parsed with kernel");
                 let (x, padding) = pad_for(x, window, k, f64::NEG_INFINITY)?;
+                check_window_output(&x.size(), x.size()[1], k, window, padding, *ceil_mode)?;
                 t(x.f_max_pool2d(k, window.strides, padding, window.dilations, *ceil_mode))
             }
             Op::AveragePool { window, ceil_mode, count_include_pad } => {
@@ -363,35 +446,55 @@ impl Op {
                 if padding == [0, 0] && window.pads.iter().any(|(b, e)| b != e) && !count_include_pad {
                     return Err("asymmetric pads with count_include_pad=0 are not supported".into());
                 }
+                check_window_output(&x.size(), x.size()[1], k, window, padding, *ceil_mode)?;
                 t(x.f_avg_pool2d(k, window.strides, padding, *ceil_mode, *count_include_pad, None::<i64>))
             }
             Op::GlobalAveragePool => {
+                if x.dim() < 3 {
+                    return Err(format!("input rank {}: GlobalAveragePool needs N, C and at least one spatial axis", x.dim()));
+                }
                 let dims: Vec<i64> = (2..x.dim() as i64).collect();
                 t(x.f_mean_dim(dims.as_slice(), true, Kind::Float))
             }
             Op::Flatten { axis } => {
                 let size = x.size();
-                let axis = if *axis < 0 { *axis + size.len() as i64 } else { *axis } as usize;
+                let rank = size.len() as i64;
+                // ONNX allows [-rank, rank]: the axis may be the rank itself (all into the outer dim).
+                if *axis < -rank || *axis > rank {
+                    return Err(format!("axis {axis} is out of range for rank {rank}"));
+                }
+                let axis = (if *axis < 0 { *axis + rank } else { *axis }) as usize;
                 let outer: i64 = size[..axis].iter().product();
                 t(x.f_reshape([outer, -1]))
             }
             Op::Reshape { allow_zero } => {
                 let shape = int_values(input(1)?)?;
+                if shape.iter().any(|&d| d < -1) || shape.iter().filter(|&&d| d == -1).count() > 1 {
+                    return Err(format!("shape {shape:?}: dims must be ≥ 0, with at most one -1"));
+                }
                 let size = x.size();
                 let shape: Vec<i64> = shape
                     .iter()
                     .enumerate()
                     .map(|(i, &d)| if d == 0 && !allow_zero { size.get(i).copied().unwrap_or(0) } else { d })
                     .collect();
+                let known: Vec<i64> = shape.iter().copied().filter(|&d| d != -1).collect();
+                fits(&known)?;
                 t(x.f_reshape(shape.as_slice()))
             }
             Op::Transpose { perm } => {
                 let perm = perm.clone().unwrap_or_else(|| (0..x.dim() as i64).rev().collect());
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..x.dim() as i64).collect::<Vec<_>>() {
+                    return Err(format!("perm {perm:?} is not a permutation of the input's {} axes", x.dim()));
+                }
                 t(x.f_permute(perm.as_slice()))
             }
             Op::Concat { axis } => {
                 let all: Vec<&Tensor> = inputs.iter().flatten().collect();
-                t(Tensor::f_cat(&all, *axis))
+                let axis = normalize_axis(*axis, x.dim())?;
+                t(Tensor::f_cat(&all, axis as i64))
             }
             Op::Identity => Ok(x.shallow_clone()),
             Op::Dropout { ratio } => {
@@ -400,9 +503,12 @@ impl Op {
                 }
                 let ratio = match (ratio, optional(1)) {
                     (Some(r), _) => *r,
-                    (None, Some(r)) => t(r.f_to_kind(Kind::Double))?.double_value(&[]),
+                    (None, Some(r)) => scalar("ratio", r)?,
                     (None, None) => 0.5,
                 };
+                if !(0.0..1.0).contains(&ratio) {
+                    return Err(format!("ratio {ratio}: must be in [0, 1)"));
+                }
                 t(x.f_dropout(ratio, true))
             }
             Op::HardSwish => t(x.f_hardswish()),
@@ -428,6 +534,7 @@ impl Op {
                     let all: Vec<i64> = (0..x.dim() as i64).collect();
                     return t(x.f_mean_dim(all.as_slice(), *keepdims, x.kind()));
                 }
+                let axes: Vec<i64> = distinct_axes("axes", &axes, x.dim())?.into_iter().map(|a| a as i64).collect();
                 t(x.f_mean_dim(axes.as_slice(), *keepdims, x.kind()))
             }
             Op::LayerNorm { axis, epsilon } => {
@@ -446,10 +553,19 @@ impl Op {
                 let indices = input(1)?;
                 let size = x.size();
                 let axis = normalize_axis(*axis, size.len())?;
+                let values = int_values(indices)?;
+                if let Some(i) = values.iter().find(|&&i| i < -size[axis] || i >= size[axis]) {
+                    return Err(format!("index {i} is out of range for axis {axis} of size {}", size[axis]));
+                }
+                let out: Vec<i64> = size[..axis].iter().chain(indices.size().iter()).chain(size[axis + 1..].iter()).copied().collect();
+                fits(&out).map_err(|e| format!("output {e}"))?;
+                if values.is_empty() {
+                    return t(Tensor::f_zeros(out.as_slice(), (x.kind(), x.device())));
+                }
                 // Negative indices count from the end.
                 let idx = t(indices.f_to_kind(Kind::Int64).and_then(|i| i.f_remainder(size[axis])).and_then(|i| i.f_to_device(x.device())))?;
                 if idx.dim() == 0 {
-                    return t(x.f_select(axis as i64, idx.int64_value(&[])));
+                    return t(x.f_select(axis as i64, values[0]));
                 }
                 let picked = t(x.f_index_select(axis as i64, &t(idx.f_flatten(0, -1))?))?;
                 let shape: Vec<i64> = size[..axis].iter().chain(idx.size().iter()).chain(size[axis + 1..].iter()).copied().collect();
@@ -460,9 +576,7 @@ impl Op {
                     Some(a) => a.clone(),
                     None => int_values(input(1)?)?,
                 };
-                let rank = x.dim() + axes.len();
-                let mut axes: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, rank)).collect::<std::result::Result<_, _>>()?;
-                axes.sort_unstable();
+                let axes = distinct_axes("axes", &axes, x.dim() + axes.len())?;
                 let mut y = x.shallow_clone();
                 for a in axes {
                     y = t(y.f_unsqueeze(a as i64))?;
@@ -475,8 +589,11 @@ impl Op {
                     (None, Some(a)) => int_values(a)?,
                     (None, None) => return t(x.f_squeeze()),
                 };
-                let mut axes: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, x.dim())).collect::<std::result::Result<_, _>>()?;
-                axes.sort_unstable_by(|a, b| b.cmp(a));
+                let mut axes = distinct_axes("axes", &axes, x.dim())?;
+                if let Some(&a) = axes.iter().find(|&&a| x.size()[a] != 1) {
+                    return Err(format!("axes: axis {a} has size {}, not 1", x.size()[a]));
+                }
+                axes.reverse();
                 let mut y = x.shallow_clone();
                 for a in axes {
                     y = t(y.f_squeeze_dim(a as i64))?;
@@ -485,16 +602,21 @@ impl Op {
             }
             Op::Slice => slice(x, &int_values(input(1)?)?, &int_values(input(2)?)?, optional(3), optional(4)),
             Op::ConstantOfShape { value } => {
+                if x.dim() != 1 {
+                    return Err(format!("shape input of rank {}: must be 1-D", x.dim()));
+                }
                 let shape = int_values(x)?;
+                fits(&shape)?;
                 t(value.f_to_device(x.device()).and_then(|v| v.f_reshape([0i64; 0].as_slice())).and_then(|v| v.f_expand(shape.as_slice(), false)).and_then(|v| v.f_contiguous()))
             }
             Op::Expand => {
                 let shape = int_values(input(1)?)?;
                 let size = x.size();
+                if shape.iter().any(|&d| d < 0) {
+                    return Err(format!("shape {shape:?}: dims must be ≥ 0"));
+                }
                 // Bidirectional broadcast: the result has the larger rank and the larger of each pair.
-                let rank = shape.len().max(size.len());
-                let at = |v: &[i64], i: usize| if i + v.len() >= rank { v[i + v.len() - rank] } else { 1 };
-                let target: Vec<i64> = (0..rank).map(|i| at(&size, i).max(at(&shape, i))).collect();
+                let target = broadcast(&[&size, &shape])?;
                 t(x.f_expand(target.as_slice(), false))
             }
             Op::Cast { to } => t(x.f_to_kind(*to)),
@@ -550,10 +672,10 @@ fn slice(x: &Tensor, starts: &[i64], ends: &[i64], axes: Option<&Tensor>, steps:
         };
         if step == 1 {
             let (b, n) = (index.first().copied().unwrap_or(0), index.len() as i64);
-            y = y.f_narrow(axis as i64, b, n).map_err(|e| e.to_string())?;
+            y = y.f_narrow(axis as i64, b, n).map_err(torch_reason)?;
         } else {
             let idx = Tensor::from_slice(&index).to_device(y.device());
-            y = y.f_index_select(axis as i64, &idx).map_err(|e| e.to_string())?;
+            y = y.f_index_select(axis as i64, &idx).map_err(torch_reason)?;
         }
     }
     Ok(y)
@@ -561,23 +683,28 @@ fn slice(x: &Tensor, starts: &[i64], ends: &[i64], axes: Option<&Tensor>, steps:
 
 /// Integer values of a (shape-like) tensor.
 pub(crate) fn int_values(t: &Tensor) -> std::result::Result<Vec<i64>, String> {
-    let flat = t.f_to_kind(Kind::Int64).and_then(|t| t.f_flatten(0, -1)).map_err(|e| e.to_string())?;
-    Vec::<i64>::try_from(&flat).map_err(|e| e.to_string())
+    let flat = t.f_to_kind(Kind::Int64).and_then(|t| t.f_flatten(0, -1)).map_err(torch_reason)?;
+    Vec::<i64>::try_from(&flat).map_err(torch_reason)
 }
 
 /// Resolves auto_pad and asymmetric pads: returns the (possibly explicitly
 /// padded) input and the symmetric padding left for the op itself.
 fn pad_for(x: &Tensor, w: &Window, kernel: [i64; 2], value: f64) -> std::result::Result<(Tensor, [i64; 2]), String> {
     let size = x.size();
+    if size.len() != 4 {
+        return Err(format!("input rank {}: only 2-D windows (rank-4 NCHW input) are supported", size.len()));
+    }
     let mut pads = w.pads;
     match w.auto_pad {
         AutoPad::NotSet => {}
         AutoPad::Valid => pads = [(0, 0); 2],
         AutoPad::SameUpper | AutoPad::SameLower => {
             for d in 0..2 {
-                let input = size[2 + d];
-                let out = (input + w.strides[d] - 1) / w.strides[d];
-                let total = ((out - 1) * w.strides[d] + (kernel[d] - 1) * w.dilations[d] + 1 - input).max(0);
+                // In i128: strides, dilations and kernel are ≥ 1 but otherwise unbounded.
+                let (input, s) = (size[2 + d] as i128, w.strides[d] as i128);
+                let out = (input + s - 1) / s;
+                let total = ((out - 1) * s + (kernel[d] as i128 - 1) * w.dilations[d] as i128 + 1 - input).max(0);
+                let total = i64::try_from(total).map_err(|_| format!("auto_pad: padding {total} overflows"))?;
                 let small = total / 2;
                 pads[d] = if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
             }
@@ -586,8 +713,73 @@ fn pad_for(x: &Tensor, w: &Window, kernel: [i64; 2], value: f64) -> std::result:
     if pads.iter().all(|(b, e)| b == e) {
         return Ok((x.shallow_clone(), [pads[0].0, pads[1].0]));
     }
+    let grown = |d: usize| size[2 + d].checked_add(pads[d].0).and_then(|v| v.checked_add(pads[d].1)).unwrap_or(-1);
+    fits(&[size[0], size[1], grown(0), grown(1)]).map_err(|e| format!("padded input: {e}"))?;
     // torch pads the last axis first.
     let spec = [pads[1].0, pads[1].1, pads[0].0, pads[0].1];
-    let padded = x.f_pad(spec, "constant", Some(value)).map_err(|e| e.to_string())?;
+    let padded = x.f_pad(spec, "constant", Some(value)).map_err(torch_reason)?;
     Ok((padded, [0, 0]))
+}
+
+/// A libtorch error as one line: tch appends libtorch's C++ stack trace
+/// ("Exception raised from …", frame list), which is noise to a user.
+pub(crate) fn torch_reason(e: tch::TchError) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or_default().trim_end().to_string()
+}
+
+/// A tensor of `shape` may be created: no negative dim, no overflow, within the element limit.
+fn fits(shape: &[i64]) -> std::result::Result<(), String> {
+    elements(shape).map(|_| ())
+}
+
+/// The multidirectional (numpy) broadcast of `shapes`, checked against the element limit.
+fn broadcast(shapes: &[&[i64]]) -> std::result::Result<Vec<i64>, String> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1i64; rank];
+    for s in shapes {
+        for (o, &d) in out[rank - s.len()..].iter_mut().zip(s.iter()) {
+            if *o == 1 {
+                *o = d;
+            } else if d != 1 && d != *o {
+                return Err(format!("shapes {shapes:?} do not broadcast"));
+            }
+        }
+    }
+    fits(&out)?;
+    Ok(out)
+}
+
+/// The one value of a scalar input (a one-element tensor is accepted too).
+fn scalar(what: &str, t: &Tensor) -> std::result::Result<f64, String> {
+    if t.numel() != 1 {
+        return Err(format!("{what} input of shape {:?} must be a scalar", t.size()));
+    }
+    t.f_to_kind(Kind::Double).and_then(|v| v.f_flatten(0, -1)).and_then(|v| v.f_double_value(&[0])).map_err(torch_reason)
+}
+
+/// `axes` normalised against `rank`, each at most once.
+fn distinct_axes(what: &str, axes: &[i64], rank: usize) -> std::result::Result<Vec<usize>, String> {
+    let mut out: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, rank)).collect::<std::result::Result<_, _>>().map_err(|e| format!("{what}: {e}"))?;
+    out.sort_unstable();
+    if out.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("{what} {axes:?}: an axis is repeated"));
+    }
+    Ok(out)
+}
+
+/// Checks a Conv / pool output of `channels` × the window's output size before libtorch allocates it.
+fn check_window_output(size: &[i64], channels: i64, kernel: [i64; 2], w: &Window, padding: [i64; 2], ceil_mode: bool) -> std::result::Result<(), String> {
+    let mut shape = vec![size[0], channels];
+    for d in 0..2 {
+        let effective = (w.dilations[d] as i128) * (kernel[d] as i128 - 1) + 1;
+        let span = size[2 + d] as i128 + 2 * padding[d] as i128 - effective;
+        if span < 0 {
+            return Err(format!("kernel {kernel:?} (dilations {:?}) is larger than the padded input {:?}", w.dilations, &size[2..]));
+        }
+        let s = w.strides[d] as i128;
+        let out = if ceil_mode { (span + s - 1) / s + 1 } else { span / s + 1 };
+        shape.push(i64::try_from(out).map_err(|_| format!("output size {out} overflows"))?);
+    }
+    fits(&shape).map_err(|e| format!("output {e}"))
 }

@@ -40,7 +40,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         return Err(bad("external data files are not supported; re-export with the weights inside the .onnx".into()));
     }
     let dims: Vec<i64> = t.dims.clone();
-    let numel: i64 = dims.iter().product();
+    let numel = super::limits::elements(&dims).map_err(&bad)?;
     let raw = &t.raw_data;
     let dt = DataType::try_from(t.data_type).map_err(|_| bad(format!("unknown data type {}", t.data_type)))?;
     let tensor = match dt {
@@ -80,7 +80,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         }
         other => return Err(bad(format!("data type {} is not supported", other.as_str_name()))),
     };
-    Ok(tensor.reshape(&dims))
+    Ok(tensor.f_reshape(&dims)?)
 }
 
 fn check_len(got: usize, want: i64, name: &str) -> Result<()> {

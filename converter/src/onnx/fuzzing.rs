@@ -1,0 +1,49 @@
+//! Untrusted ONNX bytes through the converter's load and forward path, as one
+//! function shared by the `onnx_interpreter` fuzz target (converter/fuzz) and
+//! the test suite (tests/malformed.rs): every failure must be an `Err`.
+
+use std::path::Path;
+
+use prost::Message;
+use tch::{Device, Kind, Tensor};
+use tract_onnx::pb::ModelProto;
+
+use super::interpreter::TchGraph;
+use super::limits::lower_element_limit;
+use crate::{Error, Result};
+
+/// Largest data input [`check_bytes`] builds, in elements (symbolic dims count 1).
+pub const CHECK_MAX_INPUT_ELEMENTS: i64 = 1 << 16;
+
+/// Element limit while [`check_bytes`] runs (16 Mi: 64 MiB as f32), in place of
+/// [`super::MAX_TENSOR_ELEMENTS`], so that a fuzzer's runs stay far below
+/// libFuzzer's memory limit.
+pub const CHECK_ELEMENT_LIMIT: i64 = 1 << 24;
+
+/// Decodes `bytes` as an ONNX model, checks it as `read_model` does, builds
+/// the libtorch graph on the CPU and runs it once in eval mode and once in
+/// train mode on zeros of its declared input shape (symbolic dims as 1).
+/// `Ok` if both passes run; otherwise the error a user would see. A declared
+/// input of more than [`CHECK_MAX_INPUT_ELEMENTS`] is refused, and tensors are
+/// held to [`CHECK_ELEMENT_LIMIT`] elements.
+pub fn check_bytes(bytes: &[u8]) -> Result<()> {
+    let _limit = lower_element_limit(CHECK_ELEMENT_LIMIT);
+    let bad = |reason: String| Error::Onnx { path: Path::new("<bytes>").to_owned(), reason };
+    // The checks of `read_model`, on bytes instead of a file.
+    let model = ModelProto::decode(bytes).map_err(|e| bad(format!("protobuf decode failed ({e}); truncated or not ONNX?")))?;
+    let graph = model.graph.as_ref().ok_or_else(|| bad("it has no graph".into()))?;
+    if graph.node.is_empty() {
+        return Err(bad("its graph has no nodes".into()));
+    }
+    if graph.output.is_empty() {
+        return Err(bad("its graph has no outputs".into()));
+    }
+    let graph = TchGraph::from_proto(model, Device::Cpu)?;
+    let dims: Vec<i64> = graph.input().dims.iter().map(|d| d.unwrap_or(1)).collect();
+    let fits = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d)).is_some_and(|n| n <= CHECK_MAX_INPUT_ELEMENTS);
+    if !fits {
+        return Err(Error::Invalid(format!("declared input shape {dims:?} exceeds {CHECK_MAX_INPUT_ELEMENTS} elements")));
+    }
+    let x = Tensor::f_zeros(dims.as_slice(), (Kind::Float, Device::Cpu))?;
+    tch::no_grad(|| graph.forward(&x, false).and_then(|_| graph.forward(&x, true))).map(drop)
+}
