@@ -183,6 +183,12 @@ fn cases() -> Vec<(&'static str, ModelProto, Vec<&'static str>)> {
             one("Add", &["input", "b"], vec![], vec![TensorProto { name: "b".into(), dims: vec![huge, huge], data_type: 1, ..Default::default() }]),
             vec!["initializer \"b\"", "elements"],
         ),
+        (
+            // Found by the fuzzer: empty, yet tch's element count overflowed (a panic).
+            "initializer of huge dims and a zero dim",
+            one("Add", &["input", "b"], vec![], vec![TensorProto { name: "b".into(), dims: vec![huge, huge, 0], data_type: 1, ..Default::default() }]),
+            vec!["initializer \"b\"", "elements"],
+        ),
     ]
 }
 

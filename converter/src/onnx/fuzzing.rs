@@ -15,10 +15,11 @@ use crate::{Error, Result};
 /// Largest data input [`check_bytes`] builds, in elements (symbolic dims count 1).
 pub const CHECK_MAX_INPUT_ELEMENTS: i64 = 1 << 16;
 
-/// Element limit while [`check_bytes`] runs (16 Mi: 64 MiB as f32), in place of
-/// [`super::MAX_TENSOR_ELEMENTS`], so that a fuzzer's runs stay far below
-/// libFuzzer's memory limit.
-pub const CHECK_ELEMENT_LIMIT: i64 = 1 << 24;
+/// Element limit while [`check_bytes`] runs (1 Mi: 4 MiB as f32), in place of
+/// [`super::MAX_TENSOR_ELEMENTS`], so that a fuzzer's runs stay fast and far
+/// below libFuzzer's memory limit (2 GB by default) even when many nodes of a
+/// graph each produce a tensor at the limit.
+pub const CHECK_ELEMENT_LIMIT: i64 = 1 << 20;
 
 /// Decodes `bytes` as an ONNX model, checks it as `read_model` does, builds
 /// the libtorch graph on the CPU and runs it once in eval mode and once in

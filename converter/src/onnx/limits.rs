@@ -36,15 +36,15 @@ impl Drop for LimitGuard {
 }
 
 /// Number of elements of a tensor of `dims`, or why it may not exist: a
-/// negative dim, an overflowing product, or more than the element limit.
+/// negative dim, an overflowing product, or more than the element limit. The
+/// non-zero dims of an empty shape count too: [2^40, 2^40, 0] holds nothing
+/// but overflows element counting (tch's `numel`) downstream.
 pub(crate) fn elements(dims: &[i64]) -> Result<i64, String> {
     if let Some(d) = dims.iter().find(|&&d| d < 0) {
         return Err(format!("shape {dims:?} has a negative dimension {d}"));
     }
-    if dims.contains(&0) {
-        return Ok(0);
-    }
     let limit = element_limit();
-    let n = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d)).filter(|&n| n <= limit);
-    n.ok_or_else(|| format!("shape {dims:?} has more than {limit} elements, the limit (MAX_TENSOR_ELEMENTS)"))
+    let n = dims.iter().filter(|&&d| d != 0).try_fold(1i64, |n, &d| n.checked_mul(d)).filter(|&n| n <= limit);
+    let n = n.ok_or_else(|| format!("shape {dims:?} has more than {limit} elements, the limit (MAX_TENSOR_ELEMENTS)"))?;
+    Ok(if dims.contains(&0) { 0 } else { n })
 }

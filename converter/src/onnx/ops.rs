@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 use tract_onnx::pb::{attribute_proto::AttributeType, NodeProto};
 
-use super::limits::{element_limit, elements};
+use super::limits::elements;
 use super::proto::tensor_from_proto;
 use crate::{Error, Result};
 
@@ -336,12 +336,9 @@ impl Op {
             inputs.get(i).and_then(|t| t.as_ref()).ok_or_else(|| format!("missing input {i}"))
         };
         let optional = |i: usize| inputs.get(i).and_then(|t| t.as_ref());
-        let limit = element_limit();
         let t = |r: std::result::Result<Tensor, tch::TchError>| {
             let y = r.map_err(torch_reason)?;
-            if y.numel() as i64 > limit {
-                return Err(format!("a result of shape {:?} has more than {limit} elements, the limit (MAX_TENSOR_ELEMENTS)", y.size()));
-            }
+            elements(&y.size()).map_err(|e| format!("result {e}"))?;
             Ok(y)
         };
         let x = input(0)?;
@@ -752,7 +749,7 @@ fn broadcast(shapes: &[&[i64]]) -> std::result::Result<Vec<i64>, String> {
 
 /// The one value of a scalar input (a one-element tensor is accepted too).
 fn scalar(what: &str, t: &Tensor) -> std::result::Result<f64, String> {
-    if t.numel() != 1 {
+    if elements(&t.size()) != Ok(1) {
         return Err(format!("{what} input of shape {:?} must be a scalar", t.size()));
     }
     t.f_to_kind(Kind::Double).and_then(|v| v.f_flatten(0, -1)).and_then(|v| v.f_double_value(&[0])).map_err(torch_reason)
