@@ -25,23 +25,27 @@ pub enum AuxiliaryRate {
 /// first epoch *and recover*": a large rate shakes the backdoor out while the
 /// decaying schedule brings the task back. A rate whose M′ ends more than
 /// `recovery_margin` below M's held-out clean accuracy did not recover (or
-/// diverged). The search tries `ladder[0]` (the paper's rate) and, when it
-/// fails, bisects the rest of `ladder` for the largest rate that recovers
-/// (smaller rates recover more easily). When none does, the one with the best
-/// final accuracy is kept: a failing rate never ends the conversion.
+/// diverged). The largest rate that recovers is kept: it shakes out the most
+/// of the backdoor the clean frames allow. The search tries `start` (the
+/// paper's 0.1) and bisects `ladder` from there (smaller rates recover more
+/// easily). When none recovers, the one with the best final accuracy is
+/// kept: a failing rate never ends the conversion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuxiliarySearch {
-    /// Candidate initial rates, descending from the paper's 0.1.
+    /// Candidate initial rates, ascending.
     pub ladder: Vec<f64>,
+    pub start: f64,
     pub recovery_margin: f64,
 }
 
 impl AuxiliaryRate {
-    /// From the paper's 0.1 down to 1e-3.
+    /// From the paper's 0.1 over 1e-3 … 0.5; recovered means within 20 pt of
+    /// M (chosen on the zoo's development part: docs/zoo.md).
     pub fn auto() -> Self {
         AuxiliaryRate::Auto(AuxiliarySearch {
-            ladder: vec![0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001],
-            recovery_margin: 0.03,
+            ladder: vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5],
+            start: 0.1,
+            recovery_margin: 0.2,
         })
     }
 }
@@ -159,26 +163,29 @@ impl AuxiliaryModel {
             trials.push(RateTrial { learning_rate: lr, holdout_accuracy: Some(acc), outcome });
             Ok(Some((Auxiliary { graph, config, holdout_accuracy: acc, trials: vec![] }, recovered)))
         };
-        // The paper's rate first; when it fails, a bisection for the largest
-        // rate that recovers (smaller rates recover more easily).
+        // The paper's rate first, then a bisection of the ladder for the
+        // largest rate that recovers (smaller rates recover more easily):
+        // every rate at or below `lo` recovered, every one at or above `hi` did not.
+        let start = search.ladder.iter().position(|&r| r >= search.start).unwrap_or(0);
+        let (mut lo, mut hi) = (None::<usize>, search.ladder.len());
         let (mut recovered, mut most_accurate): (Option<Auxiliary>, Option<Auxiliary>) = (None, None);
-        let (mut lo, mut hi) = (0, search.ladder.len());
-        let mut next = Some(0);
+        let mut next = Some(start);
         while let Some(i) = next {
             match attempt(i)? {
                 Some((aux, true)) => {
                     recovered = Some(aux);
-                    hi = i;
+                    lo = Some(i);
                 }
                 Some((aux, false)) => {
                     if most_accurate.as_ref().is_none_or(|b| aux.holdout_accuracy > b.holdout_accuracy) {
                         most_accurate = Some(aux);
                     }
-                    lo = i + 1;
+                    hi = i;
                 }
-                None => lo = i + 1,
+                None => hi = i,
             }
-            next = (lo < hi).then(|| if i == 0 { lo } else { (lo + hi) / 2 });
+            let below = lo.map_or(0, |l| l + 1);
+            next = (below < hi).then(|| (below + hi) / 2);
         }
         let mut kept = match recovered {
             Some(aux) => aux,

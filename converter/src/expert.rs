@@ -82,12 +82,13 @@ pub struct ExpertSearch {
 }
 
 impl ExpertRate {
-    /// The automatic mode: from 1e-4 over 1e-6 … 1e-3.
+    /// The automatic mode: from 1e-4 over 1e-6 … 1e-3; B must fall 5 pt
+    /// below M (chosen on the zoo's development part: docs/zoo.md).
     pub fn auto() -> Self {
         ExpertRate::Auto(ExpertSearch {
             ladder: vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3],
             start: 1e-4,
-            min_forgetting: 0.02,
+            min_forgetting: 0.05,
             max_relearned: 0.5,
         })
     }

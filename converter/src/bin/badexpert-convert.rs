@@ -135,8 +135,9 @@ struct BundleArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Backdoor expert learning rate (Adam; the paper's 1e-4), or "auto": 1e-4 unless the held-out
-    /// clean frames show it fails — B still classifying like M (a larger rate is tried), or B
-    /// relearning the wrong labels or diverging (a smaller one). The manifest records every rate tried.
+    /// clean frames show it fails — B still within 5 pt of M's clean accuracy (a larger rate is
+    /// tried), or B relearning the wrong labels or diverging (a smaller one). The manifest records
+    /// every rate tried.
     #[arg(long, default_value = "auto")]
     expert_lr: ExpertRate,
     #[arg(long, default_value_t = 1)]
@@ -145,8 +146,8 @@ struct BundleArgs {
     #[arg(long, default_value = "next-class", value_parser = parse_mislabel)]
     mislabel: Mislabel,
     /// Auxiliary model initial learning rate (SGD, ×0.1 after epochs 2, 4, 6, 8), or "auto": the
-    /// paper's 0.1 unless M′ then diverges or ends more than 3 pt below M's held-out clean accuracy
-    /// (it did not recover), in which case 0.05, 0.02, … 0.001 are tried in turn.
+    /// largest rate in 0.001…0.5 at which M′ recovers — ends within 20 pt of M's held-out clean
+    /// accuracy without diverging — found by bisection from the paper's 0.1.
     #[arg(long, default_value = "auto")]
     aux_lr: AuxiliaryRate,
     /// Fine-tune a folded export (convolutions without BatchNorm) as it is, without restoring a

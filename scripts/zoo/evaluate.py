@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Converts every zoo model with the real command-line tools and scores the
+guard on the zoo's evaluation slice, as a user would.
+
+For each model of the chosen part and each export (folded, bn, dynamo):
+  badexpert-convert bundle --model <export> --reserve <zoo reserve>   (no tuning flag)
+  badexpert-guard eval --bundle ... --clean <zoo clean slice> --triggered <model's triggered slice>
+with the default (automatic) rates, and optionally with the paper's fixed
+rates (--expert-lr 1e-4 --aux-lr 0.1) beside them. Writes results.json and
+results.md (one table per part) under --out.
+
+Standard library only; needs the release binaries
+(cargo build --release --workspace --bins) and, for the converter, the
+libtorch that scripts/env.sh sets up.
+
+Usage: python3 scripts/zoo/evaluate.py --part dev --out target/zoo-dev [--rates both]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PAPER_RATES = ["--expert-lr", "1e-4", "--aux-lr", "0.1"]
+# The acceptance bar of issue 13.
+BAR = dict(auroc=0.995, asr_defended=0.01, ca_drop=0.015, fpr=0.023)
+
+
+def run(cmd, log):
+    t0 = time.time()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(log, "w") as f:
+        f.write(" ".join(cmd) + "\n" + p.stdout)
+    return p.returncode, p.stdout, time.time() - t0
+
+
+def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_note):
+    name = f"{model['name']}.{export}.{rates}"
+    work = os.path.join(out, name)
+    os.makedirs(work, exist_ok=True)
+    bundle = os.path.join(work, "bundle")
+    onnx = os.path.join(zoo_dir, model["files"][export])
+    cmd = [os.path.join(binaries, "badexpert-convert"), "--quiet", "--threads", str(threads), "bundle",
+           "--model", onnx, "--reserve", os.path.join(zoo_dir, "reserve-images-idx3-ubyte.gz"),
+           "--out", bundle, "--overwrite"] + (PAPER_RATES if rates == "paper" else [])
+    rc, text, seconds = run(cmd, os.path.join(work, "convert.log"))
+    row = dict(model=model["name"], part=model["part"], architecture=model["architecture"], attack=model["attack"],
+               export=export, rates=rates, convert_seconds=round(seconds, 1), env=env_note)
+    if rc != 0:
+        row["error"] = text.strip().splitlines()[-1] if text.strip() else f"exit {rc}"
+        return row
+    manifest = json.load(open(os.path.join(bundle, "manifest.json")))
+    ft = manifest["fine_tune"]
+    row.update(expert_lr=ft["expert"]["learning_rate"], aux_lr=ft["auxiliary"]["learning_rate"],
+               expert_holdout=ft["expert"]["holdout_accuracy"], aux_holdout=ft["auxiliary"]["holdout_accuracy"],
+               restored_norms=ft.get("restored_norms", 0), tau=manifest["decision"]["threshold"],
+               calibration_fpr=manifest["decision"]["calibration_fpr"],
+               expert_search=ft["expert"]["rate_search"], aux_search=ft["auxiliary"]["rate_search"])
+    clean = os.path.join(zoo_dir, "eval-clean-images-idx3-ubyte.gz")
+    # A clean model has no trigger: its clean slice stands in, only CA and FPR are read.
+    triggered = os.path.join(zoo_dir, model["files_triggered"]["images"]) if model["attack"] else clean
+    target = model["target"] if model["attack"] else 0
+    report = os.path.join(work, "eval.json")
+    cmd = [os.path.join(binaries, "badexpert-guard"), "eval", "--bundle", bundle, "--clean", clean,
+           "--triggered", triggered, "--target", str(target), "--json", report]
+    rc, text, _ = run(cmd, os.path.join(work, "eval.log"))
+    if rc != 0:
+        row["error"] = "eval: " + (text.strip().splitlines()[-1] if text.strip() else f"exit {rc}")
+        return row
+    e = json.load(open(report))
+    row.update(ca=e["clean_accuracy"], ca_defended=e["clean_accuracy_defended"],
+               ca_drop=e["clean_accuracy"] - e["clean_accuracy_defended"], fpr=e["clean_fpr"])
+    if model["attack"]:
+        row.update(asr=e["attack_success_rate"], asr_defended=e["attack_success_rate_defended"], auroc=e["auroc"])
+    return row
+
+
+def meets_bar(r):
+    if "error" in r:
+        return False
+    ok = r["ca_drop"] <= BAR["ca_drop"] and r["fpr"] <= BAR["fpr"]
+    if r["attack"] and "vit" not in r["architecture"]:
+        ok = ok and r["auroc"] >= BAR["auroc"] and r["asr_defended"] <= BAR["asr_defended"]
+    return ok
+
+
+def pct(v):
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def markdown(rows):
+    lines = []
+    for part in ("dev", "test"):
+        sel = [r for r in rows if r["part"] == part]
+        if not sel:
+            continue
+        lines += [f"### {part} part", "",
+                  "| model | export | rates | B lr | M′ lr | BN restored | CA | CA drop | FPR | ASR | ASR guard | AUROC | bar | s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sel:
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['export']} | {r['rates']} | | | | | | | | | | **error**: {r['error']} | {r['convert_seconds']} |")
+                continue
+            auroc = f"{r['auroc']:.4f}" if r.get("auroc") is not None else "—"
+            lines.append(
+                f"| {r['model']} | {r['export']} | {r['rates']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} "
+                f"| {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} "
+                f"| {auroc} | {'yes' if meets_bar(r) else '**miss**'} | {r['convert_seconds']} |")
+        ok = [r for r in sel if "error" not in r]
+        if ok:
+            for rates in sorted({r["rates"] for r in ok}):
+                rr = [r for r in ok if r["rates"] == rates]
+                lines.append("")
+                lines.append(
+                    f"{part}, {rates} rates: {sum(meets_bar(r) for r in rr)}/{len([r for r in sel if r['rates'] == rates])} meet the bar; "
+                    f"mean CA drop {pct(sum(r['ca_drop'] for r in rr) / len(rr))} pt, "
+                    f"mean FPR {pct(sum(r['fpr'] for r in rr) / len(rr))} %")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", default=os.path.join(ROOT, "models/zoo"))
+    ap.add_argument("--part", choices=["dev", "test", "all"], default="dev")
+    ap.add_argument("--rates", choices=["default", "paper", "both"], default="default")
+    ap.add_argument("--exports", default="folded,bn,dynamo")
+    ap.add_argument("--only", help="comma-separated model names")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target/release"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    zoo = json.load(open(os.path.join(args.zoo, "zoo.json")))
+    models = [m for m in zoo["models"] if args.part in ("all", m["part"])]
+    if args.only:
+        keep = set(args.only.split(","))
+        models = [m for m in models if m["name"] in keep]
+    rates = ["default", "paper"] if args.rates == "both" else [args.rates]
+    env_note = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY",) if k in os.environ}
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for m in models:
+        for export in args.exports.split(","):
+            for r in rates:
+                row = convert_and_eval(args.zoo, m, export, r, args.out, args.bin, args.threads, env_note)
+                rows.append(row)
+                brief = row.get("error") or (f"AUROC {row.get('auroc')} ASR-guard {row.get('asr_defended')} "
+                                             f"CA-drop {row['ca_drop']:.4f} FPR {row['fpr']:.4f} "
+                                             f"B {row['expert_lr']:g} M′ {row['aux_lr']:g}")
+                print(f"{m['name']:>20} {export:>6} {r:>7}: {brief} ({row['convert_seconds']} s)", flush=True)
+                with open(os.path.join(args.out, "results.json"), "w") as f:
+                    json.dump(rows, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(markdown(rows))
+    print(markdown(rows))
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
