@@ -39,11 +39,11 @@ pub struct AuxiliarySearch {
 }
 
 impl AuxiliaryRate {
-    /// From the paper's 0.1 over 1e-3 … 0.5; recovered means within 20 pt of
+    /// From the paper's 0.1 over 1e-3 … 0.3; recovered means within 20 pt of
     /// M (chosen on the zoo's development part: docs/zoo.md).
     pub fn auto() -> Self {
         AuxiliaryRate::Auto(AuxiliarySearch {
-            ladder: vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5],
+            ladder: vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
             start: 0.1,
             recovery_margin: 0.2,
         })

@@ -146,7 +146,7 @@ struct BundleArgs {
     #[arg(long, default_value = "next-class", value_parser = parse_mislabel)]
     mislabel: Mislabel,
     /// Auxiliary model initial learning rate (SGD, ×0.1 after epochs 2, 4, 6, 8), or "auto": the
-    /// largest rate in 0.001…0.5 at which M′ recovers — ends within 20 pt of M's held-out clean
+    /// largest rate in 0.001…0.3 at which M′ recovers — ends within 20 pt of M's held-out clean
     /// accuracy without diverging — found by bisection from the paper's 0.1.
     #[arg(long, default_value = "auto")]
     aux_lr: AuxiliaryRate,
