@@ -22,7 +22,18 @@ pub const AUXILIARY_PLAN: &str = "auxiliary.nnef.tar";
 /// Loads an ONNX model into tract with input `[N, C, H, W]`, N symbolic.
 pub fn decluttered(model: &ModelProto, shape: FrameShape, what: &str) -> Result<TypedModel> {
     let fail = |stage: &str, e: anyhow::Error| Error::Export { what: what.into(), reason: format!("{stage}: {e:#}") };
-    let bytes = model.encode_to_vec();
+    // Intermediate shape annotations (value_info) are hints tract checks against
+    // its own inference. Exporters name the batch axis their own way ("batch",
+    // "batch_size", "s0": the dynamo exporter writes its Dim names there), which
+    // cannot unify with N; tract infers every shape from the input fact anyway.
+    let bytes = match model.graph.as_ref() {
+        Some(g) if !g.value_info.is_empty() => {
+            let mut stripped = model.clone();
+            stripped.graph.as_mut().expect("matched above").value_info.clear();
+            stripped.encode_to_vec()
+        }
+        _ => model.encode_to_vec(),
+    };
     let mut m = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| fail("tract cannot read the ONNX", e))?;
     let n = m.sym(BATCH_SYMBOL);
     let fact = InferenceFact::dt_shape(

@@ -77,6 +77,9 @@ pub(crate) enum Op {
     Cast { to: Kind },
     Equal,
     Where,
+    /// `fmod`: C `fmod` (the result takes the dividend's sign); otherwise integer
+    /// modulo whose result takes the divisor's sign (Python's `%`).
+    Mod { fmod: bool },
 }
 
 /// Operator types the interpreter implements (plus Constant, folded at load).
@@ -86,6 +89,7 @@ pub(crate) const SUPPORTED: &[&str] = &[
     "Transpose", "Concat", "Identity", "Dropout", "Constant", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Tanh",
     "Neg", "Sqrt", "Pow", "Exp", "Reciprocal", "ReduceMean", "LayerNormalization", "Shape", "Gather", "Unsqueeze",
     "Squeeze", "Slice", "ConstantOfShape", "Expand", "Cast", "Equal", "Where",
+    "Mod",
 ];
 
 /// ONNX TensorProto data types as libtorch kinds.
@@ -201,7 +205,7 @@ fn window(a: &Attrs, with_kernel: bool) -> Result<Window> {
 /// How many leading inputs an op cannot do without.
 fn required_inputs(op_type: &str, opset: i64) -> usize {
     match op_type {
-        "Conv" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Reshape" | "Gather" | "Expand"
+        "Conv" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Mod" | "Reshape" | "Gather" | "Expand"
         | "LayerNormalization" => 2,
         "Unsqueeze" if opset >= 13 => 2,
         "Slice" | "Where" => 3,
@@ -326,6 +330,11 @@ impl Op {
             }
             "Equal" => Op::Equal,
             "Where" => Op::Where,
+            "Mod" => match a.int("fmod", 0) {
+                0 => Op::Mod { fmod: false },
+                1 => Op::Mod { fmod: true },
+                other => return Err(a.error(format!("fmod {other}: must be 0 or 1"))),
+            },
             _ => return Ok(None),
         }))
     }
@@ -342,7 +351,7 @@ impl Op {
             Ok(y)
         };
         let x = input(0)?;
-        if matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Equal | Op::Where) {
+        if matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Equal | Op::Where | Op::Mod { .. }) {
             let shapes: Vec<Vec<i64>> = inputs.iter().flatten().map(Tensor::size).collect();
             broadcast(&shapes.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
         }
@@ -395,6 +404,8 @@ impl Op {
             Op::Add => t(x.f_add(input(1)?)),
             Op::Sub => t(x.f_sub(input(1)?)),
             Op::Mul => t(x.f_mul(input(1)?)),
+            // ONNX integer division truncates toward zero; libtorch's `div` would give floats.
+            Op::Div if !x.is_floating_point() && !input(1)?.is_floating_point() => t(x.f_div_tensor_mode(input(1)?, "trunc")),
             Op::Div => t(x.f_div(input(1)?)),
             Op::Relu => t(x.f_relu()),
             Op::Sigmoid => t(x.f_sigmoid()),
@@ -619,6 +630,18 @@ impl Op {
             Op::Cast { to } => t(x.f_to_kind(*to)),
             Op::Equal => t(x.f_eq_tensor(input(1)?)),
             Op::Where => t(input(1)?.f_where_self(x, input(2)?)),
+            Op::Mod { fmod } => {
+                let b = input(1)?;
+                if *fmod {
+                    t(x.f_fmod_tensor(b))
+                } else if x.is_floating_point() || b.is_floating_point() {
+                    Err("fmod=0 on floating-point inputs is not valid ONNX (it needs fmod=1)".into())
+                } else if int_values(b)?.contains(&0) {
+                    Err("integer Mod by zero".into())
+                } else {
+                    t(x.f_remainder_tensor(b))
+                }
+            }
         }
     }
 }
