@@ -262,3 +262,24 @@ impl Manifest {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_searches_of_older_bundles_still_read() {
+        let old: TrainingRecord = serde_json::from_str(
+            r#"{"optimizer":"adam","learning_rate":1e-4,"epochs":1,"batch_size":128,"weight_decay":0.0,
+                "lr_milestones":[],"lr_decay":1.0,"labels":"x","augmentation":"none","holdout_accuracy":0.2,
+                "rate_search":[[1e-5,0.8],[1e-4,0.2]]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.rate_search[1], RateTrial { learning_rate: 1e-4, holdout_accuracy: Some(0.2), outcome: String::new() });
+        let mut new = old.clone();
+        new.rate_search[0].outcome = "too small: still classifies like M".into();
+        new.rate_search[1].holdout_accuracy = None;
+        let back: TrainingRecord = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+    }
+}
