@@ -78,13 +78,25 @@ def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_
     return row
 
 
+def is_vit(r):
+    return "vit" in r["architecture"]
+
+
 def meets_bar(r):
+    """Issue 13's bar for a CNN (a clean model: CA drop and FPR only). A
+    backdoored ViT is compared with the plain-PyTorch reference instead."""
     if "error" in r:
         return False
     ok = r["ca_drop"] <= BAR["ca_drop"] and r["fpr"] <= BAR["fpr"]
-    if r["attack"] and "vit" not in r["architecture"]:
+    if r["attack"]:
         ok = ok and r["auroc"] >= BAR["auroc"] and r["asr_defended"] <= BAR["asr_defended"]
     return ok
+
+
+def verdict(r):
+    if r["attack"] and is_vit(r):
+        return "ViT: vs reference"
+    return "yes" if meets_bar(r) else "**miss**"
 
 
 def pct(v):
@@ -108,14 +120,15 @@ def markdown(rows):
             lines.append(
                 f"| {r['model']} | {r['export']} | {r['rates']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} "
                 f"| {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} "
-                f"| {auroc} | {'yes' if meets_bar(r) else '**miss**'} | {r['convert_seconds']} |")
+                f"| {auroc} | {verdict(r)} | {r['convert_seconds']} |")
         ok = [r for r in sel if "error" not in r]
         if ok:
             for rates in sorted({r["rates"] for r in ok}):
                 rr = [r for r in ok if r["rates"] == rates]
+                judged = [r for r in sel if r["rates"] == rates and not (r["attack"] and is_vit(r))]
                 lines.append("")
                 lines.append(
-                    f"{part}, {rates} rates: {sum(meets_bar(r) for r in rr)}/{len([r for r in sel if r['rates'] == rates])} meet the bar; "
+                    f"{part}, {rates} rates: {sum(meets_bar(r) for r in judged)}/{len(judged)} CNN and clean exports meet the bar; "
                     f"mean CA drop {pct(sum(r['ca_drop'] for r in rr) / len(rr))} pt, "
                     f"mean FPR {pct(sum(r['fpr'] for r in rr) / len(rr))} %")
         lines.append("")
