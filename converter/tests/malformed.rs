@@ -4,6 +4,10 @@
 //! the `onnx_interpreter` fuzz target calls (converter/fuzz, docs/fuzzing.md),
 //! and the fuzz corpus is replayed through it too.
 
+mod common;
+
+use common::{float, int, ints, string};
+
 use std::path::Path;
 
 use badexpert_converter::onnx::{builder, check_bytes, pb, TchGraph, MAX_TENSOR_ELEMENTS};
@@ -17,18 +21,6 @@ use tch::Device;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/onnx_interpreter");
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
-}
-fn int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
-}
-fn float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f, ..Default::default() }
-}
-fn string(name: &str, s: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: s.as_bytes().to_vec(), ..Default::default() }
-}
 fn tensor_attr(name: &str, t: TensorProto) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Tensor as i32, t: Some(t), ..Default::default() }
 }

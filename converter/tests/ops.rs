@@ -4,6 +4,10 @@
 //! axes as an input): the interpreter, tract on the ONNX, and the NNEF plan
 //! the converter writes all agree.
 
+mod common;
+
+use common::{float, int, ints, string};
+
 use std::collections::HashMap;
 
 use badexpert_converter::export::write_plan;
@@ -12,23 +16,10 @@ use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{FrameShape, BATCH_SYMBOL};
 use tch::{Device, Kind, Tensor};
 use tract_onnx::pb::{
-    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, type_proto,
+    self, tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, type_proto,
     AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
 use tract_onnx::prelude::*;
-
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
-}
-fn int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
-}
-fn float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f, ..Default::default() }
-}
-fn string(name: &str, s: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: s.as_bytes().to_vec(), ..Default::default() }
-}
 
 fn value_info(name: &str, dims: Option<&[i64]>) -> ValueInfoProto {
     let shape = dims.map(|dims| pb::TensorShapeProto {
