@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Builds docs/zoo.md's result tables from evaluate.py results (JSON files given as arguments)
+beside the plain-PyTorch reference (docs/zoo-reference.json).
+
+Usage: python3 scripts/zoo/tables.py docs/zoo-results/dev-default-*.json docs/zoo-results/test-default.json
+"""
+import os
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import json, sys
+rows = []
+for p in sys.argv[1:]:
+    rows += json.load(open(p))
+ref = {r["name"]: r for r in json.load(open(os.path.join(ROOT, "docs/zoo-reference.json")))["results"]}
+def pct(v): return "—" if v is None else f"{100*v:.2f}"
+out = []
+for part in ("dev", "test"):
+    out += [f"### {part} part", "",
+            "| model | export | B lr | M′ lr | BN restored | CA | CA drop | FPR | ASR | ASR guard | AUROC | bar | reference (paper's rates, PyTorch): AUROC / ASR guard / CA drop / FPR |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    sel = [r for r in rows if r["part"] == part]
+    order = json.load(open(os.path.join(ROOT, "models/zoo/zoo.json")))["parts"][part]
+    sel.sort(key=lambda r: (order.index(r["model"]), ["folded", "bn", "dynamo"].index(r["export"])))
+    for r in sel:
+        f = ref.get(r["model"])
+        if f is None: rs = "—"
+        elif f.get("diverged"): rs = "M′ diverged: no guard"
+        elif r["attack"]: rs = f"{f['auroc']:.4f} / {pct(f['asr_guard'])} / {pct(f['ca_drop'])} / {pct(f['fpr'])}"
+        else: rs = f"— / — / {pct(f['ca_drop'])} / {pct(f['fpr'])}"
+        vit = "vit" in r["architecture"]
+        if "error" in r:
+            out.append(f"| {r['model']} | {r['export']} | | | | | | | | | | **error** {r['error']} | {rs} |"); continue
+        ok = r["ca_drop"] <= 0.015 and r["fpr"] <= 0.023 and (not r["attack"] or (r["auroc"] >= 0.995 and r["asr_defended"] <= 0.01))
+        bar = "ViT: vs reference" if (r["attack"] and vit) else ("yes" if ok else "**miss**")
+        auroc = f"{r['auroc']:.4f}" if r.get("auroc") is not None else "—"
+        out.append(f"| {r['model']} | {r['export']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} | {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} | {auroc} | {bar} | {rs} |")
+    cnn = [r for r in sel if "error" not in r and not (r["attack"] and "vit" in r["architecture"])]
+    allr = [r for r in sel if "error" not in r]
+    if allr:
+        okn = sum(1 for r in cnn if r["ca_drop"] <= 0.015 and r["fpr"] <= 0.023 and (not r["attack"] or (r["auroc"] >= 0.995 and r["asr_defended"] <= 0.01)))
+        out += ["", f"{part} part: {okn}/{len(cnn)} CNN and clean exports meet the bar; over all {len(allr)} exports mean CA drop {pct(sum(r['ca_drop'] for r in allr)/len(allr))} pt (max {pct(max(r['ca_drop'] for r in allr))}), mean realised FPR {pct(sum(r['fpr'] for r in allr)/len(allr))} % (max {pct(max(r['fpr'] for r in allr))}).", ""]
+print("\n".join(out))
