@@ -3,12 +3,11 @@
 //! keeps the normal task but loses much of the backdoor, so M′ disagreeing
 //! with M is evidence of a trigger.
 
+use badexpert_runtime::manifest::RateTrial;
 use badexpert_runtime::{FrameSet, Preprocessor};
 
 use crate::augment::Augmentation;
 use crate::onnx::TchGraph;
-use badexpert_runtime::manifest::RateTrial;
-
 use crate::train::{accuracy, class_indices, fine_tune, fine_tune_watched, Optimizer, Progress, TrainConfig};
 use crate::{Error, Result};
 

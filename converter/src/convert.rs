@@ -207,7 +207,6 @@ pub fn convert(
     let model_accuracy = accuracy(&model, &holdout, hold_labels, &pre)?;
 
     // Fresh copies of M to fine-tune, with BatchNorm restored from the fine-tuning split.
-    let mut restored_norms = 0;
     let load = || -> Result<TchGraph> {
         let mut graph = TchGraph::from_proto(source.clone(), opts.device)?;
         if opts.restore_normalization {
@@ -215,16 +214,15 @@ pub fn convert(
         }
         Ok(graph)
     };
-    if opts.restore_normalization {
-        restored_norms = load()?.restored_normalizations();
-        if restored_norms > 0 {
-            log::info!("{restored_norms} convolution(s) without BatchNorm get a trainable one for fine-tuning (folded back at export)");
-        }
-    }
     let chosen = opts.expert.make(&load, &fit, &holdout, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
     let (expert, expert_cfg, expert_trials, expert_accuracy) = (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
     let made = opts.auxiliary.make(&load, &fit, &holdout, model_accuracy, &pre, augmentation, opts.seed.wrapping_add(1), progress)?;
     let (auxiliary, aux_cfg, aux_trials, auxiliary_accuracy) = (made.graph, made.config, made.trials, made.holdout_accuracy);
+    // Every fresh copy gets the same ones.
+    let restored_norms = expert.restored_normalizations();
+    if restored_norms > 0 {
+        log::info!("{restored_norms} convolution(s) without BatchNorm got a trainable one for fine-tuning, folded back at export");
+    }
     log::info!(
         "held-out clean accuracy: M {:.1}%, B {:.1}%, M′ {:.1}%",
         100.0 * model_accuracy,

@@ -7,12 +7,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use badexpert_runtime::manifest::RateTrial;
 use badexpert_runtime::{FrameSet, Preprocessor};
 
 use crate::augment::Augmentation;
 use crate::onnx::TchGraph;
-use badexpert_runtime::manifest::RateTrial;
-
 use crate::train::{accuracy, fine_tune, Optimizer, Progress, TrainConfig};
 use crate::{Error, Result};
 

@@ -4,12 +4,11 @@
 
 use std::path::Path;
 
-use prost::Message;
 use tch::{Device, Kind, Tensor};
-use tract_onnx::pb::ModelProto;
 
 use super::interpreter::TchGraph;
 use super::limits::lower_element_limit;
+use super::proto::decode_model;
 use crate::{Error, Result};
 
 /// Largest data input [`check_bytes`] builds, in elements (symbolic dims count 1).
@@ -29,16 +28,7 @@ pub const CHECK_ELEMENT_LIMIT: i64 = 1 << 20;
 /// held to [`CHECK_ELEMENT_LIMIT`] elements.
 pub fn check_bytes(bytes: &[u8]) -> Result<()> {
     let _limit = lower_element_limit(CHECK_ELEMENT_LIMIT);
-    let bad = |reason: String| Error::Onnx { path: Path::new("<bytes>").to_owned(), reason };
-    // The checks of `read_model`, on bytes instead of a file.
-    let model = ModelProto::decode(bytes).map_err(|e| bad(format!("protobuf decode failed ({e}); truncated or not ONNX?")))?;
-    let graph = model.graph.as_ref().ok_or_else(|| bad("it has no graph".into()))?;
-    if graph.node.is_empty() {
-        return Err(bad("its graph has no nodes".into()));
-    }
-    if graph.output.is_empty() {
-        return Err(bad("its graph has no outputs".into()));
-    }
+    let model = decode_model(bytes, Path::new("<bytes>"))?;
     let graph = TchGraph::from_proto(model, Device::Cpu)?;
     let dims: Vec<i64> = graph.input().dims.iter().map(|d| d.unwrap_or(1)).collect();
     let fits = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d)).is_some_and(|n| n <= CHECK_MAX_INPUT_ELEMENTS);

@@ -11,8 +11,16 @@ use crate::{Error, Result};
 /// Decodes an ONNX model file.
 pub fn read_model(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut model = decode_model(&bytes, path)?;
+    load_external_data(&mut model, path)?;
+    Ok(model)
+}
+
+/// Decodes ONNX bytes (read from `path`, named in errors) into a model with
+/// a graph that has nodes and outputs; external data is left unresolved.
+pub(crate) fn decode_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     let bad = |reason: String| Error::Onnx { path: path.to_owned(), reason };
-    let model = ModelProto::decode(&bytes[..]).map_err(|e| bad(format!("protobuf decode failed ({e}); truncated or not ONNX?")))?;
+    let model = ModelProto::decode(bytes).map_err(|e| bad(format!("protobuf decode failed ({e}); truncated or not ONNX?")))?;
     let graph = model.graph.as_ref().ok_or_else(|| bad("it has no graph".into()))?;
     if graph.node.is_empty() {
         return Err(bad("its graph has no nodes".into()));
@@ -20,8 +28,6 @@ pub fn read_model(path: &Path) -> Result<ModelProto> {
     if graph.output.is_empty() {
         return Err(bad("its graph has no outputs".into()));
     }
-    let mut model = model;
-    load_external_data(&mut model, path)?;
     Ok(model)
 }
 
