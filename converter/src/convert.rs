@@ -146,13 +146,25 @@ fn input_shape(graph: &TchGraph, reserve: &FrameSet) -> Result<FrameShape> {
     Ok(s)
 }
 
-/// Number of classes: the output width on one frame.
+/// Number of classes: the output width on two frames (one when the reserve
+/// has one), which also shows that the model takes a batch.
 fn class_count(graph: &TchGraph, reserve: &FrameSet, pre: &Preprocessor) -> Result<usize> {
-    let logits = predict_logits(graph, &reserve.select(&[0]), pre)?;
+    let n = reserve.len().min(2);
+    let batch_hint = "; a model exported with a fixed batch size that badexpert cannot free \
+                      needs exporting with a dynamic batch (torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))";
+    let logits = predict_logits(graph, &reserve.head(n), pre).map_err(|e| match e {
+        Error::Node { node, op, reason } if n > 1 => {
+            Error::Node { node, op, reason: format!("on a batch of {n} frames: {reason}{batch_hint}") }
+        }
+        other => other,
+    })?;
     let size = logits.size();
     match size[..] {
-        [1, k] if k >= 2 => Ok(k as usize),
-        _ => Err(Error::Invalid(format!("model output has shape {size:?}; a classifier gives [N, K] logits with K ≥ 2"))),
+        [b, k] if b == n as i64 && k >= 2 => Ok(k as usize),
+        _ => Err(Error::Invalid(format!(
+            "model output has shape {size:?} on {n} frame(s); a classifier gives [N, K] logits with K ≥ 2{}",
+            if n > 1 { batch_hint } else { "" }
+        ))),
     }
 }
 

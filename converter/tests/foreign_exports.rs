@@ -2,12 +2,15 @@
 //! exporter's `<model>.onnx.data`), the operators PyTorch's exporters add
 //! (`Mod` from `nn.MultiheadAttention`, integer `Div`), and every export of
 //! the independent model zoo (`models/zoo`, scripts/zoo/make_zoo.py) loaded
-//! by the interpreter and checked against the logits PyTorch recorded.
+//! by the interpreter and checked against the logits PyTorch recorded, on a
+//! batch of frames even where the export pinned a batch of 1.
 
 use std::path::{Path, PathBuf};
 
+use badexpert_converter::export::decluttered;
 use badexpert_converter::onnx::{read_model, write_model, TchGraph};
 use badexpert_runtime::data::read_idx_images;
+use badexpert_runtime::{FrameShape, BATCH_SYMBOL};
 use tch::{Device, Kind, Tensor};
 use tract_onnx::pb::{
     self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, type_proto,
@@ -313,6 +316,7 @@ fn every_zoo_export_loads_and_matches_pytorch() {
         let x = Tensor::from_slice(&pixels).reshape([n as i64, 1, 28, 28]);
         for kind in ["folded", "bn", "dynamo"] {
             let file = zoo.join(m["files"][kind].as_str().unwrap());
+            // A batch of n frames, also through the exports that pinned a batch of 1 (`fixed_batch`).
             let graph = TchGraph::load(&file, Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             let got = values(&graph.predict(&x).unwrap());
             let want: Vec<f32> = reference.iter().flatten().copied().collect();
@@ -320,8 +324,14 @@ fn every_zoo_export_loads_and_matches_pytorch() {
             let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             eprintln!("{name} {kind}: max |Δlogit| {d:.1e} vs PyTorch");
             assert!(d <= 1e-3, "{name} {kind}: max |Δlogit| {d} vs PyTorch");
+            // The plan's batch axis is symbolic whatever the export pinned.
+            let plan = decluttered(&read_model(&file).unwrap(), FrameShape::new(1, 28, 28), name)
+                .unwrap_or_else(|e| panic!("{name} {kind}: {e}"));
+            let out = format!("{:?}", plan.output_fact(0).unwrap().shape);
+            assert!(out.starts_with(BATCH_SYMBOL), "{name} {kind}: the plan gives {out}");
             checked += 1;
         }
     }
     assert_eq!(checked, 3 * models.len());
+    assert!(models.iter().any(|m| m["fixed_batch"] == true), "the zoo holds a fixed-batch export");
 }

@@ -11,9 +11,9 @@ use common::{float, int, ints, string};
 use std::path::Path;
 
 use badexpert_converter::onnx::{builder, check_bytes, pb, TchGraph, MAX_TENSOR_ELEMENTS};
-use badexpert_runtime::{FrameShape, BATCH_SYMBOL};
+use badexpert_runtime::FrameShape;
 use pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, type_proto,
+    attribute_proto::AttributeType, tensor_proto::DataType,
     AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
 use prost::Message;
@@ -37,22 +37,10 @@ fn int64s(name: &str, v: &[i64]) -> TensorProto {
     TensorProto { name: name.into(), dims: vec![v.len() as i64], data_type: DataType::Int64 as i32, int64_data: v.to_vec(), ..Default::default() }
 }
 
+/// A float input of `dims` after the batch symbol.
 fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = std::iter::once(Dim::DimParam(BATCH_SYMBOL.into()))
-        .chain(dims.iter().map(|&d| Dim::DimValue(d)))
-        .map(|v| pb::tensor_shape_proto::Dimension { value: Some(v), ..Default::default() })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let dims: Vec<Option<i64>> = std::iter::once(None).chain(dims.iter().copied().map(Some)).collect();
+    builder::value_info(name, &dims)
 }
 
 /// Node `/bad/<op>` reading `inputs` and writing the graph output `y`.

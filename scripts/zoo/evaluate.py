@@ -37,18 +37,18 @@ def run(cmd, log):
     return p.returncode, p.stdout, time.time() - t0
 
 
-def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_note):
-    name = f"{model['name']}.{export}.{rates}"
+def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_note, seed=0):
+    name = f"{model['name']}.{export}.{rates}" + (f".seed{seed}" if seed else "")
     work = os.path.join(out, name)
     os.makedirs(work, exist_ok=True)
     bundle = os.path.join(work, "bundle")
     onnx = os.path.join(zoo_dir, model["files"][export])
     cmd = [os.path.join(binaries, "badexpert-convert"), "--quiet", "--threads", str(threads), "bundle",
            "--model", onnx, "--reserve", os.path.join(zoo_dir, "reserve-images-idx3-ubyte.gz"),
-           "--out", bundle, "--overwrite"] + (PAPER_RATES if rates == "paper" else [])
+           "--out", bundle, "--overwrite", "--seed", str(seed)] + (PAPER_RATES if rates == "paper" else [])
     rc, text, seconds = run(cmd, os.path.join(work, "convert.log"))
     row = dict(model=model["name"], part=model["part"], architecture=model["architecture"], attack=model["attack"],
-               export=export, rates=rates, convert_seconds=round(seconds, 1), env=env_note)
+               export=export, rates=rates, seed=seed, convert_seconds=round(seconds, 1), env=env_note)
     if rc != 0:
         row["error"] = text.strip().splitlines()[-1] if text.strip() else f"exit {rc}"
         return row
@@ -118,7 +118,7 @@ def markdown(rows):
                 continue
             auroc = f"{r['auroc']:.4f}" if r.get("auroc") is not None else "—"
             lines.append(
-                f"| {r['model']} | {r['export']} | {r['rates']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} "
+                f"| {r['model']} | {r['export']} | {r['rates']}{' s' + str(r['seed']) if r.get('seed') else ''} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} "
                 f"| {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} "
                 f"| {auroc} | {verdict(r)} | {r['convert_seconds']} |")
         ok = [r for r in sel if "error" not in r]
@@ -145,6 +145,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated --seed values (reserve split, shuffles, augmentation): each is one conversion")
     args = ap.parse_args()
     zoo = json.load(open(os.path.join(args.zoo, "zoo.json")))
     models = [m for m in zoo["models"] if args.part in ("all", m["part"])]
@@ -157,13 +159,13 @@ def main():
     rows = []
     for m in models:
         for export in args.exports.split(","):
-            for r in rates:
-                row = convert_and_eval(args.zoo, m, export, r, args.out, args.bin, args.threads, env_note)
+            for r, seed in [(r, int(s)) for r in rates for s in args.seeds.split(",")]:
+                row = convert_and_eval(args.zoo, m, export, r, args.out, args.bin, args.threads, env_note, seed)
                 rows.append(row)
                 brief = row.get("error") or (f"AUROC {row.get('auroc')} ASR-guard {row.get('asr_defended')} "
                                              f"CA-drop {row['ca_drop']:.4f} FPR {row['fpr']:.4f} "
                                              f"B {row['expert_lr']:g} M′ {row['aux_lr']:g}")
-                print(f"{m['name']:>20} {export:>6} {r:>7}: {brief} ({row['convert_seconds']} s)", flush=True)
+                print(f"{m['name']:>20} {export:>6} {r:>7} seed {seed}: {brief} ({row['convert_seconds']} s)", flush=True)
                 with open(os.path.join(args.out, "results.json"), "w") as f:
                     json.dump(rows, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:

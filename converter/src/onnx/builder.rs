@@ -30,7 +30,8 @@ fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: ints.to_vec(), ..Default::default() }
 }
 
-fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+/// A float tensor's graph input/output description; `None` dims are the batch symbol.
+pub fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| pb::tensor_shape_proto::Dimension {

@@ -28,7 +28,8 @@ pub const CHECK_ELEMENT_LIMIT: i64 = 1 << 20;
 /// held to [`CHECK_ELEMENT_LIMIT`] elements.
 pub fn check_bytes(bytes: &[u8]) -> Result<()> {
     let _limit = lower_element_limit(CHECK_ELEMENT_LIMIT);
-    let model = decode_model(bytes, Path::new("<bytes>"))?;
+    let mut model = decode_model(bytes, Path::new("<bytes>"))?;
+    super::batch_axis::free_batch_axis(&mut model);
     let graph = TchGraph::from_proto(model, Device::Cpu)?;
     let dims: Vec<i64> = graph.input().dims.iter().map(|d| d.unwrap_or(1)).collect();
     let fits = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d)).is_some_and(|n| n <= CHECK_MAX_INPUT_ELEMENTS);

@@ -1,6 +1,7 @@
 //! ONNX front-end: protobuf I/O, tensor conversion to and from libtorch, the
 //! graph interpreter used for fine-tuning, and a small graph builder.
 
+mod batch_axis;
 pub mod builder;
 mod fuzzing;
 mod interpreter;

@@ -8,11 +8,20 @@ use tract_onnx::pb::{self, tensor_proto::DataType, ModelProto, TensorProto};
 
 use crate::{Error, Result};
 
-/// Decodes an ONNX model file.
+/// Decodes an ONNX model file, with external data resolved and a batch size
+/// pinned by the export freed (`batch_axis`).
 pub fn read_model(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut model = decode_model(&bytes, path)?;
     load_external_data(&mut model, path)?;
+    if let Some(fixed) = super::batch_axis::free_batch_axis(&mut model) {
+        log::info!(
+            "{}: exported with a fixed batch of {}; batch axis freed ({} Reshape shape(s) now take it from their input)",
+            path.display(),
+            fixed.size,
+            fixed.reshapes
+        );
+    }
     Ok(model)
 }
 

@@ -1,0 +1,193 @@
+//! The C ABI as C sees it: the example under `examples/` compiled against
+//! `libbadexpert.a` and run on the demo's frames, tight and with padded rows,
+//! agreeing with the Rust guard frame by frame; and every failing call's
+//! status, message and fail-closed verdict.
+
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::ptr::{null, null_mut};
+
+use badexpert::*;
+use badexpert_runtime::data::FrameSource;
+use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn demo_bundle() -> PathBuf {
+    root().join("models/badnet-fmnist/bundle")
+}
+
+fn demo_frames(name: &str, n: usize) -> FrameSet {
+    let path = root().join("models/badnet-fmnist").join(name);
+    FrameSource::detect(&path).load().unwrap_or_else(|e| panic!("{}: {e}", path.display())).head(n)
+}
+
+/// `libbadexpert.a`, built by cargo beside this test's executable.
+fn static_library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps.join("libbadexpert.a"), deps.parent().unwrap().join("libbadexpert.a")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("libbadexpert.a not found beside {}", exe.display()))
+}
+
+fn last_error() -> String {
+    let p = badexpert_last_error();
+    assert!(!p.is_null(), "a failed call leaves a message");
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_c_example_agrees_with_the_rust_guard_on_tight_and_padded_frames() {
+    let mut frames = demo_frames("eval-clean-images-idx3-ubyte.gz", 150);
+    frames.extend(&demo_frames("eval-badnet-images-idx3-ubyte.gz", 150)).unwrap();
+    let bundle = GuardBundle::open(demo_bundle()).unwrap();
+    let mut guard = Guard::new(&bundle).unwrap();
+    let expected: Vec<_> = (0..frames.len()).map(|i| guard.guard(frames.frame(i), PixelLayout::Chw).unwrap()).collect();
+    let rejected = expected.iter().filter(|v| !v.accepted).count();
+    assert!(rejected > 100 && rejected < 200, "the slice mixes accepted and rejected frames ({rejected} rejected)");
+
+    let work = std::env::temp_dir().join(format!("badexpert-ffi-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let raw = work.join("frames.raw");
+    std::fs::write(&raw, frames.pixels()).unwrap();
+    let exe = work.join("guard_frames");
+    let ffi = root().join("ffi");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(&ffi)
+        .arg(ffi.join("examples/guard_frames.c"))
+        .arg(static_library())
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap_or_else(|e| panic!("{cc}: {e}"));
+    assert!(built.status.success(), "compiling the C example failed:\n{}", String::from_utf8_lossy(&built.stderr));
+
+    for padding in ["0", "13"] {
+        let run = Command::new(&exe).arg(demo_bundle()).arg(&raw).args(["mono8", padding]).output().unwrap();
+        assert!(run.status.success(), "guard_frames (padding {padding}) failed:\n{}", String::from_utf8_lossy(&run.stderr));
+        let lines: Vec<String> = String::from_utf8(run.stdout).unwrap().lines().map(String::from).collect();
+        assert_eq!(lines.len(), expected.len(), "one line per frame (padding {padding})");
+        for (line, want) in lines.iter().zip(&expected) {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (class, score, accepted): (usize, f32, u8) =
+                (fields[1].parse().unwrap(), fields[2].parse().unwrap(), fields[3].parse().unwrap());
+            assert_eq!((class, accepted == 1), (want.class, want.accepted), "frame {} (padding {padding})", fields[0]);
+            assert_eq!(score, want.score, "frame {} (padding {padding}): the same computation", fields[0]);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A live guard on the demo bundle, through the ABI.
+fn abi_guard() -> *mut BadexpertGuard {
+    let dir = CString::new(demo_bundle().to_str().unwrap()).unwrap();
+    let mut bundle = null_mut();
+    let mut guard = null_mut();
+    unsafe {
+        assert_eq!(badexpert_bundle_open(dir.as_ptr(), &mut bundle), BadexpertStatus::Ok);
+        assert_eq!(badexpert_guard_create(bundle, &mut guard), BadexpertStatus::Ok);
+        badexpert_bundle_destroy(&mut bundle);
+    }
+    assert!(bundle.is_null(), "destroy clears the handle");
+    guard
+}
+
+fn image(width: u32, height: u32, step: u32, encoding: &CStr, data: &[u8]) -> BadexpertImage {
+    BadexpertImage { width, height, step, encoding: encoding.as_ptr(), data: data.as_ptr(), data_len: data.len() }
+}
+
+/// Guards `image`, checks the status and that the verdict is written as rejected.
+fn refused(guard: *mut BadexpertGuard, image: &BadexpertImage, status: BadexpertStatus, message: &str) {
+    let mut verdict = BadexpertVerdict { accepted: true, ..Default::default() };
+    assert_eq!(unsafe { badexpert_guard_image(guard, image, &mut verdict) }, status, "{message}");
+    assert!(!verdict.accepted && verdict.score.is_nan(), "fail closed: {verdict:?}");
+    let error = last_error();
+    assert!(error.contains(message), "{error:?} names {message:?}");
+}
+
+#[test]
+fn an_image_the_guard_cannot_take_gets_a_status_a_message_and_a_rejected_verdict() {
+    let guard = abi_guard();
+    let frame = vec![0u8; 40 * 28];
+    refused(guard, &image(28, 28, 28, c"bgr8", &frame), BadexpertStatus::UnsupportedEncoding, "3 channel(s), the bundle takes 1");
+    refused(guard, &image(28, 28, 28, c"yuv422", &frame), BadexpertStatus::UnsupportedEncoding, "\"yuv422\" is not supported");
+    refused(guard, &image(40, 28, 40, c"mono8", &frame), BadexpertStatus::UnsupportedSize, "image is 40×28, the bundle takes 28×28");
+    refused(guard, &image(28, 28, 20, c"mono8", &frame), BadexpertStatus::InvalidArgument, "step 20 is shorter than a row");
+    refused(guard, &image(28, 28, 40, c"mono8", &frame[..40 * 27]), BadexpertStatus::InvalidArgument, "need 1108");
+    let mut no_data = image(28, 28, 28, c"mono8", &frame);
+    no_data.data = null();
+    refused(guard, &no_data, BadexpertStatus::InvalidArgument, "image.data is NULL");
+
+    // The guard still works after every refusal; the last row may omit its padding.
+    let mut verdict = BadexpertVerdict::default();
+    let ok = unsafe { badexpert_guard_image(guard, &image(28, 28, 40, c"mono8", &frame[..40 * 27 + 28]), &mut verdict) };
+    assert_eq!(ok, BadexpertStatus::Ok, "{}", last_error());
+    assert!(verdict.score.is_finite() && verdict.class_index < 10);
+    let planar = unsafe { badexpert_guard_frame(guard, frame.as_ptr(), 28 * 28 - 1, &mut verdict) };
+    assert_eq!(planar, BadexpertStatus::FrameNotScored);
+    assert!(!verdict.accepted && last_error().contains("783 pixel values, the bundle expects 784"));
+
+    let mut guard = guard;
+    unsafe { badexpert_guard_destroy(&mut guard) };
+    assert!(guard.is_null());
+    unsafe { badexpert_guard_destroy(&mut guard) }; // a cleared handle is ignored
+    unsafe { badexpert_guard_destroy(null_mut()) };
+}
+
+#[test]
+fn a_bundle_that_cannot_be_opened_is_named() {
+    let mut bundle = null_mut();
+    let missing = c"/nonexistent/bundle";
+    assert_eq!(unsafe { badexpert_bundle_open(missing.as_ptr(), &mut bundle) }, BadexpertStatus::Bundle);
+    assert!(bundle.is_null() && last_error().contains("/nonexistent/bundle"), "{}", last_error());
+    assert_eq!(unsafe { badexpert_bundle_open(null(), &mut bundle) }, BadexpertStatus::InvalidArgument);
+    assert!(last_error().contains("dir is NULL"));
+    assert_eq!(unsafe { badexpert_bundle_open(missing.as_ptr(), null_mut()) }, BadexpertStatus::InvalidArgument);
+
+    // A tampered plan fails the hash check.
+    let copy = std::env::temp_dir().join(format!("badexpert-ffi-tampered-{}", std::process::id()));
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(demo_bundle()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let plan = copy.join("expert.nnef.tar");
+    let mut bytes = std::fs::read(&plan).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&plan, bytes).unwrap();
+    let dir = CString::new(copy.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { badexpert_bundle_open(dir.as_ptr(), &mut bundle) }, BadexpertStatus::Bundle);
+    assert!(last_error().contains("sha256 mismatch"), "{}", last_error());
+    let _ = std::fs::remove_dir_all(&copy);
+}
+
+#[test]
+fn the_bundle_describes_its_input_and_classes() {
+    let dir = CString::new(demo_bundle().to_str().unwrap()).unwrap();
+    let mut bundle = null_mut();
+    let mut shape = BadexpertFrameShape::default();
+    let (mut count, mut name) = (0usize, null());
+    unsafe {
+        assert_eq!(badexpert_bundle_open(dir.as_ptr(), &mut bundle), BadexpertStatus::Ok);
+        assert_eq!(badexpert_bundle_frame_shape(bundle, &mut shape), BadexpertStatus::Ok);
+        assert_eq!(badexpert_bundle_class_count(bundle, &mut count), BadexpertStatus::Ok);
+        assert_eq!(badexpert_bundle_class_name(bundle, 0, &mut name), BadexpertStatus::Ok);
+        let manifest = GuardBundle::open(demo_bundle()).unwrap().manifest().clone();
+        assert_eq!(CStr::from_ptr(name).to_str().unwrap(), manifest.classes[0]);
+        assert_eq!(badexpert_bundle_class_name(bundle, count, &mut name), BadexpertStatus::InvalidArgument);
+        assert!(last_error().contains(&format!("class {count} out of range")));
+        badexpert_bundle_destroy(&mut bundle);
+    }
+    assert_eq!(shape, BadexpertFrameShape { channels: 1, height: 28, width: 28 });
+    assert_eq!(count, 10);
+    let version = unsafe { CStr::from_ptr(badexpert_version()) }.to_str().unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+}
