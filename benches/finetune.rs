@@ -15,7 +15,8 @@ use badexpert_runtime::FrameShape;
 const BATCH: i64 = 128;
 
 fn direct(vs: &nn::Path) -> impl ModuleT {
-    let conv = |vs: nn::Path, cin, cout| nn::conv2d(vs, cin, cout, 3, nn::ConvConfig { padding: 1, ..Default::default() });
+    let conv =
+        |vs: nn::Path, cin, cout| nn::conv2d(vs, cin, cout, 3, nn::ConvConfig { padding: 1, ..Default::default() });
     nn::seq_t()
         .add(conv(vs / "c1", 1, 32))
         .add(nn::batch_norm2d(vs / "b1", 32, Default::default()))

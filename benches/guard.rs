@@ -18,14 +18,17 @@ use rand::{Rng, SeedableRng};
 
 use badexpert_converter::auxiliary::{AuxiliaryModel, AuxiliaryRate};
 use badexpert_converter::expert::ExpertRate;
+use badexpert_converter::export::bundle_at_precision;
 use badexpert_converter::onnx::{builder, normalization_metadata, read_model, write_model, TchGraph};
 use badexpert_converter::train::predict_logits;
 use badexpert_converter::{convert, ConvertOptions};
 use badexpert_runtime::data::FrameSource;
-use badexpert_converter::export::bundle_at_precision;
 use badexpert_runtime::latency::ModelAlone;
 use badexpert_runtime::manifest::Precision;
-use badexpert_runtime::{BatchGuard, FrameSet, FrameShape, Guard, GuardBundle, LoadOptions, Normalization, ParallelGuard, PixelLayout, Preprocessor, Verdict};
+use badexpert_runtime::{
+    BatchGuard, FrameSet, FrameShape, Guard, GuardBundle, LoadOptions, Normalization, ParallelGuard, PixelLayout,
+    Preprocessor, Verdict,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -75,13 +78,19 @@ fn resnet18() -> (PathBuf, FrameSet) {
         let norm = Normalization { scale: 1.0 / 255.0, mean: vec![0.5], std: vec![0.25] };
         let graph = TchGraph::load(&source, tch::Device::Cpu).unwrap();
         let logits = predict_logits(&graph, &frames, &Preprocessor::new(&norm, shape).unwrap()).unwrap();
-        let own: Vec<u32> = Vec::<i64>::try_from(&logits.argmax(1, false)).unwrap().into_iter().map(|c| c as u32).collect();
+        let own: Vec<u32> =
+            Vec::<i64>::try_from(&logits.argmax(1, false)).unwrap().into_iter().map(|c| c as u32).collect();
         let mut opts = ConvertOptions::new(norm);
         opts.device = tch::Device::Cpu;
         opts.holdout_fraction = 0.4;
         opts.target_fpr = 0.05;
         opts.expert.rate = ExpertRate::Fixed(1e-4);
-        opts.auxiliary = AuxiliaryModel { rate: AuxiliaryRate::Fixed(0.1), epochs: 1, lr_milestones: vec![], ..AuxiliaryModel::default() };
+        opts.auxiliary = AuxiliaryModel {
+            rate: AuxiliaryRate::Fixed(0.1),
+            epochs: 1,
+            lr_milestones: vec![],
+            ..AuxiliaryModel::default()
+        };
         prepare(&dir, &source, &frames.clone().with_labels(own).unwrap(), opts);
     }
     prepare_int8(&dir, &frames);
@@ -91,7 +100,9 @@ fn resnet18() -> (PathBuf, FrameSet) {
 fn bench_model(c: &mut Criterion, name: &str, dir: &Path, frames: &FrameSet) {
     let bundle = GuardBundle::open(dir.join("bundle")).expect("prepared bundle");
     // The same plans as tract optimizes them, without badexpert's kernels.
-    let tract_only = GuardBundle::open_with(dir.join("bundle"), LoadOptions { own_kernels: false, ..LoadOptions::default() }).unwrap();
+    let tract_only =
+        GuardBundle::open_with(dir.join("bundle"), LoadOptions { own_kernels: false, ..LoadOptions::default() })
+            .unwrap();
     let int8 = GuardBundle::open(dir.join("bundle-int8")).unwrap();
     let n = frames.len();
     let mut group = c.benchmark_group(name);

@@ -23,7 +23,8 @@ fn ours(model: TypedModel, int8: bool) -> TypedModel {
     let scales: ActivationScales = layers.into_iter().filter(|_| int8).map(|(name, _)| (name, 0.01)).collect();
     let plan = optimize_with(model, Some(&scales)).unwrap();
     let layers = plan.nodes().iter().filter(|n| {
-        n.op_as::<PackedConv>().map(|c| c.is_int8()).or_else(|| n.op_as::<PackedDense>().map(|d| d.is_int8())) == Some(int8)
+        n.op_as::<PackedConv>().map(|c| c.is_int8()).or_else(|| n.op_as::<PackedDense>().map(|d| d.is_int8()))
+            == Some(int8)
     });
     assert_eq!(layers.count(), 1, "our kernel, int8: {int8}");
     plan
@@ -34,7 +35,10 @@ fn conv_model(channels: usize, size: usize, out: usize, stride: usize) -> TractR
     let mut model = TypedModel::default();
     let x = model.add_source("x", f32::fact([1, channels, size, size]))?;
     let len = out * channels * 9;
-    let kernel = Tensor::from_shape(&[out, channels, 3, 3], &(0..len).map(|i| ((i * 37) % 19) as f32 / 70.0 - 0.13).collect::<Vec<_>>())?;
+    let kernel = Tensor::from_shape(
+        &[out, channels, 3, 3],
+        &(0..len).map(|i| ((i * 37) % 19) as f32 / 70.0 - 0.13).collect::<Vec<_>>(),
+    )?;
     let bias = Tensor::from_shape(&[out], &(0..out).map(|i| i as f32 * 0.01).collect::<Vec<_>>())?;
     let kernel = model.add_const("kernel", kernel)?;
     let bias = model.add_const("bias", bias)?;

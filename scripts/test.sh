@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, doctests and the end-to-end tests
-# (including the full Fashion-MNIST acceptance run). Installs CPU libtorch
+# The whole test suite: rustfmt, unit tests, doctests, the end-to-end tests
+# (including the full Fashion-MNIST acceptance run), the C ABI's example and
+# header check, clippy, and the runtime on ARM. Installs CPU libtorch
 # (cached outside the clone) and Debian's dataset-fashion-mnist if missing.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 setup_build_env
 install_fashion_mnist
 cd "$badexpert_root"
+# The tree is formatted (rustfmt.toml) and clippy-clean, with the pinned toolchain.
+cargo fmt --all --check
 cargo test --release --workspace "$@"
+cargo clippy --release --workspace --all-targets -- -D warnings
 # The runtime on ARM: tests under qemu-aarch64, armv7 build (skips with a
 # message when the cross toolchain cannot be installed).
 "$badexpert_root/scripts/test-arm.sh"

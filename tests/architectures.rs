@@ -11,9 +11,9 @@
 mod common;
 
 use badexpert_converter::auxiliary::{AuxiliaryModel, AuxiliaryRate};
+use badexpert_converter::export::bundle_at_precision;
 use badexpert_converter::onnx::TchGraph;
 use badexpert_converter::train::predict_logits;
-use badexpert_converter::export::bundle_at_precision;
 use badexpert_converter::{convert, ConvertOptions};
 use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{FrameSet, FrameShape, Guard, GuardBundle, Normalization, PixelLayout, Preprocessor, Role};
@@ -44,7 +44,11 @@ fn frames(shape: FrameShape, n: usize) -> FrameSet {
 fn every_architecture_fixture_converts_and_guards() {
     tch::set_num_threads(2);
     let dir = common::root().join("tests/fixtures/architectures");
-    let mut fixtures: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "onnx")).collect();
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
     fixtures.sort();
     assert_eq!(fixtures.len(), 16);
     // BADEXPERT_FIXTURES=vit runs only the fixtures whose names contain it.
@@ -61,27 +65,35 @@ fn every_architecture_fixture_converts_and_guards() {
         let pre = Preprocessor::new(&norm, shape).unwrap();
         let unlabelled = frames(shape, 300);
         let logits = predict_logits(&graph, &unlabelled, &pre).unwrap();
-        let own: Vec<u32> = Vec::<i64>::try_from(&logits.argmax(1, false)).unwrap().into_iter().map(|c| c as u32).collect();
+        let own: Vec<u32> =
+            Vec::<i64>::try_from(&logits.argmax(1, false)).unwrap().into_iter().map(|c| c as u32).collect();
         let reserve = unlabelled.with_labels(own).unwrap();
 
         let mut opts = ConvertOptions::new(norm.clone());
         opts.device = tch::Device::Cpu;
         opts.overwrite = true;
         opts.target_fpr = 0.05; // 60 held-out frames
-        // M's own labels never collapse: a fixed auxiliary rate keeps the test short.
-        opts.auxiliary = AuxiliaryModel { rate: AuxiliaryRate::Fixed(0.1), epochs: 2, lr_milestones: vec![1], ..AuxiliaryModel::default() };
+                                // M's own labels never collapse: a fixed auxiliary rate keeps the test short.
+        opts.auxiliary = AuxiliaryModel {
+            rate: AuxiliaryRate::Fixed(0.1),
+            epochs: 2,
+            lr_milestones: vec![1],
+            ..AuxiliaryModel::default()
+        };
         let bundle_dir = out.join(&name);
         let conversion = convert(&onnx, &reserve, &bundle_dir, &opts, &()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let ft = &conversion.manifest.fine_tune;
 
         let bundle = GuardBundle::open(&bundle_dir).unwrap_or_else(|e| panic!("{name}: {e}"));
         // The exported M equals the interpreter on a batch of 16.
-        let ours = Vec::<f32>::try_from(&predict_logits(&graph, &reserve.head(16), &pre).unwrap().flatten(0, -1)).unwrap();
+        let ours =
+            Vec::<f32>::try_from(&predict_logits(&graph, &reserve.head(16), &pre).unwrap().flatten(0, -1)).unwrap();
         let mut input = vec![0f32; 16 * shape.len()];
         for (i, out) in input.chunks_mut(shape.len()).enumerate() {
             pre.planar_into(reserve.frame(i), out).unwrap();
         }
-        let input = tract_ndarray::Array4::from_shape_vec((16, shape.channels, shape.height, shape.width), input).unwrap();
+        let input =
+            tract_ndarray::Array4::from_shape_vec((16, shape.channels, shape.height, shape.width), input).unwrap();
         let planned = bundle.plan_with_batch(Role::Model, 16).unwrap().run(tvec![input.into_tensor().into()]).unwrap();
         let planned = planned[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
         let scale = ours.iter().fold(1f32, |m, v| m.max(v.abs()));
@@ -98,7 +110,8 @@ fn every_architecture_fixture_converts_and_guards() {
 
         // The same plans in int8 load and guard, and M's logits stay near f32's.
         let int8_dir = out.join(format!("{name}-int8"));
-        let manifest = bundle_at_precision(&bundle_dir, &int8_dir, Precision::Int8, Some(&reserve.head(64))).unwrap_or_else(|e| panic!("{name} int8: {e}"));
+        let manifest = bundle_at_precision(&bundle_dir, &int8_dir, Precision::Int8, Some(&reserve.head(64)))
+            .unwrap_or_else(|e| panic!("{name} int8: {e}"));
         let int8 = GuardBundle::open(&int8_dir).unwrap_or_else(|e| panic!("{name} int8: {e}"));
         let layers = manifest.int8.as_ref().map_or(0, |s| s.model.len());
         let logits = |b: &GuardBundle, i: usize| -> Vec<f32> {

@@ -2,8 +2,8 @@
 
 mod common;
 
-use badexpert_converter::demo::{load_fashion_mnist, split_test_set};
 use badexpert_converter::attack::Attack;
+use badexpert_converter::demo::{load_fashion_mnist, split_test_set};
 use badexpert_converter::onnx::TchGraph;
 use badexpert_converter::train::predict_logits;
 use badexpert_runtime::metrics::{Evaluation, Scored};
@@ -42,7 +42,9 @@ fn plans_agree_with_the_interpreter() {
 
 fn guard_all(guard: &mut Guard, set: &FrameSet) -> Vec<Scored> {
     let labels = set.labels().unwrap();
-    (0..set.len()).map(|i| Scored::from_verdict(labels[i], &guard.guard(set.frame(i), PixelLayout::Chw).unwrap())).collect()
+    (0..set.len())
+        .map(|i| Scored::from_verdict(labels[i], &guard.guard(set.frame(i), PixelLayout::Chw).unwrap()))
+        .collect()
 }
 
 /// Issue 2's acceptance figures: the guard built from the 2,000-image reserve,
@@ -67,13 +69,21 @@ fn demo_meets_the_acceptance_bar_on_full_fashion_mnist() {
     eprintln!("{}\n{}", e.table(), serde_json::to_string(&e).unwrap());
     eprintln!(
         "held-out accuracy M {:.3} B {:.3} M′ {:.3}; calibration FPR {:.4} on {} frames",
-        c.model_accuracy, c.expert_accuracy, c.auxiliary_accuracy, c.calibration.realised_fpr, c.calibration.frames_used
+        c.model_accuracy,
+        c.expert_accuracy,
+        c.auxiliary_accuracy,
+        c.calibration.realised_fpr,
+        c.calibration.frames_used
     );
     assert!(e.clean_accuracy >= 0.88, "CA {}", e.clean_accuracy);
     assert!(e.attack_success_rate >= 0.95, "ASR {}", e.attack_success_rate);
     assert!(e.auroc.unwrap() >= 0.99, "AUROC {:?}", e.auroc);
     assert!(e.attack_success_rate_defended <= 0.05, "ASR with guard {}", e.attack_success_rate_defended);
-    assert!(e.clean_accuracy - e.clean_accuracy_defended <= 0.02, "CA drop {}", e.clean_accuracy - e.clean_accuracy_defended);
+    assert!(
+        e.clean_accuracy - e.clean_accuracy_defended <= 0.02,
+        "CA drop {}",
+        e.clean_accuracy - e.clean_accuracy_defended
+    );
     let (lo, hi) = conformal_fpr_range(c.calibration.frames_used, bundle.manifest().decision.target_fpr);
     assert!((lo..=hi).contains(&e.clean_fpr), "clean FPR {} outside [{lo:.4}, {hi:.4}]", e.clean_fpr);
 }
@@ -112,7 +122,13 @@ fn baselines_are_scored_with_the_same_metrics() {
         (0..set.len())
             .map(|i| {
                 let v = guard.guard(set.frame(i), PixelLayout::Chw).unwrap();
-                Scored { label: labels[i], class: v.class, suspicion: f(set.frame(i)), accepted: true, confidences: None }
+                Scored {
+                    label: labels[i],
+                    class: v.class,
+                    suspicion: f(set.frame(i)),
+                    accepted: true,
+                    confidences: None,
+                }
             })
             .collect()
     };

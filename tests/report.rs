@@ -30,7 +30,11 @@ fn small_report_compares_three_detectors() {
     assert_eq!(names, ["roc.svg", "scores.svg", "confidences.svg"]);
     let svg = |name: &str| std::fs::read_to_string(out.join("badnet-fmnist").join(name)).unwrap();
     let roc = svg("roc.svg");
-    assert_eq!(roc.matches("stroke-width=\"2\" points=").count(), 3 * 3, "per detector: a linear and a log-FPR curve and a legend mark");
+    assert_eq!(
+        roc.matches("stroke-width=\"2\" points=").count(),
+        3 * 3,
+        "per detector: a linear and a log-FPR curve and a legend mark"
+    );
     assert!(roc.contains("badexpert (AUROC") && roc.contains("scale_up (AUROC"));
     assert!(svg("scores.svg").contains("threshold τ"));
     // One dot per negative and per positive frame, plus two legend dots.
@@ -53,7 +57,8 @@ fn ablation_varies_reserve_and_rate_and_reports_each_part() {
     let out = std::env::temp_dir().join(format!("badexpert-ablation-{}", std::process::id()));
     let mut convert = ConvertOptions::new(Normalization::unit());
     convert.device = tch::Device::Cpu;
-    let opts = AblationOptions { reserve_sizes: vec![200], expert_rates: vec![ExpertRate::Fixed(1e-3)], frames: 60, convert };
+    let opts =
+        AblationOptions { reserve_sizes: vec![200], expert_rates: vec![ExpertRate::Fixed(1e-3)], frames: 60, convert };
     let rows = ablate(&common::demo_dir(), &out, &opts, &()).unwrap();
     assert_eq!(rows.len(), 2);
     let (small, rate) = (&rows[0], &rows[1]);
@@ -69,6 +74,11 @@ fn ablation_varies_reserve_and_rate_and_reports_each_part() {
         assert_eq!(r.evaluation.n_clean, 60);
     }
     let md = markdown(&rows);
-    assert!(md.contains("## Clean reserve size") && md.contains("## Unlearning rate") && md.contains("| badnet-fmnist | 200 | auto"), "{md}");
+    assert!(
+        md.contains("## Clean reserve size")
+            && md.contains("## Unlearning rate")
+            && md.contains("| badnet-fmnist | 200 | auto"),
+        "{md}"
+    );
     std::fs::remove_dir_all(&out).ok();
 }

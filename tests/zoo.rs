@@ -20,13 +20,22 @@ fn zoo_dir() -> PathBuf {
 }
 
 fn zoo_model(name: &str) -> serde_json::Value {
-    let zoo: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(zoo_dir().join("zoo.json")).unwrap()).unwrap();
-    zoo["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("{name} is not in zoo.json")).clone()
+    let zoo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(zoo_dir().join("zoo.json")).unwrap()).unwrap();
+    zoo["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in zoo.json"))
+        .clone()
 }
 
 fn guard_all(guard: &mut Guard, set: &FrameSet) -> Vec<Scored> {
     let labels = set.labels().unwrap();
-    (0..set.len()).map(|i| Scored::from_verdict(labels[i], &guard.guard(set.frame(i), PixelLayout::Chw).unwrap())).collect()
+    (0..set.len())
+        .map(|i| Scored::from_verdict(labels[i], &guard.guard(set.frame(i), PixelLayout::Chw).unwrap()))
+        .collect()
 }
 
 /// Converts one export of a zoo model with the default options and evaluates it.
@@ -34,13 +43,15 @@ fn convert_and_evaluate(name: &str, export: &str) -> Evaluation {
     tch::set_num_threads(2);
     let model = zoo_model(name);
     let onnx = zoo_dir().join(model["files"][export].as_str().unwrap());
-    let norm = normalization_metadata(&read_model(&onnx).unwrap()).unwrap().expect("zoo models record their normalisation");
+    let norm =
+        normalization_metadata(&read_model(&onnx).unwrap()).unwrap().expect("zoo models record their normalisation");
     let mut opts = ConvertOptions::new(norm);
     opts.device = tch::Device::Cpu;
     opts.overwrite = true;
     let out = std::env::temp_dir().join(format!("badexpert-zoo-{}-{name}-{export}", std::process::id()));
     let reserve = load(&zoo_dir().join("reserve-images-idx3-ubyte.gz"));
-    let c = convert(&onnx, &reserve, &out, &opts, &()).unwrap_or_else(|e| panic!("{name} ({export}) does not convert: {e}"));
+    let c = convert(&onnx, &reserve, &out, &opts, &())
+        .unwrap_or_else(|e| panic!("{name} ({export}) does not convert: {e}"));
     let bundle = GuardBundle::open(&c.bundle).unwrap();
     let mut guard = Guard::new(&bundle).unwrap();
     let clean = guard_all(&mut guard, &load(&zoo_dir().join("eval-clean-images-idx3-ubyte.gz")));
@@ -63,7 +74,11 @@ fn assert_meets_the_bar(e: &Evaluation) {
     assert!(e.attack_success_rate >= 0.9, "the zoo model is backdoored: ASR {}", e.attack_success_rate);
     assert!(e.auroc.unwrap() >= 0.995, "AUROC {:?}", e.auroc);
     assert!(e.attack_success_rate_defended <= 0.01, "ASR with guard {}", e.attack_success_rate_defended);
-    assert!(e.clean_accuracy - e.clean_accuracy_defended <= 0.015, "CA drop {}", e.clean_accuracy - e.clean_accuracy_defended);
+    assert!(
+        e.clean_accuracy - e.clean_accuracy_defended <= 0.015,
+        "CA drop {}",
+        e.clean_accuracy - e.clean_accuracy_defended
+    );
 }
 
 #[test]

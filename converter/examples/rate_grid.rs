@@ -100,12 +100,13 @@ fn main() -> Result<()> {
     for &lr in AUXILIARY_RATES {
         let g = fresh()?;
         let mut first = None;
-        let trained = fine_tune_watched(&g, &fit, &labels, &pre, &aux.config(lr, augmentation, 1), &(), "M′", &mut |epoch| {
-            if epoch == 0 {
-                first = Some(accuracy(&g, &holdout, hold_labels, &pre)?);
-            }
-            Ok(true)
-        });
+        let trained =
+            fine_tune_watched(&g, &fit, &labels, &pre, &aux.config(lr, augmentation, 1), &(), "M′", &mut |epoch| {
+                if epoch == 0 {
+                    first = Some(accuracy(&g, &holdout, hold_labels, &pre)?);
+                }
+                Ok(true)
+            });
         if let Err(badexpert_converter::Error::Diverged { .. }) = trained {
             eprintln!("M′ {lr}: diverged");
             continue;

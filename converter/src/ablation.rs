@@ -71,10 +71,13 @@ fn rate_label(rate: &ExpertRate) -> String {
 /// Nested subsets: the first `n` of one seeded permutation of the reserve.
 fn reserve_subset(reserve: &FrameSet, n: usize, seed: u64) -> Result<FrameSet> {
     if n == 0 || n > reserve.len() {
-        return Err(Error::Invalid(format!("reserve size {n}: the directory's reserve holds {} frames", reserve.len())));
+        return Err(Error::Invalid(format!(
+            "reserve size {n}: the directory's reserve holds {} frames",
+            reserve.len()
+        )));
     }
     let mut idx: Vec<usize> = (0..reserve.len()).collect();
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x7265_7365_7276_65));
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x72_6573_6572_7665));
     Ok(reserve.select(&idx[..n]))
 }
 
@@ -113,8 +116,9 @@ pub fn ablate(dir: &Path, out: &Path, opts: &AblationOptions, progress: &dyn Pro
         let conversion = convert(&demo.model, &reserve, &bundle_dir, &copts, progress)?;
         let bundle = GuardBundle::open(&bundle_dir)?;
         let mut guard = Guard::new(&bundle)?;
-        let report = evaluate_detectors(&bundle, &mut guard, &clean, &triggered, demo.target, &[DetectorKind::BadExpert], 0)?
-            .swap_remove(0);
+        let report =
+            evaluate_detectors(&bundle, &mut guard, &clean, &triggered, demo.target, &[DetectorKind::BadExpert], 0)?
+                .swap_remove(0);
         let ft = &conversion.manifest.fine_tune;
         rows.push(AblationRow {
             model: demo.name.clone(),
@@ -154,7 +158,8 @@ pub fn markdown(rows: &[AblationRow]) -> String {
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for r in rows {
             let e = &r.evaluation;
-            let part = |f: fn(&ComponentAuroc) -> f64| r.components.as_ref().map_or("n/a".into(), |c| format!("{:.4}", f(c)));
+            let part =
+                |f: fn(&ComponentAuroc) -> f64| r.components.as_ref().map_or("n/a".into(), |c| format!("{:.4}", f(c)));
             let _ = writeln!(
                 md,
                 "| {} | {} | {} ({:.1e}) | {:.1} % | {} | {:.1} % | {} | {} | {} | {:.2} % | {:.2} % | {:.2} % | {:.2} % |",

@@ -42,7 +42,8 @@ impl std::str::FromStr for Attack {
         let attack = match name {
             "badnet" => Attack::BadNet,
             "blend" => {
-                let alpha = arg.map_or(Ok(BLEND_ALPHA), |a| a.parse::<f32>().map_err(|e| format!("blend opacity {a:?}: {e}")))?;
+                let alpha =
+                    arg.map_or(Ok(BLEND_ALPHA), |a| a.parse::<f32>().map_err(|e| format!("blend opacity {a:?}: {e}")))?;
                 if !(alpha > 0.0 && alpha <= 1.0) {
                     return Err(format!("blend opacity {alpha} must be in (0, 1]"));
                 }
@@ -83,7 +84,8 @@ pub enum Poisoning {
 }
 
 impl Attack {
-    pub const ALL: [Attack; 5] = [Attack::BadNet, Attack::Blend { alpha: BLEND_ALPHA }, Attack::Trojan, Attack::Sig, Attack::WaNet];
+    pub const ALL: [Attack; 5] =
+        [Attack::BadNet, Attack::Blend { alpha: BLEND_ALPHA }, Attack::Trojan, Attack::Sig, Attack::WaNet];
 
     pub fn poisoning(&self) -> Poisoning {
         match self {
@@ -107,7 +109,9 @@ impl Attack {
         let mut rng = ChaCha8Rng::seed_from_u64(PATTERN_SEED ^ self.pattern_salt());
         let kind = match *self {
             Attack::BadNet => TriggerKind::Patch(checker_patch(shape)),
-            Attack::Blend { alpha } => TriggerKind::Blend { alpha, pattern: (0..shape.len()).map(|_| rng.gen::<u8>()).collect() },
+            Attack::Blend { alpha } => {
+                TriggerKind::Blend { alpha, pattern: (0..shape.len()).map(|_| rng.gen::<u8>()).collect() }
+            }
             Attack::Trojan => {
                 let side = (8 * h.min(w)).div_ceil(32);
                 let inset = 1;
@@ -208,7 +212,10 @@ pub struct Trigger {
 enum TriggerKind {
     /// (pixel index, value) pairs written over the frame.
     Patch(Vec<(usize, u8)>),
-    Blend { alpha: f32, pattern: Vec<u8> },
+    Blend {
+        alpha: f32,
+        pattern: Vec<u8>,
+    },
     /// Added to every pixel, then clamped.
     Add(Vec<f32>),
     Warp(WarpGrid),
@@ -331,7 +338,10 @@ impl WarpGrid {
             .grid
             .iter()
             .map(|&(x, y)| {
-                ((x + rng.gen_range(-1.0f32..1.0) / h).clamp(-1.0, 1.0), (y + rng.gen_range(-1.0f32..1.0) / h).clamp(-1.0, 1.0))
+                (
+                    (x + rng.gen_range(-1.0f32..1.0) / h).clamp(-1.0, 1.0),
+                    (y + rng.gen_range(-1.0f32..1.0) / h).clamp(-1.0, 1.0),
+                )
             })
             .collect();
         WarpGrid { grid, ..*self }

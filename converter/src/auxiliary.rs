@@ -83,7 +83,13 @@ pub struct AuxiliaryModel {
 
 impl Default for AuxiliaryModel {
     fn default() -> Self {
-        AuxiliaryModel { rate: AuxiliaryRate::auto(), epochs: 10, batch_size: 64, weight_decay: 1e-4, lr_milestones: vec![2, 4, 6, 8] }
+        AuxiliaryModel {
+            rate: AuxiliaryRate::auto(),
+            epochs: 10,
+            batch_size: 64,
+            weight_decay: 1e-4,
+            lr_milestones: vec![2, 4, 6, 8],
+        }
     }
 }
 
@@ -147,15 +153,27 @@ impl AuxiliaryModel {
             let first_epoch = first_epoch.map_or(String::new(), |a| format!(" ({:.1}% after epoch 1)", 100.0 * a));
             if let Err(Error::Diverged { epoch, .. }) = trained {
                 log::info!("auxiliary model at lr {lr}: diverged in epoch {}", epoch + 1);
-                trials.push(RateTrial { learning_rate: lr, holdout_accuracy: None, outcome: format!("diverged in epoch {}", epoch + 1) });
+                trials.push(RateTrial {
+                    learning_rate: lr,
+                    holdout_accuracy: None,
+                    outcome: format!("diverged in epoch {}", epoch + 1),
+                });
                 return Ok(None);
             }
             trained?;
             let acc = accuracy(&graph, holdout, hold_labels, pre)?;
-            log::info!("auxiliary model at lr {lr}: held-out clean accuracy {:.1}%{first_epoch}, M {:.1}%", 100.0 * acc, 100.0 * model_accuracy);
+            log::info!(
+                "auxiliary model at lr {lr}: held-out clean accuracy {:.1}%{first_epoch}, M {:.1}%",
+                100.0 * acc,
+                100.0 * model_accuracy
+            );
             let recovered = acc >= floor;
             let outcome = if recovered {
-                format!("recovered to {:.1}%{first_epoch}, within {:.1} pt of M", 100.0 * acc, 100.0 * search.recovery_margin)
+                format!(
+                    "recovered to {:.1}%{first_epoch}, within {:.1} pt of M",
+                    100.0 * acc,
+                    100.0 * search.recovery_margin
+                )
             } else {
                 format!("did not recover: {:.1}%{first_epoch} < {:.1}%", 100.0 * acc, 100.0 * floor)
             };
@@ -189,7 +207,11 @@ impl AuxiliaryModel {
         let mut kept = match recovered {
             Some(aux) => aux,
             None => {
-                let aux = most_accurate.ok_or_else(|| Error::Diverged { what: "auxiliary model M′ at every rate tried".into(), loss: f64::NAN, epoch: 0 })?;
+                let aux = most_accurate.ok_or_else(|| Error::Diverged {
+                    what: "auxiliary model M′ at every rate tried".into(),
+                    loss: f64::NAN,
+                    epoch: 0,
+                })?;
                 log::warn!(
                     "no auxiliary rate recovered to within {:.1} pt of M; kept lr {}, the most accurate",
                     100.0 * search.recovery_margin,
@@ -200,7 +222,11 @@ impl AuxiliaryModel {
         };
         let lr = kept.config.learning_rate;
         if let Some(t) = trials.iter_mut().find(|t| t.learning_rate == lr) {
-            let why = if t.outcome.starts_with("recovered") { "the largest rate that recovered" } else { "none recovered; the most accurate" };
+            let why = if t.outcome.starts_with("recovered") {
+                "the largest rate that recovered"
+            } else {
+                "none recovered; the most accurate"
+            };
             t.outcome = format!("kept ({why}): {}", t.outcome);
         }
         kept.trials = trials;

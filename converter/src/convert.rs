@@ -19,8 +19,8 @@ use tch::Device;
 
 use badexpert_runtime::data::{write_idx_images, write_idx_labels};
 use badexpert_runtime::manifest::{
-    CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial, FORMAT_VERSION,
-    MANIFEST_FILE,
+    CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial,
+    FORMAT_VERSION, MANIFEST_FILE,
 };
 use badexpert_runtime::{sha256_file, FrameSet, FrameShape, Normalization, Preprocessor, ScoreMode};
 
@@ -113,7 +113,7 @@ pub fn split_reserve(reserve: &FrameSet, holdout_fraction: f64, seed: u64) -> Re
         return Err(Error::Invalid(format!("holdout fraction {holdout_fraction} must be in (0, 1)")));
     }
     let mut idx: Vec<usize> = (0..reserve.len()).collect();
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x686f_6c64_6f75_74));
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x68_6f6c_646f_7574));
     let n_hold = (reserve.len() as f64 * holdout_fraction).round() as usize;
     let (hold, fit) = idx.split_at(n_hold);
     Ok((reserve.select(fit), reserve.select(hold)))
@@ -226,10 +226,22 @@ pub fn convert(
         }
         Ok(graph)
     };
-    let chosen = opts.expert.make(&load, &fit, &holdout, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
-    let (expert, expert_cfg, expert_trials, expert_accuracy) = (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
-    let made = opts.auxiliary.make(&load, &fit, &holdout, model_accuracy, &pre, augmentation, opts.seed.wrapping_add(1), progress)?;
-    let (auxiliary, aux_cfg, aux_trials, auxiliary_accuracy) = (made.graph, made.config, made.trials, made.holdout_accuracy);
+    let chosen =
+        opts.expert.make(&load, &fit, &holdout, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
+    let (expert, expert_cfg, expert_trials, expert_accuracy) =
+        (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
+    let made = opts.auxiliary.make(
+        &load,
+        &fit,
+        &holdout,
+        model_accuracy,
+        &pre,
+        augmentation,
+        opts.seed.wrapping_add(1),
+        progress,
+    )?;
+    let (auxiliary, aux_cfg, aux_trials, auxiliary_accuracy) =
+        (made.graph, made.config, made.trials, made.holdout_accuracy);
     // Every fresh copy gets the same ones.
     let restored_norms = expert.restored_normalizations();
     if restored_norms > 0 {

@@ -128,7 +128,13 @@ fn attack_success(graph: &TchGraph, attack: Attack, test: &FrameSet, target: u32
 
 /// Trains a backdoored demo model and writes it, with the reserve and
 /// evaluation slices, into `out`.
-pub fn make_demo(data: &FashionMnist, out: &Path, spec: &DemoSpec, device: Device, progress: &dyn Progress) -> Result<DemoReport> {
+pub fn make_demo(
+    data: &FashionMnist,
+    out: &Path,
+    spec: &DemoSpec,
+    device: Device,
+    progress: &dyn Progress,
+) -> Result<DemoReport> {
     let attack: Attack = spec.attack.parse().map_err(Error::Invalid)?;
     let poison_rate = spec.poison_rate.unwrap_or_else(|| attack.default_poison_rate());
     let shape = data.train.shape();
@@ -141,8 +147,15 @@ pub fn make_demo(data: &FashionMnist, out: &Path, spec: &DemoSpec, device: Devic
     };
     let graph = TchGraph::from_proto(proto.clone(), device)?;
     let dims = &graph.input().dims;
-    if dims.len() != 4 || dims[1..].iter().zip([shape.channels, shape.height, shape.width]).any(|(d, w)| d.is_some_and(|d| d as usize != w)) {
-        return Err(Error::Invalid(format!("the architecture's input {dims:?} does not take Fashion-MNIST's {shape} frames")));
+    if dims.len() != 4
+        || dims[1..]
+            .iter()
+            .zip([shape.channels, shape.height, shape.width])
+            .any(|(d, w)| d.is_some_and(|d| d as usize != w))
+    {
+        return Err(Error::Invalid(format!(
+            "the architecture's input {dims:?} does not take Fashion-MNIST's {shape} frames"
+        )));
     }
     let optimizer = match spec.optimizer.as_str() {
         "sgd" => Optimizer::SgdNesterov,
@@ -228,6 +241,14 @@ impl DemoDir {
             set.require_labels(name)?;
             Ok(set)
         };
-        Ok(DemoDir { name, model, attack, target, normalization, reserve: load("reserve")?, eval_clean: load("eval-clean")? })
+        Ok(DemoDir {
+            name,
+            model,
+            attack,
+            target,
+            normalization,
+            reserve: load("reserve")?,
+            eval_clean: load("eval-clean")?,
+        })
     }
 }

@@ -200,7 +200,13 @@ impl BackdoorExpert {
         let search = match &self.rate {
             ExpertRate::Fixed(lr) => match train(*lr)? {
                 (_, Some(expert)) => return Ok(expert),
-                _ => return Err(Error::Diverged { what: format!("backdoor expert B (lr {lr})"), loss: f64::NAN, epoch: 0 }),
+                _ => {
+                    return Err(Error::Diverged {
+                        what: format!("backdoor expert B (lr {lr})"),
+                        loss: f64::NAN,
+                        epoch: 0,
+                    })
+                }
             },
             ExpertRate::Auto(s) => s,
         };
@@ -246,15 +252,24 @@ impl BackdoorExpert {
                     };
                     trials.push(record(why));
                     if let (Some(true), Some(e)) = (up, below.take()) {
-                        let kept = trials.iter_mut().rev().find(|t| t.learning_rate == e.config.learning_rate).expect("recorded");
+                        let kept = trials
+                            .iter_mut()
+                            .rev()
+                            .find(|t| t.learning_rate == e.config.learning_rate)
+                            .expect("recorded");
                         kept.outcome = "kept: the largest rate below one that relearned or diverged".into();
                         return Ok(keep(e, trials));
                     }
                     if at == 0 {
                         let Some(e) = expert else {
-                            return Err(Error::Diverged { what: "backdoor expert B at every rate tried".into(), loss: f64::NAN, epoch: 0 });
+                            return Err(Error::Diverged {
+                                what: "backdoor expert B at every rate tried".into(),
+                                loss: f64::NAN,
+                                epoch: 0,
+                            });
                         };
-                        trials.last_mut().expect("pushed").outcome = "kept: the smallest rate on the ladder, though it relearned".into();
+                        trials.last_mut().expect("pushed").outcome =
+                            "kept: the smallest rate on the ladder, though it relearned".into();
                         log::warn!("backdoor expert relearned the wrong labels even at lr {lr:.1e}; kept it");
                         return Ok(keep(e, trials));
                     }

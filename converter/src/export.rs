@@ -34,7 +34,8 @@ pub fn decluttered(model: &ModelProto, shape: FrameShape, what: &str) -> Result<
         }
         _ => model.encode_to_vec(),
     };
-    let mut m = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| fail("tract cannot read the ONNX", e))?;
+    let mut m =
+        tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| fail("tract cannot read the ONNX", e))?;
     let n = m.sym(BATCH_SYMBOL);
     let fact = InferenceFact::dt_shape(
         f32::datum_type(),
@@ -62,8 +63,12 @@ fn unfuse_gelu_exact(model: &mut TypedModel) -> TractResult<()> {
     use tract_core::ops::element_wise::ElementWiseOp;
     use tract_core::ops::math::{add, erf, mul};
     use tract_core::ops::nn::GeluExact;
-    let fused: Vec<usize> =
-        model.nodes().iter().filter(|n| n.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<GeluExact>())).map(|n| n.id).collect();
+    let fused: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<GeluExact>()))
+        .map(|n| n.id)
+        .collect();
     for id in &fused {
         let (name, input) = (model.node(*id).name.clone(), model.node(*id).inputs[0]);
         let dt = model.outlet_fact(input)?.datum_type;
@@ -72,8 +77,11 @@ fn unfuse_gelu_exact(model: &mut TypedModel) -> TractResult<()> {
         let konst = |patch: &mut TypedModelPatch, what: &str, v: f32| -> TractResult<OutletId> {
             patch.add_const(format!("{name}.{what}"), tensor0(v).cast_to_dt(dt)?.into_owned())
         };
-        let (inv_sqrt2, one, half) =
-            (konst(&mut patch, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2)?, konst(&mut patch, "one", 1.0)?, konst(&mut patch, "half", 0.5)?);
+        let (inv_sqrt2, one, half) = (
+            konst(&mut patch, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2)?,
+            konst(&mut patch, "one", 1.0)?,
+            konst(&mut patch, "half", 0.5)?,
+        );
         let scaled = wire_with_rank_broadcast(format!("{name}.scaled"), &mut patch, mul(), &[x, inv_sqrt2])?[0];
         let erf = patch.wire_node(format!("{name}.erf"), erf(), &[scaled])?[0];
         let one_plus_erf = wire_with_rank_broadcast(format!("{name}.one_plus_erf"), &mut patch, add(), &[erf, one])?[0];
@@ -103,7 +111,10 @@ fn explicit_ceil_padding(model: &mut TypedModel) -> TractResult<()> {
             &mut op.pool_spec
         } else if let Some(op) = node.op_as_mut::<SumPool>() {
             if op.count_include_pad && matches!(op.pool_spec.padding, PaddingSpec::ExplicitOnnxPool(_, _, true)) {
-                anyhow::bail!("node {}: average pooling with ceil_mode and count_include_pad cannot be written to NNEF", node.name);
+                anyhow::bail!(
+                    "node {}: average pooling with ceil_mode and count_include_pad cannot be written to NNEF",
+                    node.name
+                );
             }
             &mut op.pool_spec
         } else {
@@ -200,11 +211,20 @@ pub fn half_precision(model: &TypedModel) -> TractResult<TypedModel> {
 /// and agreement studies without fine-tuning again; a deployed f16 or int8
 /// bundle comes from `convert` with `ConvertOptions::precision`, which
 /// calibrates τ with the plans as they will run.
-pub fn bundle_at_precision(src: &Path, dst: &Path, precision: Precision, clean: Option<&FrameSet>) -> Result<badexpert_runtime::Manifest> {
+pub fn bundle_at_precision(
+    src: &Path,
+    dst: &Path,
+    precision: Precision,
+    clean: Option<&FrameSet>,
+) -> Result<badexpert_runtime::Manifest> {
     use badexpert_runtime::manifest::{FileDigest, MANIFEST_FILE};
     let mut manifest = badexpert_runtime::Manifest::read(&src.join(MANIFEST_FILE))?;
     if manifest.precision != Precision::F32 {
-        return Err(Error::Invalid(format!("{} is already a {:?} bundle; start from an f32 one", src.display(), manifest.precision)));
+        return Err(Error::Invalid(format!(
+            "{} is already a {:?} bundle; start from an f32 one",
+            src.display(),
+            manifest.precision
+        )));
     }
     std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
     let nnef = tract_nnef::nnef().with_onnx();
@@ -229,7 +249,9 @@ pub fn bundle_at_precision(src: &Path, dst: &Path, precision: Precision, clean: 
     }
     manifest.precision = precision;
     if precision == Precision::Int8 {
-        let clean = clean.ok_or_else(|| Error::Invalid("an int8 bundle needs clean frames to calibrate its activation scales".into()))?;
+        let clean = clean.ok_or_else(|| {
+            Error::Invalid("an int8 bundle needs clean frames to calibrate its activation scales".into())
+        })?;
         manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(dst, &manifest, clean)?);
     }
     manifest.write(&dst.join(MANIFEST_FILE))?;

@@ -43,5 +43,5 @@ pub mod plot;
 pub mod report;
 pub mod train;
 
-pub use convert::{convert, ConvertOptions, Conversion};
+pub use convert::{convert, Conversion, ConvertOptions};
 pub use error::{Error, Result};

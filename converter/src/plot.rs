@@ -34,7 +34,11 @@ fn color(kind: DetectorKind) -> RGBColor {
 }
 
 /// Runs one drawing into `path`, turning plotters' errors into ours.
-fn draw(path: &Path, size: (u32, u32), f: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), String>) -> Result<PathBuf> {
+fn draw(
+    path: &Path,
+    size: (u32, u32),
+    f: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), String>,
+) -> Result<PathBuf> {
     let fail = |reason: String| Error::Plot { path: path.to_path_buf(), reason };
     {
         let root = SVGBackend::new(path, size).into_drawing_area();
@@ -48,7 +52,13 @@ fn draw(path: &Path, size: (u32, u32), f: impl FnOnce(&DrawingArea<SVGBackend, S
 /// Writes `roc.svg`, `scores.svg` and `confidences.svg` for one (model,
 /// attack) pair into `dir`; returns their paths.
 /// `gamma` is the bundle's γ, to draw the rejection region on the scatter.
-pub fn write_plots(dir: &Path, title: &str, detectors: &[DetectorReport], target: u32, gamma: f64) -> Result<Vec<PathBuf>> {
+pub fn write_plots(
+    dir: &Path,
+    title: &str,
+    detectors: &[DetectorReport],
+    target: u32,
+    gamma: f64,
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = vec![roc(&dir.join("roc.svg"), title, detectors, target)?];
     if let Some(b) = detectors.iter().find(|d| d.detector == DetectorKind::BadExpert) {
@@ -79,8 +89,11 @@ fn legend<'a, X: Ranged, Y: Ranged>(
         .map_err(|e| e.to_string())
 }
 
+/// One detector's ROC curve: its kind, label and (FPR, TPR) points.
+type Curve = (DetectorKind, String, Vec<(f64, f64)>);
+
 fn roc(path: &Path, title: &str, detectors: &[DetectorReport], target: u32) -> Result<PathBuf> {
-    let curves: Vec<(DetectorKind, String, Vec<(f64, f64)>)> = detectors
+    let curves: Vec<Curve> = detectors
         .iter()
         .map(|d| {
             let (neg, pos) = roc_sides(&d.clean, &d.triggered, target);
@@ -90,12 +103,16 @@ fn roc(path: &Path, title: &str, detectors: &[DetectorReport], target: u32) -> R
         })
         .collect();
     draw(path, WIDE, |root| {
-        let root = root.titled(&format!("{title}: ROC, clean vs triggered"), ("sans-serif", 18)).map_err(|e| e.to_string())?;
+        let root =
+            root.titled(&format!("{title}: ROC, clean vs triggered"), ("sans-serif", 18)).map_err(|e| e.to_string())?;
         let (left, right) = root.split_horizontally(WIDE.0 / 2);
-        let mut linear = chart_on(&left)
-            .build_cartesian_2d(0f64..1f64, 0f64..1.001f64)
+        let mut linear = chart_on(&left).build_cartesian_2d(0f64..1f64, 0f64..1.001f64).map_err(|e| e.to_string())?;
+        linear
+            .configure_mesh()
+            .x_desc("false-positive rate")
+            .y_desc("true-positive rate")
+            .draw()
             .map_err(|e| e.to_string())?;
-        linear.configure_mesh().x_desc("false-positive rate").y_desc("true-positive rate").draw().map_err(|e| e.to_string())?;
         linear.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))).map_err(|e| e.to_string())?;
         for (kind, label, curve) in &curves {
             let c = color(*kind);
@@ -109,7 +126,11 @@ fn roc(path: &Path, title: &str, detectors: &[DetectorReport], target: u32) -> R
         let mut log = chart_on(&right)
             .build_cartesian_2d((MIN_LOG_FPR..1f64).log_scale(), 0f64..1.001f64)
             .map_err(|e| e.to_string())?;
-        log.configure_mesh().x_desc("false-positive rate (log)").y_desc("true-positive rate").draw().map_err(|e| e.to_string())?;
+        log.configure_mesh()
+            .x_desc("false-positive rate (log)")
+            .y_desc("true-positive rate")
+            .draw()
+            .map_err(|e| e.to_string())?;
         for (kind, _, curve) in &curves {
             let c = color(*kind);
             let clipped = curve.iter().map(|&(f, t)| (f.max(MIN_LOG_FPR), t));
@@ -134,7 +155,10 @@ fn score_histogram(path: &Path, title: &str, b: &DetectorReport, target: u32) ->
     let (neg, pos) = roc_sides(&b.clean, &b.triggered, target);
     // suspicion is −score; plot log10(score).
     let log = |v: &[&Scored]| v.iter().map(|f| f64::from((-f.suspicion).max(1e-30)).log10()).collect::<Vec<f64>>();
-    let sides = [(histogram(&log(&neg), LOG_SCORE_RANGE), CLEAN, "clean"), (histogram(&log(&pos), LOG_SCORE_RANGE), TRIGGERED, "triggered")];
+    let sides = [
+        (histogram(&log(&neg), LOG_SCORE_RANGE), CLEAN, "clean"),
+        (histogram(&log(&pos), LOG_SCORE_RANGE), TRIGGERED, "triggered"),
+    ];
     let top = sides.iter().flat_map(|s| s.0.iter().copied()).fold(0.0, f64::max).max(1e-3) * 1.05;
     let threshold = f64::from(b.evaluation.threshold.max(1e-30)).log10();
     let width = (LOG_SCORE_RANGE.1 - LOG_SCORE_RANGE.0) / BINS as f64;
@@ -143,7 +167,12 @@ fn score_histogram(path: &Path, title: &str, b: &DetectorReport, target: u32) ->
             .caption(format!("{title}: BaDExpert score (low = backdoor)"), ("sans-serif", 18))
             .build_cartesian_2d(LOG_SCORE_RANGE.0..LOG_SCORE_RANGE.1, 0f64..top)
             .map_err(|e| e.to_string())?;
-        chart.configure_mesh().x_desc("log10 score (clipped)").y_desc("fraction of frames").draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("log10 score (clipped)")
+            .y_desc("fraction of frames")
+            .draw()
+            .map_err(|e| e.to_string())?;
         for (bins, c, name) in sides {
             chart
                 .draw_series(bins.iter().enumerate().map(|(i, &h)| {
@@ -184,7 +213,8 @@ fn confidence_scatter(path: &Path, title: &str, b: &DetectorReport, target: u32,
         let (tau, gamma) = (f64::from(b.evaluation.threshold), gamma);
         let grid = (0..=200).map(|i| i as f64 / 200.0);
         let ratio_line: Vec<(f64, f64)> = grid.clone().map(|x| (x, tau * gamma * x)).filter(|p| p.1 <= 1.0).collect();
-        let ramp_line: Vec<(f64, f64)> = grid.map(|x| (x, gamma - (1.0 - x) / tau)).filter(|p| (0.0..=1.0).contains(&p.1)).collect();
+        let ramp_line: Vec<(f64, f64)> =
+            grid.map(|x| (x, gamma - (1.0 - x) / tau)).filter(|p| (0.0..=1.0).contains(&p.1)).collect();
         for line in [ratio_line, ramp_line] {
             chart.draw_series(LineSeries::new(line, BLACK.stroke_width(1))).map_err(|e| e.to_string())?;
         }

@@ -77,15 +77,22 @@ pub fn report_model(dir: &Path, out: &Path, opts: &ReportOptions, progress: &dyn
     let triggered = attack.triggered(&clean);
     let all = [DetectorKind::BadExpert, DetectorKind::Strip, DetectorKind::ScaleUp];
     let detectors = evaluate_detectors(&bundle, &mut guard, &clean, &triggered, target, &all, opts.strip_n)?;
-    let plots = write_plots(&out.join(&name), &format!("{name} ({attack})"), &detectors, target, f64::from(bundle.manifest().decision.gamma))?
-        .into_iter()
-        .map(|p| p.strip_prefix(out).map(Path::to_path_buf).unwrap_or(p))
-        .collect();
+    let plots = write_plots(
+        &out.join(&name),
+        &format!("{name} ({attack})"),
+        &detectors,
+        target,
+        f64::from(bundle.manifest().decision.gamma),
+    )?
+    .into_iter()
+    .map(|p| p.strip_prefix(out).map(Path::to_path_buf).unwrap_or(p))
+    .collect();
     let mut low_opacity_blend = Vec::new();
     if matches!(attack, Attack::Blend { .. }) {
         for &alpha in &opts.low_opacity {
             let t = Attack::Blend { alpha }.triggered(&clean);
-            let r = evaluate_detectors(&bundle, &mut guard, &clean, &t, target, &[DetectorKind::BadExpert], opts.strip_n)?;
+            let r =
+                evaluate_detectors(&bundle, &mut guard, &clean, &t, target, &[DetectorKind::BadExpert], opts.strip_n)?;
             low_opacity_blend.push((alpha, r[0].evaluation.clone()));
         }
     }
@@ -123,7 +130,11 @@ pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
         100.0 * opts.convert.target_fpr
     );
     let _ = writeln!(md, "## CA / ASR (%) without defense and with each detector\n");
-    let _ = writeln!(md, "| model | attack | no defense CA | no defense ASR | {} |", kinds.map(|k| format!("{k} CA | {k} ASR")).join(" | "));
+    let _ = writeln!(
+        md,
+        "| model | attack | no defense CA | no defense ASR | {} |",
+        kinds.map(|k| format!("{k} CA | {k} ASR")).join(" | ")
+    );
     let _ = writeln!(md, "|---|---|---|---|{}", "---|---|".repeat(kinds.len()));
     let mut sums = vec![0.0; 2 + 2 * kinds.len()];
     for r in reports {
@@ -136,10 +147,20 @@ pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
         for (s, c) in sums.iter_mut().zip(&cells) {
             *s += c;
         }
-        let _ = writeln!(md, "| {} | {} | {} |", r.name, r.attack, cells.iter().map(|&c| pct(c)).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            r.name,
+            r.attack,
+            cells.iter().map(|&c| pct(c)).collect::<Vec<_>>().join(" | ")
+        );
     }
     let n = reports.len().max(1) as f64;
-    let _ = writeln!(md, "| **average** | | {} |\n", sums.iter().map(|&s| format!("**{}**", pct(s / n))).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(
+        md,
+        "| **average** | | {} |\n",
+        sums.iter().map(|&s| format!("**{}**", pct(s / n))).collect::<Vec<_>>().join(" | ")
+    );
 
     let _ = writeln!(md, "## AUROC per detector\n");
     let _ = writeln!(md, "| model | attack | {} |", kinds.map(|k| k.to_string()).join(" | "));
@@ -150,15 +171,29 @@ pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
         for (s, v) in auroc_sums.iter_mut().zip(&vals) {
             *s += v;
         }
-        let _ = writeln!(md, "| {} | {} | {} |", r.name, r.attack, vals.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            r.name,
+            r.attack,
+            vals.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" | ")
+        );
     }
-    let _ = writeln!(md, "| **average** | | {} |\n", auroc_sums.iter().map(|s| format!("**{:.4}**", s / n)).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(
+        md,
+        "| **average** | | {} |\n",
+        auroc_sums.iter().map(|s| format!("**{:.4}**", s / n)).collect::<Vec<_>>().join(" | ")
+    );
 
     let _ = writeln!(md, "## BaDExpert's parts: AUROC of B alone, M′ alone and both (the paper's Fig 5)\n");
     let _ = writeln!(md, "| model | attack | B alone (high c_B) | M′ alone (low c_A) | both |\n|---|---|---|---|---|");
     for r in reports {
         if let Some(c) = r.detectors.iter().find_map(|d| d.components) {
-            let _ = writeln!(md, "| {} | {} | {:.4} | {:.4} | {:.4} |", r.name, r.attack, c.expert_only, c.auxiliary_only, c.ensemble);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.4} | {:.4} | {:.4} |",
+                r.name, r.attack, c.expert_only, c.auxiliary_only, c.ensemble
+            );
         }
     }
     md.push('\n');
@@ -166,7 +201,10 @@ pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
     let low: Vec<&ModelReport> = reports.iter().filter(|r| !r.low_opacity_blend.is_empty()).collect();
     if !low.is_empty() {
         let _ = writeln!(md, "## Low-opacity Blend at test time (evasion attempt), BaDExpert\n");
-        let _ = writeln!(md, "| model | opacity | AUROC | ASR without defense | ASR with BaDExpert |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| model | opacity | AUROC | ASR without defense | ASR with BaDExpert |\n|---|---|---|---|---|"
+        );
         for r in low {
             for (alpha, e) in &r.low_opacity_blend {
                 let _ = writeln!(

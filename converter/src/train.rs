@@ -105,7 +105,12 @@ pub(crate) fn batch_tensor(
         };
         pre.planar_into(src, &mut values[k * n..(k + 1) * n])?;
     }
-    let t = Tensor::f_from_slice(&values)?.f_reshape([indices.len() as i64, s.channels as i64, s.height as i64, s.width as i64])?;
+    let t = Tensor::f_from_slice(&values)?.f_reshape([
+        indices.len() as i64,
+        s.channels as i64,
+        s.height as i64,
+        s.width as i64,
+    ])?;
     Ok(t.f_to_device(device)?)
 }
 
@@ -142,7 +147,7 @@ pub fn fine_tune_watched(
     if frames.len() < 2 {
         return Err(Error::Data(format!("{} frame(s) is too few to fine-tune on", frames.len())));
     }
-    if cfg.batch_size < 2 || cfg.epochs == 0 || !(cfg.learning_rate > 0.0) {
+    if cfg.batch_size < 2 || cfg.epochs == 0 || !cfg.learning_rate.is_finite() || cfg.learning_rate <= 0.0 {
         return Err(Error::Invalid(format!(
             "{what}: batch size {} (≥ 2), epochs {} (≥ 1), learning rate {} (> 0)",
             cfg.batch_size, cfg.epochs, cfg.learning_rate

@@ -13,8 +13,9 @@ use badexpert_runtime::data::read_idx_images;
 use badexpert_runtime::{FrameShape, BATCH_SYMBOL};
 use tch::{Device, Kind, Tensor};
 use tract_onnx::pb::{
-    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, type_proto,
-    AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, ValueInfoProto,
+    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim,
+    type_proto, AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    ValueInfoProto,
 };
 
 fn scratch(what: &str) -> PathBuf {
@@ -27,12 +28,17 @@ fn scratch(what: &str) -> PathBuf {
 fn float_input(name: &str, chw: [i64; 3]) -> ValueInfoProto {
     let dim = |v| pb::tensor_shape_proto::Dimension { value: Some(v), ..Default::default() };
     let shape = pb::TensorShapeProto {
-        dim: std::iter::once(dim(Dim::DimParam("batch".into()))).chain(chw.iter().map(|&d| dim(Dim::DimValue(d)))).collect(),
+        dim: std::iter::once(dim(Dim::DimParam("batch".into())))
+            .chain(chw.iter().map(|&d| dim(Dim::DimValue(d))))
+            .collect(),
     };
     ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: DataType::Float as i32, shape: Some(shape) })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(shape),
+            })),
             ..Default::default()
         }),
         ..Default::default()
@@ -85,7 +91,13 @@ fn floats(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
 }
 
 fn int64s(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
-    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: DataType::Int64 as i32, int64_data: v.to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Int64 as i32,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -150,7 +162,8 @@ fn external_data_beside_the_model_is_read_in() {
         assert!(t.external_data.is_empty() && t.data_location.is_none(), "{}: external fields left", t.name);
         assert!(!t.raw_data.is_empty(), "{}: no bytes read", t.name);
     }
-    let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.0, 1.5, -0.25, 1.0, 1.0, 1.0, -2.0, 0.0, 3.0]).reshape([2, 1, 2, 3]);
+    let x =
+        Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.0, 1.5, -0.25, 1.0, 1.0, 1.0, -2.0, 0.0, 3.0]).reshape([2, 1, 2, 3]);
     let ours = values(&TchGraph::load(&path, Device::Cpu).unwrap().predict(&x).unwrap());
     let inline = values(&TchGraph::from_proto(gemm_model().0, Device::Cpu).unwrap().predict(&x).unwrap());
     assert_eq!(ours, inline);
@@ -295,10 +308,16 @@ fn integer_div_truncates_like_onnx_and_torch_trunc() {
 #[test]
 fn every_zoo_export_loads_and_matches_pytorch() {
     let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(zoo.join("zoo.json")).expect("models/zoo/zoo.json (scripts/zoo/make_zoo.py)")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(zoo.join("zoo.json")).expect("models/zoo/zoo.json (scripts/zoo/make_zoo.py)"),
+    )
+    .unwrap();
     let norm = &manifest["normalization"];
-    let (scale, mean, std) = (norm["scale"].as_f64().unwrap() as f32, norm["mean"][0].as_f64().unwrap() as f32, norm["std"][0].as_f64().unwrap() as f32);
+    let (scale, mean, std) = (
+        norm["scale"].as_f64().unwrap() as f32,
+        norm["mean"][0].as_f64().unwrap() as f32,
+        norm["std"][0].as_f64().unwrap() as f32,
+    );
     let frames = read_idx_images(&zoo.join(manifest["shared"]["eval_clean_images"].as_str().unwrap())).unwrap();
     let models = manifest["models"].as_array().unwrap();
     assert!(models.len() >= 9, "{} models in the zoo", models.len());
@@ -312,7 +331,9 @@ fn every_zoo_export_loads_and_matches_pytorch() {
             .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
             .collect();
         let n = reference.len();
-        let pixels: Vec<f32> = (0..n).flat_map(|i| frames.frame(i).iter().map(|&p| (p as f32 * scale - mean) / std).collect::<Vec<_>>()).collect();
+        let pixels: Vec<f32> = (0..n)
+            .flat_map(|i| frames.frame(i).iter().map(|&p| (p as f32 * scale - mean) / std).collect::<Vec<_>>())
+            .collect();
         let x = Tensor::from_slice(&pixels).reshape([n as i64, 1, 28, 28]);
         for kind in ["folded", "bn", "dynamo"] {
             let file = zoo.join(m["files"][kind].as_str().unwrap());

@@ -13,8 +13,8 @@ use std::path::Path;
 use badexpert_converter::onnx::{builder, check_bytes, pb, TchGraph, MAX_TENSOR_ELEMENTS};
 use badexpert_runtime::FrameShape;
 use pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType,
-    AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, ValueInfoProto,
 };
 use prost::Message;
 use tch::Device;
@@ -29,12 +29,24 @@ fn tensor_attr(name: &str, t: TensorProto) -> AttributeProto {
 fn floats(name: &str, dims: &[i64]) -> TensorProto {
     let n = dims.iter().product::<i64>().max(0);
     let float_data = (0..n).map(|i| (i % 7) as f32 / 7.0).collect();
-    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: DataType::Float as i32, float_data, ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Float as i32,
+        float_data,
+        ..Default::default()
+    }
 }
 
 /// A 1-D int64 initializer.
 fn int64s(name: &str, v: &[i64]) -> TensorProto {
-    TensorProto { name: name.into(), dims: vec![v.len() as i64], data_type: DataType::Int64 as i32, int64_data: v.to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: DataType::Int64 as i32,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// A float input of `dims` after the batch symbol.
@@ -98,75 +110,216 @@ fn cases() -> Vec<(&'static str, ModelProto, Vec<&'static str>)> {
         ("flatten axis -9", one("Flatten", &["input"], vec![int("axis", -9)], vec![]), vec!["axis -9", "rank 4"]),
         (
             "maxpool same_upper stride 0",
-            one("MaxPool", &["input"], vec![ints("kernel_shape", &[2, 2]), ints("strides", &[0, 1]), string("auto_pad", "SAME_UPPER")], vec![]),
+            one(
+                "MaxPool",
+                &["input"],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[0, 1]), string("auto_pad", "SAME_UPPER")],
+                vec![],
+            ),
             vec!["strides [0, 1]", "every stride must be ≥ 1"],
         ),
-        ("conv stride 0", one("Conv", &["input", "w"], vec![ints("strides", &[0, 0])], vec![conv_weight()]), vec!["strides [0, 0]"]),
-        ("conv dilation 0", one("Conv", &["input", "w"], vec![ints("dilations", &[1, 0])], vec![conv_weight()]), vec!["dilations [1, 0]"]),
-        ("maxpool kernel 0", one("MaxPool", &["input"], vec![ints("kernel_shape", &[0, 2])], vec![]), vec!["kernel_shape [0, 2]"]),
-        ("conv negative pad", one("Conv", &["input", "w"], vec![ints("pads", &[-1, 0, 0, 0])], vec![conv_weight()]), vec!["pads [-1, 0, 0, 0]", "≥ 0"]),
+        (
+            "conv stride 0",
+            one("Conv", &["input", "w"], vec![ints("strides", &[0, 0])], vec![conv_weight()]),
+            vec!["strides [0, 0]"],
+        ),
+        (
+            "conv dilation 0",
+            one("Conv", &["input", "w"], vec![ints("dilations", &[1, 0])], vec![conv_weight()]),
+            vec!["dilations [1, 0]"],
+        ),
+        (
+            "maxpool kernel 0",
+            one("MaxPool", &["input"], vec![ints("kernel_shape", &[0, 2])], vec![]),
+            vec!["kernel_shape [0, 2]"],
+        ),
+        (
+            "conv negative pad",
+            one("Conv", &["input", "w"], vec![ints("pads", &[-1, 0, 0, 0])], vec![conv_weight()]),
+            vec!["pads [-1, 0, 0, 0]", "≥ 0"],
+        ),
         ("conv group 0", one("Conv", &["input", "w"], vec![int("group", 0)], vec![conv_weight()]), vec!["group 0"]),
-        ("conv group 3 on 4 channels", one("Conv", &["input", "w"], vec![int("group", 3)], vec![floats("w", &[3, 1, 3, 3])]), vec!["group 3", "4 channels"]),
+        (
+            "conv group 3 on 4 channels",
+            one("Conv", &["input", "w"], vec![int("group", 3)], vec![floats("w", &[3, 1, 3, 3])]),
+            vec!["group 3", "4 channels"],
+        ),
         (
             "conv kernel_shape not the weight's",
             one("Conv", &["input", "w"], vec![ints("kernel_shape", &[5, 5])], vec![conv_weight()]),
             vec!["kernel_shape [5, 5]"],
         ),
-        ("conv huge pads", one("Conv", &["input", "w"], vec![ints("pads", &[huge; 4])], vec![conv_weight()]), vec!["output shape", "elements"]),
+        (
+            "conv huge pads",
+            one("Conv", &["input", "w"], vec![ints("pads", &[huge; 4])], vec![conv_weight()]),
+            vec!["output shape", "elements"],
+        ),
         (
             "maxpool same_upper huge kernel",
-            one("MaxPool", &["input"], vec![ints("kernel_shape", &[1 << 62, 1 << 62]), string("auto_pad", "SAME_UPPER")], vec![]),
+            one(
+                "MaxPool",
+                &["input"],
+                vec![ints("kernel_shape", &[1 << 62, 1 << 62]), string("auto_pad", "SAME_UPPER")],
+                vec![],
+            ),
             vec!["padded input"],
         ),
-        ("maxpool rank 2", model(vec![node("MaxPool", &["input"], vec![ints("kernel_shape", &[2, 2])])], vec![], &[4], 13), vec!["input rank 2"]),
-        ("global pool rank 2", model(vec![node("GlobalAveragePool", &["input"], vec![])], vec![], &[4], 13), vec!["input rank 2"]),
+        (
+            "maxpool rank 2",
+            model(vec![node("MaxPool", &["input"], vec![ints("kernel_shape", &[2, 2])])], vec![], &[4], 13),
+            vec!["input rank 2"],
+        ),
+        (
+            "global pool rank 2",
+            model(vec![node("GlobalAveragePool", &["input"], vec![])], vec![], &[4], 13),
+            vec!["input rank 2"],
+        ),
         ("softmax axis 5", one("Softmax", &["input"], vec![int("axis", 5)], vec![]), vec!["axis 5"]),
         ("concat axis 9", one("Concat", &["input", "input"], vec![int("axis", 9)], vec![]), vec!["axis 9"]),
-        ("gather axis 4", one("Gather", &["input", "i"], vec![int("axis", 4)], vec![int64s("i", &[0])]), vec!["axis 4"]),
-        ("gather index 9", one("Gather", &["input", "i"], vec![int("axis", 1)], vec![int64s("i", &[9])]), vec!["index 9", "axis 1 of size 4"]),
-        ("layernorm axis 7", one("LayerNormalization", &["input", "s"], vec![int("axis", 7)], vec![floats("s", &[8])]), vec!["axis 7"]),
-        ("squeeze axis 9", with_opset(one("Squeeze", &["input"], vec![ints("axes", &[9])], vec![]), 11), vec!["axes", "axis 9"]),
-        ("squeeze axis of size 4", with_opset(one("Squeeze", &["input"], vec![ints("axes", &[1])], vec![]), 11), vec!["axis 1 has size 4"]),
-        ("unsqueeze axis 9", one("Unsqueeze", &["input", "a"], vec![], vec![int64s("a", &[9])]), vec!["axes", "axis 9"]),
-        ("unsqueeze repeated axis", with_opset(one("Unsqueeze", &["input"], vec![ints("axes", &[0, 0])], vec![]), 11), vec!["axes [0, 0]", "repeated"]),
+        (
+            "gather axis 4",
+            one("Gather", &["input", "i"], vec![int("axis", 4)], vec![int64s("i", &[0])]),
+            vec!["axis 4"],
+        ),
+        (
+            "gather index 9",
+            one("Gather", &["input", "i"], vec![int("axis", 1)], vec![int64s("i", &[9])]),
+            vec!["index 9", "axis 1 of size 4"],
+        ),
+        (
+            "layernorm axis 7",
+            one("LayerNormalization", &["input", "s"], vec![int("axis", 7)], vec![floats("s", &[8])]),
+            vec!["axis 7"],
+        ),
+        (
+            "squeeze axis 9",
+            with_opset(one("Squeeze", &["input"], vec![ints("axes", &[9])], vec![]), 11),
+            vec!["axes", "axis 9"],
+        ),
+        (
+            "squeeze axis of size 4",
+            with_opset(one("Squeeze", &["input"], vec![ints("axes", &[1])], vec![]), 11),
+            vec!["axis 1 has size 4"],
+        ),
+        (
+            "unsqueeze axis 9",
+            one("Unsqueeze", &["input", "a"], vec![], vec![int64s("a", &[9])]),
+            vec!["axes", "axis 9"],
+        ),
+        (
+            "unsqueeze repeated axis",
+            with_opset(one("Unsqueeze", &["input"], vec![ints("axes", &[0, 0])], vec![]), 11),
+            vec!["axes [0, 0]", "repeated"],
+        ),
         ("reducemean axis 5", one("ReduceMean", &["input"], vec![ints("axes", &[5])], vec![]), vec!["axes", "axis 5"]),
         (
             "slice axis 7",
-            one("Slice", &["input", "b", "e", "a"], vec![], vec![int64s("b", &[0]), int64s("e", &[1]), int64s("a", &[7])]),
+            one(
+                "Slice",
+                &["input", "b", "e", "a"],
+                vec![],
+                vec![int64s("b", &[0]), int64s("e", &[1]), int64s("a", &[7])],
+            ),
             vec!["axis 7"],
         ),
-        ("clip min not a scalar", one("Clip", &["input", "lo"], vec![], vec![floats("lo", &[2])]), vec!["min input of shape [2]", "scalar"]),
-        ("dropout ratio not a scalar", one("Dropout", &["input", "r"], vec![], vec![floats("r", &[3])]), vec!["ratio input of shape [3]", "scalar"]),
-        ("dropout ratio 1.5", with_opset(one("Dropout", &["input"], vec![float("ratio", 1.5)], vec![]), 10), vec!["ratio 1.5"]),
+        (
+            "clip min not a scalar",
+            one("Clip", &["input", "lo"], vec![], vec![floats("lo", &[2])]),
+            vec!["min input of shape [2]", "scalar"],
+        ),
+        (
+            "dropout ratio not a scalar",
+            one("Dropout", &["input", "r"], vec![], vec![floats("r", &[3])]),
+            vec!["ratio input of shape [3]", "scalar"],
+        ),
+        (
+            "dropout ratio 1.5",
+            with_opset(one("Dropout", &["input"], vec![float("ratio", 1.5)], vec![]), 10),
+            vec!["ratio 1.5"],
+        ),
         ("reshape dim -2", one("Reshape", &["input", "s"], vec![], vec![int64s("s", &[-2, 4])]), vec!["shape [-2, 4]"]),
-        ("reshape two -1", one("Reshape", &["input", "s"], vec![], vec![int64s("s", &[-1, -1])]), vec!["at most one -1"]),
-        ("reshape overflowing dims", one("Reshape", &["input", "s"], vec![], vec![int64s("s", &[huge, huge])]), vec!["elements"]),
-        ("expand negative dim", one("Expand", &["input", "s"], vec![], vec![int64s("s", &[-1, 4, 8, 8])]), vec!["dims must be ≥ 0"]),
-        ("expand beyond the limit", one("Expand", &["input", "s"], vec![], vec![int64s("s", &[1 << 30, 1, 1, 1, 1])]), vec!["elements", "MAX_TENSOR_ELEMENTS"]),
-        ("constantofshape overflow", one("ConstantOfShape", &["s"], vec![], vec![int64s("s", &[huge, huge])]), vec!["elements"]),
-        ("constantofshape negative dim", one("ConstantOfShape", &["s"], vec![], vec![int64s("s", &[-3])]), vec!["negative"]),
+        (
+            "reshape two -1",
+            one("Reshape", &["input", "s"], vec![], vec![int64s("s", &[-1, -1])]),
+            vec!["at most one -1"],
+        ),
+        (
+            "reshape overflowing dims",
+            one("Reshape", &["input", "s"], vec![], vec![int64s("s", &[huge, huge])]),
+            vec!["elements"],
+        ),
+        (
+            "expand negative dim",
+            one("Expand", &["input", "s"], vec![], vec![int64s("s", &[-1, 4, 8, 8])]),
+            vec!["dims must be ≥ 0"],
+        ),
+        (
+            "expand beyond the limit",
+            one("Expand", &["input", "s"], vec![], vec![int64s("s", &[1 << 30, 1, 1, 1, 1])]),
+            vec!["elements", "MAX_TENSOR_ELEMENTS"],
+        ),
+        (
+            "constantofshape overflow",
+            one("ConstantOfShape", &["s"], vec![], vec![int64s("s", &[huge, huge])]),
+            vec!["elements"],
+        ),
+        (
+            "constantofshape negative dim",
+            one("ConstantOfShape", &["s"], vec![], vec![int64s("s", &[-3])]),
+            vec!["negative"],
+        ),
         (
             "constantofshape two-element value",
             one("ConstantOfShape", &["s"], vec![tensor_attr("value", floats("v", &[2]))], vec![int64s("s", &[2])]),
             vec!["value of shape [2]"],
         ),
         ("gemm rank 4", one("Gemm", &["input", "b"], vec![], vec![floats("b", &[8, 2])]), vec!["ranks 4 and 2"]),
-        ("batchnorm with 3 inputs", one("BatchNormalization", &["input", "s", "b"], vec![], vec![floats("s", &[4]), floats("b", &[4])]), vec!["input 3 is missing"]),
+        (
+            "batchnorm with 3 inputs",
+            one("BatchNormalization", &["input", "s", "b"], vec![], vec![floats("s", &[4]), floats("b", &[4])]),
+            vec!["input 3 is missing"],
+        ),
         ("matmul with 1 input", one("MatMul", &["input"], vec![], vec![]), vec!["input 1 is missing"]),
         ("node without output", no_output, vec!["no output"]),
-        ("transpose bad perm", one("Transpose", &["input"], vec![ints("perm", &[0, 0, 1, 2])], vec![]), vec!["perm [0, 0, 1, 2]"]),
-        ("add shapes that do not broadcast", one("Add", &["input", "b"], vec![], vec![floats("b", &[3])]), vec!["do not broadcast"]),
-        ("add broadcast past the limit", model(vec![node("Add", &["input", "b"], vec![])], vec![floats("b", &[8192, 1])], &[1, 1, 4096], 13), vec!["elements"]),
-        ("initializer negative dim", one("Conv", &["input", "w"], vec![], vec![floats("w", &[-1, 4, 3, 3])]), vec!["initializer \"w\"", "negative"]),
+        (
+            "transpose bad perm",
+            one("Transpose", &["input"], vec![ints("perm", &[0, 0, 1, 2])], vec![]),
+            vec!["perm [0, 0, 1, 2]"],
+        ),
+        (
+            "add shapes that do not broadcast",
+            one("Add", &["input", "b"], vec![], vec![floats("b", &[3])]),
+            vec!["do not broadcast"],
+        ),
+        (
+            "add broadcast past the limit",
+            model(vec![node("Add", &["input", "b"], vec![])], vec![floats("b", &[8192, 1])], &[1, 1, 4096], 13),
+            vec!["elements"],
+        ),
+        (
+            "initializer negative dim",
+            one("Conv", &["input", "w"], vec![], vec![floats("w", &[-1, 4, 3, 3])]),
+            vec!["initializer \"w\"", "negative"],
+        ),
         (
             "initializer overflowing dims",
-            one("Add", &["input", "b"], vec![], vec![TensorProto { name: "b".into(), dims: vec![huge, huge], data_type: 1, ..Default::default() }]),
+            one(
+                "Add",
+                &["input", "b"],
+                vec![],
+                vec![TensorProto { name: "b".into(), dims: vec![huge, huge], data_type: 1, ..Default::default() }],
+            ),
             vec!["initializer \"b\"", "elements"],
         ),
         (
             // Found by the fuzzer: empty, yet tch's element count overflowed (a panic).
             "initializer of huge dims and a zero dim",
-            one("Add", &["input", "b"], vec![], vec![TensorProto { name: "b".into(), dims: vec![huge, huge, 0], data_type: 1, ..Default::default() }]),
+            one(
+                "Add",
+                &["input", "b"],
+                vec![],
+                vec![TensorProto { name: "b".into(), dims: vec![huge, huge, 0], data_type: 1, ..Default::default() }],
+            ),
             vec!["initializer \"b\"", "elements"],
         ),
     ]
@@ -228,17 +381,30 @@ fn initializers_beyond_max_tensor_elements_are_refused_before_allocation() {
 fn valid_models() -> Vec<(&'static str, ModelProto)> {
     let mut b = builder::GraphBuilder::new(FrameShape::new(1, 8, 8), 3);
     b.conv(4, 3).batch_norm().relu().max_pool(2).flatten().linear(10);
-    let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/merged-batchnorm-initializers.onnx")).unwrap();
+    let fixture =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/merged-batchnorm-initializers.onnx"))
+            .unwrap();
     vec![
         ("tiny builder CNN", b.finish()),
         ("fixture", ModelProto::decode(&fixture[..]).unwrap()),
         ("flatten axis -1", one("Flatten", &["input"], vec![int("axis", -1)], vec![])),
         ("flatten axis = rank", one("Flatten", &["input"], vec![int("axis", 4)], vec![])),
-        ("maxpool same_upper", one("MaxPool", &["input"], vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), string("auto_pad", "SAME_UPPER")], vec![])),
+        (
+            "maxpool same_upper",
+            one(
+                "MaxPool",
+                &["input"],
+                vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), string("auto_pad", "SAME_UPPER")],
+                vec![],
+            ),
+        ),
         ("expand", one("Expand", &["input", "s"], vec![], vec![int64s("s", &[2, 1, 1, 1])])),
         ("gather negative index", one("Gather", &["input", "i"], vec![int("axis", 1)], vec![int64s("i", &[-1, 0])])),
         ("constantofshape", one("ConstantOfShape", &["s"], vec![], vec![int64s("s", &[2, 3])])),
-        ("clip scalar bounds", one("Clip", &["input", "lo", "hi"], vec![], vec![floats("lo", &[]), floats("hi", &[1])])),
+        (
+            "clip scalar bounds",
+            one("Clip", &["input", "lo", "hi"], vec![], vec![floats("lo", &[]), floats("hi", &[1])]),
+        ),
     ]
 }
 

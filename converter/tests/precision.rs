@@ -27,7 +27,10 @@ fn f16_plans_are_half_the_size_and_decide_like_f32() {
     let manifest = bundle_at_precision(&src, &dst, Precision::F16, None).unwrap();
     assert_eq!(manifest.precision, Precision::F16);
     for plan in [&manifest.plans.model, &manifest.plans.expert, &manifest.plans.auxiliary] {
-        let (half, full) = (std::fs::metadata(dst.join(&plan.file)).unwrap().len(), std::fs::metadata(src.join(&plan.file)).unwrap().len());
+        let (half, full) = (
+            std::fs::metadata(dst.join(&plan.file)).unwrap().len(),
+            std::fs::metadata(src.join(&plan.file)).unwrap().len(),
+        );
         eprintln!("{}: {full} → {half} bytes", plan.file);
         assert!((half as f64) < 0.55 * full as f64, "{}: {half} bytes at f16 against {full} at f32", plan.file);
     }
@@ -52,7 +55,9 @@ fn f16_plans_are_half_the_size_and_decide_like_f32() {
 fn scored(bundle: &GuardBundle, set: &FrameSet) -> Vec<Scored> {
     let mut guard = Guard::new(bundle).unwrap();
     let labels = set.labels().unwrap();
-    (0..set.len()).map(|i| Scored::from_verdict(labels[i], &guard.guard(set.frame(i), PixelLayout::Chw).unwrap())).collect()
+    (0..set.len())
+        .map(|i| Scored::from_verdict(labels[i], &guard.guard(set.frame(i), PixelLayout::Chw).unwrap()))
+        .collect()
 }
 
 #[test]
@@ -67,15 +72,25 @@ fn int8_plans_run_integer_kernels_and_keep_the_auroc_within_half_a_point() {
     assert_eq!(scales.frames, 256);
 
     let (int8, f32) = (GuardBundle::open(&dst).unwrap(), GuardBundle::open(&src).unwrap());
-    for (role, scales) in [(Role::Model, &scales.model), (Role::Expert, &scales.expert), (Role::Auxiliary, &scales.auxiliary)] {
+    for (role, scales) in
+        [(Role::Model, &scales.model), (Role::Expert, &scales.expert), (Role::Auxiliary, &scales.auxiliary)]
+    {
         let nodes = int8.plan(role).model().nodes();
         let convs = nodes.iter().filter(|n| n.op_as::<PackedConv>().is_some_and(|c| c.is_int8())).count();
         let dense = nodes.iter().filter(|n| n.op_as::<PackedDense>().is_some_and(|d| d.is_int8())).count();
         eprintln!("{}: {convs} int8 convolutions, {dense} int8 dense layers, scales {scales:?}", role.name());
-        assert!(convs >= 1 && dense >= 1 && convs + dense == scales.len(), "{}: {convs} + {dense} int8 layers for {} scales", role.name(), scales.len());
+        assert!(
+            convs >= 1 && dense >= 1 && convs + dense == scales.len(),
+            "{}: {convs} + {dense} int8 layers for {} scales",
+            role.name(),
+            scales.len()
+        );
     }
 
-    let (clean, triggered) = (FrameSource::detect(&demo().join("eval-clean-images-idx3-ubyte.gz")).load().unwrap(), FrameSource::detect(&demo().join("eval-badnet-images-idx3-ubyte.gz")).load().unwrap());
+    let (clean, triggered) = (
+        FrameSource::detect(&demo().join("eval-clean-images-idx3-ubyte.gz")).load().unwrap(),
+        FrameSource::detect(&demo().join("eval-badnet-images-idx3-ubyte.gz")).load().unwrap(),
+    );
     let auroc = |bundle: &GuardBundle| {
         let threshold = bundle.manifest().decision.threshold;
         Evaluation::compute(&scored(bundle, &clean), &scored(bundle, &triggered), 0, threshold).unwrap().auroc.unwrap()

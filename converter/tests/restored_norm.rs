@@ -18,7 +18,11 @@ fn reserve(n: usize) -> FrameSet {
 }
 
 fn preprocessor() -> Preprocessor {
-    Preprocessor::new(&Normalization { scale: 1.0 / 255.0, mean: vec![0.286], std: vec![0.353] }, FrameShape::new(1, 28, 28)).unwrap()
+    Preprocessor::new(
+        &Normalization { scale: 1.0 / 255.0, mean: vec![0.286], std: vec![0.353] },
+        FrameShape::new(1, 28, 28),
+    )
+    .unwrap()
 }
 
 /// A folded-style CNN: convolutions straight into ReLU, the first without a bias.
@@ -72,7 +76,10 @@ fn a_restored_model_computes_what_the_source_did_and_folds_back_after_training()
     let exported = graph.to_proto().unwrap();
     let g = exported.graph.as_ref().unwrap();
     assert!(g.node.iter().all(|n| n.op_type != "BatchNormalization"), "the plans keep the source's structure");
-    assert!(g.node.iter().filter(|n| n.op_type == "Conv").all(|n| n.input.len() == 3), "every convolution has its folded bias");
+    assert!(
+        g.node.iter().filter(|n| n.op_type == "Conv").all(|n| n.input.len() == 3),
+        "every convolution has its folded bias"
+    );
     let reloaded = TchGraph::from_proto(exported, Device::Cpu).unwrap();
     let folded = predict_logits(&reloaded, &frames, &pre).unwrap();
     assert!(max_diff(&trained, &folded) < 1e-3, "folded export differs by {}", max_diff(&trained, &folded));

@@ -133,9 +133,11 @@ struct Failure(BadexpertStatus, String);
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let status = match e {
-            Error::Io { .. } | Error::Format { .. } | Error::Manifest { .. } | Error::HashMismatch { .. } | Error::Plan { .. } => {
-                BadexpertStatus::Bundle
-            }
+            Error::Io { .. }
+            | Error::Format { .. }
+            | Error::Manifest { .. }
+            | Error::HashMismatch { .. }
+            | Error::Plan { .. } => BadexpertStatus::Bundle,
             Error::Frame(_) | Error::Inference { .. } => BadexpertStatus::FrameNotScored,
             Error::Invalid(_) => BadexpertStatus::InvalidArgument,
         };
@@ -208,7 +210,10 @@ pub extern "C" fn badexpert_version() -> *const c_char {
 /// # Safety
 /// `dir` is NULL or a NUL-terminated string; `bundle` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn badexpert_bundle_open(dir: *const c_char, bundle: *mut *mut BadexpertBundle) -> BadexpertStatus {
+pub unsafe extern "C" fn badexpert_bundle_open(
+    dir: *const c_char,
+    bundle: *mut *mut BadexpertBundle,
+) -> BadexpertStatus {
     call(|| {
         let out = non_null_mut(bundle, "bundle (the handle's address)")?;
         *out = std::ptr::null_mut();
@@ -218,7 +223,10 @@ pub unsafe extern "C" fn badexpert_bundle_open(dir: *const c_char, bundle: *mut 
             .manifest()
             .classes
             .iter()
-            .map(|c| CString::new(c.as_str()).map_err(|_| Failure(BadexpertStatus::Bundle, format!("class name {c:?} holds a NUL"))))
+            .map(|c| {
+                CString::new(c.as_str())
+                    .map_err(|_| Failure(BadexpertStatus::Bundle, format!("class name {c:?} holds a NUL")))
+            })
             .collect::<Result<_, _>>()?;
         *out = Box::into_raw(Box::new(BadexpertBundle { bundle: opened, class_names }));
         Ok(())
@@ -245,11 +253,15 @@ pub unsafe extern "C" fn badexpert_bundle_destroy(bundle: *mut *mut BadexpertBun
 /// # Safety
 /// `bundle` is NULL or a live handle; `shape` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn badexpert_bundle_frame_shape(bundle: *const BadexpertBundle, shape: *mut BadexpertFrameShape) -> BadexpertStatus {
+pub unsafe extern "C" fn badexpert_bundle_frame_shape(
+    bundle: *const BadexpertBundle,
+    shape: *mut BadexpertFrameShape,
+) -> BadexpertStatus {
     call(|| {
         let s = non_null(bundle, "bundle")?.bundle.manifest().input.shape;
         let dim = |v: usize| u32::try_from(v).map_err(|_| invalid(format!("frame dimension {v} does not fit 32 bits")));
-        *non_null_mut(shape, "shape")? = BadexpertFrameShape { channels: dim(s.channels)?, height: dim(s.height)?, width: dim(s.width)? };
+        *non_null_mut(shape, "shape")? =
+            BadexpertFrameShape { channels: dim(s.channels)?, height: dim(s.height)?, width: dim(s.width)? };
         Ok(())
     })
 }
@@ -259,7 +271,10 @@ pub unsafe extern "C" fn badexpert_bundle_frame_shape(bundle: *const BadexpertBu
 /// # Safety
 /// `bundle` is NULL or a live handle; `count` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn badexpert_bundle_class_count(bundle: *const BadexpertBundle, count: *mut usize) -> BadexpertStatus {
+pub unsafe extern "C" fn badexpert_bundle_class_count(
+    bundle: *const BadexpertBundle,
+    count: *mut usize,
+) -> BadexpertStatus {
     call(|| {
         *non_null_mut(count, "count")? = non_null(bundle, "bundle")?.class_names.len();
         Ok(())
@@ -272,11 +287,17 @@ pub unsafe extern "C" fn badexpert_bundle_class_count(bundle: *const BadexpertBu
 /// # Safety
 /// `bundle` is NULL or a live handle; `name` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn badexpert_bundle_class_name(bundle: *const BadexpertBundle, index: usize, name: *mut *const c_char) -> BadexpertStatus {
+pub unsafe extern "C" fn badexpert_bundle_class_name(
+    bundle: *const BadexpertBundle,
+    index: usize,
+    name: *mut *const c_char,
+) -> BadexpertStatus {
     call(|| {
         let out = non_null_mut(name, "name")?;
         let names = &non_null(bundle, "bundle")?.class_names;
-        let found = names.get(index).ok_or_else(|| invalid(format!("class {index} out of range: the bundle has {} classes", names.len())))?;
+        let found = names
+            .get(index)
+            .ok_or_else(|| invalid(format!("class {index} out of range: the bundle has {} classes", names.len())))?;
         *out = found.as_ptr();
         Ok(())
     })
@@ -287,7 +308,10 @@ pub unsafe extern "C" fn badexpert_bundle_class_name(bundle: *const BadexpertBun
 /// # Safety
 /// `bundle` is NULL or a live handle; `guard` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn badexpert_guard_create(bundle: *const BadexpertBundle, guard: *mut *mut BadexpertGuard) -> BadexpertStatus {
+pub unsafe extern "C" fn badexpert_guard_create(
+    bundle: *const BadexpertBundle,
+    guard: *mut *mut BadexpertGuard,
+) -> BadexpertStatus {
     call(|| {
         let out = non_null_mut(guard, "guard (the handle's address)")?;
         *out = std::ptr::null_mut();
@@ -378,7 +402,10 @@ pub unsafe extern "C" fn badexpert_guard_image(
         if (width, height) != (shape.width, shape.height) {
             return Err(Failure(
                 BadexpertStatus::UnsupportedSize,
-                format!("image is {width}×{height}, the bundle takes {}×{} (resizing is not supported yet)", shape.width, shape.height),
+                format!(
+                    "image is {width}×{height}, the bundle takes {}×{} (resizing is not supported yet)",
+                    shape.width, shape.height
+                ),
             ));
         }
         let row = width * channels;
@@ -386,7 +413,8 @@ pub unsafe extern "C" fn badexpert_guard_image(
             return Err(invalid(format!("step {step} is shorter than a row ({width} × {channels} = {row} bytes)")));
         }
         let needed = step.checked_mul(height - 1).and_then(|n| n.checked_add(row));
-        let needed = needed.ok_or_else(|| invalid(format!("{height} rows of step {step} overflow the address space")))?;
+        let needed =
+            needed.ok_or_else(|| invalid(format!("{height} rows of step {step} overflow the address space")))?;
         if image.data_len < needed {
             return Err(invalid(format!(
                 "image data holds {} bytes, {height} rows of step {step} need {needed}",
@@ -435,7 +463,8 @@ unsafe fn guarded(
         let out = non_null_mut(verdict, "verdict")?;
         let v = score(g)?;
         *out = BadexpertVerdict {
-            class_index: u32::try_from(v.class).map_err(|_| invalid(format!("class {} does not fit 32 bits", v.class)))?,
+            class_index: u32::try_from(v.class)
+                .map_err(|_| invalid(format!("class {} does not fit 32 bits", v.class)))?,
             score: v.score,
             expert_confidence: v.confidences.expert,
             auxiliary_confidence: v.confidences.auxiliary,

@@ -71,7 +71,11 @@ fn the_c_example_agrees_with_the_rust_guard_on_tight_and_padded_frames() {
 
     for padding in ["0", "13"] {
         let run = Command::new(&exe).arg(demo_bundle()).arg(&raw).args(["mono8", padding]).output().unwrap();
-        assert!(run.status.success(), "guard_frames (padding {padding}) failed:\n{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "guard_frames (padding {padding}) failed:\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         let lines: Vec<String> = String::from_utf8(run.stdout).unwrap().lines().map(String::from).collect();
         assert_eq!(lines.len(), expected.len(), "one line per frame (padding {padding})");
         for (line, want) in lines.iter().zip(&expected) {
@@ -116,10 +120,30 @@ fn refused(guard: *mut BadexpertGuard, image: &BadexpertImage, status: Badexpert
 fn an_image_the_guard_cannot_take_gets_a_status_a_message_and_a_rejected_verdict() {
     let guard = abi_guard();
     let frame = vec![0u8; 40 * 28];
-    refused(guard, &image(28, 28, 28, c"bgr8", &frame), BadexpertStatus::UnsupportedEncoding, "3 channel(s), the bundle takes 1");
-    refused(guard, &image(28, 28, 28, c"yuv422", &frame), BadexpertStatus::UnsupportedEncoding, "\"yuv422\" is not supported");
-    refused(guard, &image(40, 28, 40, c"mono8", &frame), BadexpertStatus::UnsupportedSize, "image is 40×28, the bundle takes 28×28");
-    refused(guard, &image(28, 28, 20, c"mono8", &frame), BadexpertStatus::InvalidArgument, "step 20 is shorter than a row");
+    refused(
+        guard,
+        &image(28, 28, 28, c"bgr8", &frame),
+        BadexpertStatus::UnsupportedEncoding,
+        "3 channel(s), the bundle takes 1",
+    );
+    refused(
+        guard,
+        &image(28, 28, 28, c"yuv422", &frame),
+        BadexpertStatus::UnsupportedEncoding,
+        "\"yuv422\" is not supported",
+    );
+    refused(
+        guard,
+        &image(40, 28, 40, c"mono8", &frame),
+        BadexpertStatus::UnsupportedSize,
+        "image is 40×28, the bundle takes 28×28",
+    );
+    refused(
+        guard,
+        &image(28, 28, 20, c"mono8", &frame),
+        BadexpertStatus::InvalidArgument,
+        "step 20 is shorter than a row",
+    );
     refused(guard, &image(28, 28, 40, c"mono8", &frame[..40 * 27]), BadexpertStatus::InvalidArgument, "need 1108");
     let mut no_data = image(28, 28, 28, c"mono8", &frame);
     no_data.data = null();
@@ -127,7 +151,8 @@ fn an_image_the_guard_cannot_take_gets_a_status_a_message_and_a_rejected_verdict
 
     // The guard still works after every refusal; the last row may omit its padding.
     let mut verdict = BadexpertVerdict::default();
-    let ok = unsafe { badexpert_guard_image(guard, &image(28, 28, 40, c"mono8", &frame[..40 * 27 + 28]), &mut verdict) };
+    let ok =
+        unsafe { badexpert_guard_image(guard, &image(28, 28, 40, c"mono8", &frame[..40 * 27 + 28]), &mut verdict) };
     assert_eq!(ok, BadexpertStatus::Ok, "{}", last_error());
     assert!(verdict.score.is_finite() && verdict.class_index < 10);
     let planar = unsafe { badexpert_guard_frame(guard, frame.as_ptr(), 28 * 28 - 1, &mut verdict) };

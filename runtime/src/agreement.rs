@@ -33,7 +33,11 @@ pub fn agreement(candidate: &GuardBundle, reference: &GuardBundle, frames: &Fram
         )));
     }
     if frames.shape() != reference.manifest().input.shape {
-        return Err(Error::Invalid(format!("frames are {}, the bundles take {}", frames.shape(), reference.manifest().input.shape)));
+        return Err(Error::Invalid(format!(
+            "frames are {}, the bundles take {}",
+            frames.shape(),
+            reference.manifest().input.shape
+        )));
     }
     let (mut a, mut b) = (Guard::new(candidate)?, Guard::new(reference)?);
     let (mut verdicts, mut classes, mut max_diff, mut sum_diff, mut max_conf) = (0usize, 0usize, 0f64, 0f64, 0f64);
@@ -43,7 +47,9 @@ pub fn agreement(candidate: &GuardBundle, reference: &GuardBundle, frames: &Fram
         classes += (x.class == y.class) as usize;
         if x.class == y.class {
             let (cx, cy) = (x.confidences, y.confidences);
-            max_conf = max_conf.max((cx.expert as f64 - cy.expert as f64).abs()).max((cx.auxiliary as f64 - cy.auxiliary as f64).abs());
+            max_conf = max_conf
+                .max((cx.expert as f64 - cy.expert as f64).abs())
+                .max((cx.auxiliary as f64 - cy.auxiliary as f64).abs());
         }
         let d = (x.score as f64 - y.score as f64).abs();
         max_diff = max_diff.max(d);

@@ -91,7 +91,11 @@ impl Strip {
             return Err(Error::Invalid("STRIP needs at least one clean frame and N ≥ 1".into()));
         }
         if clean.shape() != m.input.shape {
-            return Err(Error::Frame(format!("STRIP clean frames are {}, the bundle takes {}", clean.shape(), m.input.shape)));
+            return Err(Error::Frame(format!(
+                "STRIP clean frames are {}, the bundle takes {}",
+                clean.shape(),
+                m.input.shape
+            )));
         }
         Ok(Strip {
             runner: BatchRunner::new(bundle, n)?,

@@ -58,7 +58,9 @@ impl BatchGuard {
         let per_frame = self.pre.shape().len();
         let buf = input_slice(&mut self.input);
         for (i, frame) in frames.iter().enumerate() {
-            self.pre.load(frame, layout, &mut buf[i * per_frame..(i + 1) * per_frame]).map_err(|e| Error::Frame(format!("frame {i} of the batch: {e}")))?;
+            self.pre
+                .load(frame, layout, &mut buf[i * per_frame..(i + 1) * per_frame])
+                .map_err(|e| Error::Frame(format!("frame {i} of the batch: {e}")))?;
         }
         let (n, k) = (frames.len(), self.classes);
         for (role, (name, state)) in self.states.iter_mut().enumerate() {

@@ -102,7 +102,6 @@ impl GuardBundle {
         self.options.batch
     }
 
-
     /// One of the plans for another batch size (the file is verified again),
     /// e.g. for detectors that run many perturbed copies of a frame at once.
     pub fn plan_with_batch(&self, role: Role, batch: usize) -> Result<Plan> {

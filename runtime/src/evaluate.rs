@@ -55,7 +55,8 @@ pub struct Cost {
 impl Cost {
     fn from_latencies(model_evaluations: usize, mut latencies: Vec<f64>) -> Cost {
         latencies.sort_by(|a, b| a.total_cmp(b));
-        let pick = |q: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0);
+        let pick =
+            |q: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0);
         Cost {
             model_evaluations,
             mean_us: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
@@ -103,9 +104,8 @@ fn guard_all(guard: &mut Guard, set: &FrameSet, latencies: &mut Vec<f64>) -> Res
     let mut out = Vec::with_capacity(set.len());
     for i in 0..set.len() {
         let start = Instant::now();
-        let verdict = guard
-            .guard(set.frame(i), PixelLayout::Chw)
-            .map_err(|e| Error::Invalid(format!("frame {i}: {e}")))?;
+        let verdict =
+            guard.guard(set.frame(i), PixelLayout::Chw).map_err(|e| Error::Invalid(format!("frame {i}: {e}")))?;
         latencies.push(start.elapsed().as_secs_f64() * 1e6);
         out.push(verdict);
     }
@@ -130,7 +130,9 @@ pub fn evaluate_detectors(
     let mut latencies = Vec::with_capacity(clean.len() + triggered.len());
     let clean_v = guard_all(guard, clean, &mut latencies)?;
     let trig_v = guard_all(guard, triggered, &mut latencies)?;
-    let scored = |labels: &[u32], v: &[Verdict]| -> Vec<Scored> { v.iter().zip(labels).map(|(v, &l)| Scored::from_verdict(l, v)).collect() };
+    let scored = |labels: &[u32], v: &[Verdict]| -> Vec<Scored> {
+        v.iter().zip(labels).map(|(v, &l)| Scored::from_verdict(l, v)).collect()
+    };
     let (c, t) = (scored(clean_labels, &clean_v), scored(trig_labels, &trig_v));
     let mut reports = vec![DetectorReport {
         detector: DetectorKind::BadExpert,
@@ -145,7 +147,10 @@ pub fn evaluate_detectors(
         return Ok(reports);
     }
     let stored = bundle.clean_frames()?.ok_or_else(|| {
-        Error::Invalid("STRIP and SCALE-UP need clean frames at run time; this bundle stores none (convert with --store-clean N)".into())
+        Error::Invalid(
+            "STRIP and SCALE-UP need clean frames at run time; this bundle stores none (convert with --store-clean N)"
+                .into(),
+        )
     })?;
     let stored_classes: Vec<usize> = guard_all(guard, &stored, &mut Vec::new())?.iter().map(|v| v.class).collect();
     for kind in baselines {
@@ -170,7 +175,13 @@ pub fn evaluate_detectors(
                     let start = Instant::now();
                     let suspicion = detector.suspicion(set.frame(i))?;
                     latencies.push(start.elapsed().as_secs_f64() * 1e6);
-                    Ok(Scored { label: labels[i], class: verdicts[i].class, suspicion, accepted: -suspicion >= t, confidences: None })
+                    Ok(Scored {
+                        label: labels[i],
+                        class: verdicts[i].class,
+                        suspicion,
+                        accepted: -suspicion >= t,
+                        confidences: None,
+                    })
                 })
                 .collect()
         };

@@ -47,7 +47,7 @@ impl FrameSet {
         if shape.is_empty() {
             return Err(Error::Invalid(format!("frame shape {shape} has no pixels")));
         }
-        if pixels.len() % shape.len() != 0 {
+        if !pixels.len().is_multiple_of(shape.len()) {
             return Err(Error::Invalid(format!(
                 "{} pixel values are not a whole number of {shape} frames",
                 pixels.len()
@@ -143,10 +143,7 @@ impl FrameSet {
     /// Appends the frames of `other` (same shape; both labelled or both not).
     pub fn extend(&mut self, other: &FrameSet) -> Result<()> {
         if other.shape != self.shape {
-            return Err(Error::Invalid(format!(
-                "cannot join frames of shape {} and {}",
-                self.shape, other.shape
-            )));
+            return Err(Error::Invalid(format!("cannot join frames of shape {} and {}", self.shape, other.shape)));
         }
         match (&mut self.labels, &other.labels) {
             (Some(a), Some(b)) => a.extend_from_slice(b),

@@ -48,7 +48,10 @@ impl Guard {
     /// Builds a guard for a bundle opened with batch size 1.
     pub fn new(bundle: &GuardBundle) -> Result<Guard> {
         if bundle.batch() != 1 {
-            return Err(Error::Invalid(format!("Guard takes frames one at a time; the bundle was opened for batch {}", bundle.batch())));
+            return Err(Error::Invalid(format!(
+                "Guard takes frames one at a time; the bundle was opened for batch {}",
+                bundle.batch()
+            )));
         }
         let m = bundle.manifest();
         let shape = m.input.shape;
@@ -74,7 +77,11 @@ impl Guard {
     pub fn guard_normalized(&mut self, frame: &[f32]) -> Result<Verdict> {
         let expected = self.pre.shape().len();
         if frame.len() != expected {
-            return Err(Error::Frame(format!("{} values, the bundle expects {expected} = {}", frame.len(), self.pre.shape())));
+            return Err(Error::Frame(format!(
+                "{} values, the bundle expects {expected} = {}",
+                frame.len(),
+                self.pre.shape()
+            )));
         }
         if let Some(i) = frame.iter().position(|v| !v.is_finite()) {
             return Err(Error::Frame(format!("value {i} is {} (NaN or infinite)", frame[i])));
@@ -91,7 +98,7 @@ impl Guard {
     fn run(&mut self) -> Result<Verdict> {
         let classes = self.classes;
         let input = TValue::from_const(self.input.clone());
-        let class = run_logits(&mut self.model, &input, classes, |l| argmax(l))?;
+        let class = run_logits(&mut self.model, &input, classes, argmax)?;
         let expert = run_logits(&mut self.expert, &input, classes, |l| softmax_at(l, class))?;
         let auxiliary = run_logits(&mut self.auxiliary, &input, classes, |l| softmax_at(l, class))?;
         Ok(decide(&self.decision, class, Confidences { expert, auxiliary }))
@@ -117,7 +124,9 @@ pub(crate) fn check_logits(logits: &[f32], classes: usize) -> std::result::Resul
 
 /// A zeroed `[batch, C, H, W]` f32 input tensor, shared with the plans by `Arc`.
 pub(crate) fn input_tensor(batch: usize, shape: crate::FrameShape) -> Result<Arc<Tensor>> {
-    Tensor::zero::<f32>(&[batch, shape.channels, shape.height, shape.width]).map(Arc::new).map_err(|e| Error::Invalid(e.to_string()))
+    Tensor::zero::<f32>(&[batch, shape.channels, shape.height, shape.width])
+        .map(Arc::new)
+        .map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// The input tensor's values. The Arc is exclusive again once the previous
@@ -153,5 +162,6 @@ pub(crate) fn with_logits<T>(
 
 /// Runs one of the guard's plans and reads its logits in place.
 fn run_logits<T>(runner: &mut Runner, input: &TValue, classes: usize, read: impl FnOnce(&[f32]) -> T) -> Result<T> {
-    with_logits(&mut runner.state, input.clone(), classes, read).map_err(|reason| Error::Inference { model: runner.name, reason })
+    with_logits(&mut runner.state, input.clone(), classes, read)
+        .map_err(|reason| Error::Inference { model: runner.name, reason })
 }

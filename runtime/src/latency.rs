@@ -64,7 +64,10 @@ pub struct LatencyReport {
 }
 
 fn summarise(mode: &str, batch: usize, mut per_frame_us: Vec<f64>) -> Latency {
-    let round_means_us = per_frame_us.chunks(per_frame_us.len().div_ceil(ROUNDS).max(1)).map(|r| r.iter().sum::<f64>() / r.len() as f64).collect();
+    let round_means_us = per_frame_us
+        .chunks(per_frame_us.len().div_ceil(ROUNDS).max(1))
+        .map(|r| r.iter().sum::<f64>() / r.len() as f64)
+        .collect();
     per_frame_us.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| per_frame_us[((per_frame_us.len() - 1) as f64 * q).round() as usize];
     Latency {
@@ -91,7 +94,10 @@ impl ModelAlone {
     /// For a bundle opened with batch size 1, like [`Guard`].
     pub fn new(bundle: &GuardBundle) -> Result<ModelAlone> {
         if bundle.batch() != 1 {
-            return Err(crate::Error::Invalid(format!("ModelAlone takes frames one at a time; the bundle was opened for batch {}", bundle.batch())));
+            return Err(crate::Error::Invalid(format!(
+                "ModelAlone takes frames one at a time; the bundle was opened for batch {}",
+                bundle.batch()
+            )));
         }
         let m = bundle.manifest();
         Ok(ModelAlone {
@@ -157,14 +163,20 @@ fn time_interleaved(modes: &mut [Mode], runs: usize) -> Result<()> {
 /// with tract's ops only), the parallel guard on 2 and 3 threads, and the
 /// batched guard for each size in `batches`, over `frames` (cycled), all
 /// measured in the same rounds.
-pub fn measure(bundle_dir: &std::path::Path, frames: &FrameSet, runs: usize, batches: &[usize]) -> Result<LatencyReport> {
+pub fn measure(
+    bundle_dir: &std::path::Path,
+    frames: &FrameSet,
+    runs: usize,
+    batches: &[usize],
+) -> Result<LatencyReport> {
     let bundle = GuardBundle::open(bundle_dir)?;
     let n = frames.len().max(1);
     let frame = |i: usize| frames.frame(i % n);
 
     let mut model = ModelAlone::new(&bundle)?;
     let mut guard = Guard::new(&bundle)?;
-    let tract_only = GuardBundle::open_with(bundle_dir, crate::LoadOptions { own_kernels: false, ..Default::default() })?;
+    let tract_only =
+        GuardBundle::open_with(bundle_dir, crate::LoadOptions { own_kernels: false, ..Default::default() })?;
     let mut tract_model = ModelAlone::new(&tract_only)?;
     let mut tract_guard = Guard::new(&tract_only)?;
     let mut parallel2 = ParallelGuard::with_threads(&bundle, 2)?;

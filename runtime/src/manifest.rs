@@ -245,14 +245,22 @@ impl Manifest {
             (Some(_), p) if p != Precision::Int8 => return Err(format!("int8 scales in a {p:?} manifest")),
             (Some(scales), _) => {
                 let all = [&scales.model, &scales.expert, &scales.auxiliary];
-                if let Some((name, s)) = all.iter().flat_map(|t| t.iter()).find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+                if let Some((name, s)) = all.iter().flat_map(|t| t.iter()).find(|(_, s)| !(s.is_finite() && **s > 0.0))
+                {
                     return Err(format!("int8 scale {s} of layer {name:?} is not a positive number"));
                 }
             }
             _ => {}
         }
-        let files = [("plans.model", &self.plans.model), ("plans.expert", &self.plans.expert), ("plans.auxiliary", &self.plans.auxiliary)];
-        let clean = self.clean_frames.iter().flat_map(|c| [("clean_frames.images", &c.images), ("clean_frames.labels", &c.labels)]);
+        let files = [
+            ("plans.model", &self.plans.model),
+            ("plans.expert", &self.plans.expert),
+            ("plans.auxiliary", &self.plans.auxiliary),
+        ];
+        let clean = self
+            .clean_frames
+            .iter()
+            .flat_map(|c| [("clean_frames.images", &c.images), ("clean_frames.labels", &c.labels)]);
         for (name, f) in files.into_iter().chain(clean) {
             let p = Path::new(&f.file);
             if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
@@ -275,7 +283,10 @@ mod tests {
                 "rate_search":[[1e-5,0.8],[1e-4,0.2]]}"#,
         )
         .unwrap();
-        assert_eq!(old.rate_search[1], RateTrial { learning_rate: 1e-4, holdout_accuracy: Some(0.2), outcome: String::new() });
+        assert_eq!(
+            old.rate_search[1],
+            RateTrial { learning_rate: 1e-4, holdout_accuracy: Some(0.2), outcome: String::new() }
+        );
         let mut new = old.clone();
         new.rate_search[0].outcome = "too small: still classifies like M".into();
         new.rate_search[1].holdout_accuracy = None;

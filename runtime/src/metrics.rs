@@ -210,7 +210,11 @@ impl Evaluation {
         [
             "                       without guard   with guard".to_string(),
             format!("clean accuracy (CA)       {}    {}", pct(self.clean_accuracy), pct(self.clean_accuracy_defended)),
-            format!("attack success (ASR)      {}    {}", pct(self.attack_success_rate), pct(self.attack_success_rate_defended)),
+            format!(
+                "attack success (ASR)      {}    {}",
+                pct(self.attack_success_rate),
+                pct(self.attack_success_rate_defended)
+            ),
             format!("AUROC                     {auroc}"),
             format!("clean FPR (realised)      {}   (threshold {:.4e})", pct(self.clean_fpr), self.threshold),
             format!(

@@ -19,7 +19,6 @@ use crate::preprocess::Preprocessor;
 use crate::score::{argmax, softmax_at, Confidences};
 use crate::{Error, Result};
 
-
 enum Status {
     Idle,
     Pending(Arc<Tensor>),
@@ -90,7 +89,9 @@ fn work(plan: Plan, shared: Arc<Shared>, classes: usize) {
         };
         let outcome = match state.as_mut() {
             None => Err("the thread's tract state could not be made".to_string()),
-            Some(state) => with_logits(state, TValue::from_const(input), classes, |logits| local.copy_from_slice(logits)),
+            Some(state) => {
+                with_logits(state, TValue::from_const(input), classes, |logits| local.copy_from_slice(logits))
+            }
         };
         // The input and outputs are dropped: the caller may write the next frame in place.
         let mut slot = shared.lock();
@@ -118,7 +119,10 @@ impl ParallelGuard {
     /// The bundle must be opened with batch size 1.
     pub fn with_threads(bundle: &GuardBundle, threads: usize) -> Result<ParallelGuard> {
         if bundle.batch() != 1 {
-            return Err(Error::Invalid(format!("ParallelGuard takes frames one at a time; the bundle was opened for batch {}", bundle.batch())));
+            return Err(Error::Invalid(format!(
+                "ParallelGuard takes frames one at a time; the bundle was opened for batch {}",
+                bundle.batch()
+            )));
         }
         let on_workers: &[usize] = match threads {
             3 => &[1, 2],
@@ -130,7 +134,10 @@ impl ParallelGuard {
         let mut workers = Vec::with_capacity(on_workers.len());
         for &k in on_workers {
             let (plan, name) = (bundle.plan(Role::ALL[k]).clone(), Role::ALL[k].name());
-            let shared = Arc::new(Shared { slot: Mutex::new(Slot { status: Status::Idle, logits: vec![0.0; classes] }), changed: Condvar::new() });
+            let shared = Arc::new(Shared {
+                slot: Mutex::new(Slot { status: Status::Idle, logits: vec![0.0; classes] }),
+                changed: Condvar::new(),
+            });
             let for_thread = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("badexpert-{name}"))
@@ -168,7 +175,9 @@ impl ParallelGuard {
         let mut failure = None;
         for (k, state) in &mut self.local {
             let out = &mut self.logits[*k];
-            if let Err(reason) = with_logits(state, TValue::from_const(self.input.clone()), self.classes, |l| out.copy_from_slice(l)) {
+            if let Err(reason) =
+                with_logits(state, TValue::from_const(self.input.clone()), self.classes, |l| out.copy_from_slice(l))
+            {
                 failure = failure.or(Some(Error::Inference { model: Role::ALL[*k].name(), reason }));
             }
         }
@@ -182,14 +191,17 @@ impl ParallelGuard {
             match std::mem::replace(&mut slot.status, Status::Idle) {
                 Status::Done => self.logits[*k].copy_from_slice(&slot.logits),
                 Status::Failed(reason) => failure = failure.or(Some(Error::Inference { model: name, reason })),
-                _ => failure = failure.or(Some(Error::Inference { model: name, reason: "worker thread stopped".into() })),
+                _ => {
+                    failure = failure.or(Some(Error::Inference { model: name, reason: "worker thread stopped".into() }))
+                }
             }
         }
         if let Some(e) = failure {
             return Err(e);
         }
         let class = argmax(&self.logits[0]);
-        let confidences = Confidences { expert: softmax_at(&self.logits[1], class), auxiliary: softmax_at(&self.logits[2], class) };
+        let confidences =
+            Confidences { expert: softmax_at(&self.logits[1], class), auxiliary: softmax_at(&self.logits[2], class) };
         Ok(decide(&self.decision, class, confidences))
     }
 

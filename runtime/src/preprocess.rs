@@ -40,7 +40,7 @@ impl Normalization {
                 return bad(format!("{name} {v:?} has a non-finite value"));
             }
         }
-        if self.std.iter().any(|&s| s == 0.0) {
+        if self.std.contains(&0.0) {
             return bad(format!("std {:?} has a zero", self.std));
         }
         Ok(())
@@ -79,9 +79,7 @@ pub struct Preprocessor {
 impl Preprocessor {
     pub fn new(norm: &Normalization, shape: FrameShape) -> Result<Self> {
         norm.validate(shape.channels)?;
-        let table = (0..shape.channels)
-            .map(|c| std::array::from_fn(|v| norm.apply(v as f32, c)))
-            .collect();
+        let table = (0..shape.channels).map(|c| std::array::from_fn(|v| norm.apply(v as f32, c))).collect();
         Ok(Preprocessor { shape, table })
     }
 

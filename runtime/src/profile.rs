@@ -155,6 +155,13 @@ impl<'p> NodeTimer<'p> {
         ops.sort_by(|a, b| b.us_per_run.total_cmp(&a.us_per_run));
         nodes.sort_by(|a, b| b.2.total_cmp(&a.2));
         nodes.truncate(top_nodes);
-        PlanProfile { role: self.name, runs, nodes_us: us(nodes_total), total_us: us(self.total), ops, top_nodes: nodes }
+        PlanProfile {
+            role: self.name,
+            runs,
+            nodes_us: us(nodes_total),
+            total_us: us(self.total),
+            ops,
+            top_nodes: nodes,
+        }
     }
 }

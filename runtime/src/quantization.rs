@@ -50,7 +50,11 @@ pub fn calibrate(path: &Path, manifest: &Manifest, frames: &FrameSet) -> Result<
         return Err(Error::Invalid("int8 calibration needs at least one clean frame".into()));
     }
     if frames.shape() != manifest.input.shape {
-        return Err(Error::Frame(format!("calibration frames are {}, the plan takes {}", frames.shape(), manifest.input.shape)));
+        return Err(Error::Frame(format!(
+            "calibration frames are {}, the plan takes {}",
+            frames.shape(),
+            manifest.input.shape
+        )));
     }
     let fail = |reason: String| Error::Plan { path: path.to_owned(), reason };
     let model = PlanLoader::new(manifest, LoadOptions::default()).typed(path)?;
@@ -65,14 +69,16 @@ pub fn calibrate(path: &Path, manifest: &Manifest, frames: &FrameSet) -> Result<
         }
     }
     model.outputs.extend(&watched);
-    let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| fail(format!("cannot plan: {e:#}")))?;
+    let plan =
+        model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| fail(format!("cannot plan: {e:#}")))?;
     let pre = Preprocessor::new(&manifest.normalization, manifest.input.shape)?;
     let shape = frames.shape();
     let mut values = vec![0f32; shape.len()];
     let mut max_abs = vec![0f32; watched.len()];
     for i in 0..frames.len() {
         pre.planar_into(frames.frame(i), &mut values)?;
-        let input = Tensor::from_shape(&[1, shape.channels, shape.height, shape.width], &values).map_err(|e| fail(e.to_string()))?;
+        let input = Tensor::from_shape(&[1, shape.channels, shape.height, shape.width], &values)
+            .map_err(|e| fail(e.to_string()))?;
         let outputs = plan.run(tvec!(input.into_tvalue())).map_err(|e| fail(format!("calibration run: {e:#}")))?;
         for (max, value) in max_abs.iter_mut().zip(&outputs[1..]) {
             let values = value.try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(|e| fail(e.to_string()))?;

@@ -69,7 +69,8 @@ fn main() {
     // The same three plan runs, on one input tensor, without the guard around them.
     let s = bundle.manifest().input.shape;
     let input = Arc::new(Tensor::zero::<f32>(&[1, s.channels, s.height, s.width]).unwrap());
-    let mut states: Vec<_> = [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| bundle.plan(r).spawn().unwrap()).collect();
+    let mut states: Vec<_> =
+        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| bundle.plan(r).spawn().unwrap()).collect();
     let tract_allocs = per_frame(|_| {
         for state in states.iter_mut() {
             let out = state.run(tvec![TValue::from_const(input.clone())]).unwrap();
@@ -87,15 +88,22 @@ fn main() {
         let parallel_allocs = per_frame(|i| {
             std::hint::black_box(parallel.guard(frames.frame(i % frames.len()), PixelLayout::Chw).unwrap());
         });
-        eprintln!("ParallelGuard, {threads} threads: {parallel_allocs:.2} allocations per frame ({:.2} beyond tract's runs)", parallel_allocs - tract_allocs);
-        assert_eq!(parallel_allocs, tract_allocs, "the parallel guard's own code allocates per frame ({threads} threads)");
+        eprintln!(
+            "ParallelGuard, {threads} threads: {parallel_allocs:.2} allocations per frame ({:.2} beyond tract's runs)",
+            parallel_allocs - tract_allocs
+        );
+        assert_eq!(
+            parallel_allocs, tract_allocs,
+            "the parallel guard's own code allocates per frame ({threads} threads)"
+        );
     }
 
     // Batches of 8 into caller-owned verdicts.
     let batched = GuardBundle::open_with_batch(demo.join("bundle"), 8).unwrap();
     let mut batch = BatchGuard::new(&batched).unwrap();
     let mut verdicts = [Verdict::default(); 8];
-    let mut states: Vec<_> = [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| batched.plan(r).spawn().unwrap()).collect();
+    let mut states: Vec<_> =
+        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| batched.plan(r).spawn().unwrap()).collect();
     let input8 = Arc::new(Tensor::zero::<f32>(&[8, s.channels, s.height, s.width]).unwrap());
     let tract8 = per_frame(|_| {
         for state in states.iter_mut() {
@@ -127,7 +135,8 @@ fn main() {
     let guard8_allocs = per_frame(|i| {
         std::hint::black_box(guard8.guard(frames.frame(i % frames.len()), PixelLayout::Chw).unwrap());
     });
-    let mut states: Vec<_> = [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| int8.plan(r).spawn().unwrap()).collect();
+    let mut states: Vec<_> =
+        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| int8.plan(r).spawn().unwrap()).collect();
     let tract8_allocs = per_frame(|_| {
         for state in states.iter_mut() {
             std::hint::black_box(state.run(tvec![TValue::from_const(input.clone())]).unwrap());

@@ -126,19 +126,38 @@ fn library_rejects_wrong_sizes_and_non_finite_values() {
 fn eval_refuses_labels_outside_the_classes_and_missing_files() {
     let dir = std::env::temp_dir().join(format!("badexpert-labels-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let set = badexpert_runtime::FrameSet::new(badexpert_runtime::FrameShape::new(1, 28, 28), vec![0; 2 * 784], Some(vec![1, 12])).unwrap();
+    let set = badexpert_runtime::FrameSet::new(
+        badexpert_runtime::FrameShape::new(1, 28, 28),
+        vec![0; 2 * 784],
+        Some(vec![1, 12]),
+    )
+    .unwrap();
     let images = dir.join("x-images-idx3-ubyte.gz");
     badexpert_runtime::data::write_idx_images(&images, &set).unwrap();
     badexpert_runtime::data::write_idx_labels(&dir.join("x-labels-idx1-ubyte.gz"), set.labels().unwrap()).unwrap();
     let bundle = demo().join("bundle");
     let o = guard_bin(&[
-        "eval", "--bundle", bundle.to_str().unwrap(), "--clean", images.to_str().unwrap(),
-        "--triggered", images.to_str().unwrap(), "--target", "0",
+        "eval",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--clean",
+        images.to_str().unwrap(),
+        "--triggered",
+        images.to_str().unwrap(),
+        "--target",
+        "0",
     ]);
     assert_clean_failure(&o, &["label 12", "outside 0..10"]);
     let o = guard_bin(&[
-        "eval", "--bundle", bundle.to_str().unwrap(), "--clean", "/nonexistent/x-images-idx3-ubyte",
-        "--triggered", images.to_str().unwrap(), "--target", "0",
+        "eval",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--clean",
+        "/nonexistent/x-images-idx3-ubyte",
+        "--triggered",
+        images.to_str().unwrap(),
+        "--target",
+        "0",
     ]);
     assert_clean_failure(&o, &["/nonexistent/x-images-idx3-ubyte"]);
 }
@@ -147,7 +166,10 @@ fn eval_refuses_labels_outside_the_classes_and_missing_files() {
 fn run_parallel_prints_the_same_lines_as_sequential() {
     let bundle = demo().join("bundle");
     // 100 frames: enough to compare, short under an emulator.
-    let frames = badexpert_runtime::data::FrameSource::detect(&demo().join("eval-badnet-images-idx3-ubyte.gz")).load().unwrap().head(100);
+    let frames = badexpert_runtime::data::FrameSource::detect(&demo().join("eval-badnet-images-idx3-ubyte.gz"))
+        .load()
+        .unwrap()
+        .head(100);
     let set = std::env::temp_dir().join(format!("badexpert-run-parallel-{}-images-idx3-ubyte.gz", std::process::id()));
     badexpert_runtime::data::write_idx_images(&set, &frames).unwrap();
     let seq = guard_bin(&["run", "--bundle", bundle.to_str().unwrap(), set.to_str().unwrap()]);

@@ -25,7 +25,11 @@ fn parallel_and_batched_guards_agree_with_the_sequential_one() {
         let mut parallel = ParallelGuard::with_threads(&bundle, threads).unwrap();
         assert_eq!(parallel.threads(), threads);
         for (f, want) in all.iter().zip(&reference) {
-            assert_eq!(parallel.guard(f, PixelLayout::Chw).unwrap(), *want, "{threads} threads: same plans, same input, identical verdicts");
+            assert_eq!(
+                parallel.guard(f, PixelLayout::Chw).unwrap(),
+                *want,
+                "{threads} threads: same plans, same input, identical verdicts"
+            );
         }
     }
     let err = ParallelGuard::with_threads(&bundle, 4).err().expect("4 threads refused").to_string();

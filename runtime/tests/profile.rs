@@ -20,13 +20,25 @@ fn the_profile_times_every_plan_alone_and_in_turn() {
             assert_eq!(plans.iter().map(|p| p.role).collect::<Vec<_>>(), ["model", "expert", "auxiliary"]);
             for p in &plans {
                 assert_eq!(p.runs, 5);
-                assert!(p.nodes_us > 0.0 && p.total_us >= p.nodes_us, "{schedule:?} {}: {} µs in nodes of {} µs", p.role, p.nodes_us, p.total_us);
+                assert!(
+                    p.nodes_us > 0.0 && p.total_us >= p.nodes_us,
+                    "{schedule:?} {}: {} µs in nodes of {} µs",
+                    p.role,
+                    p.nodes_us,
+                    p.total_us
+                );
                 assert_eq!(p.top_nodes.len(), 3);
                 let shares: f64 = p.ops.iter().map(|o| o.share).sum();
                 assert!((shares - 1.0).abs() < 1e-6, "{schedule:?} {}: shares sum to {shares}", p.role);
                 // The plan that ran is the one asked for: our convolutions, or tract's only.
                 let ours = p.ops.iter().any(|o| o.op == "PackedConv" || o.op == "InputConv");
-                assert_eq!(ours, !tract_only, "{schedule:?} {}: {:?}", p.role, p.ops.iter().map(|o| &o.op).collect::<Vec<_>>());
+                assert_eq!(
+                    ours,
+                    !tract_only,
+                    "{schedule:?} {}: {:?}",
+                    p.role,
+                    p.ops.iter().map(|o| &o.op).collect::<Vec<_>>()
+                );
             }
         }
     }

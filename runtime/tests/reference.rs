@@ -19,7 +19,8 @@ fn verdicts_match_the_x86_reference() {
     let mut guard = Guard::new(&bundle).unwrap();
     let mut rows = Vec::new();
     for name in ["eval-clean", "eval-badnet"] {
-        let set = FrameSource::detect(&demo.join(format!("{name}-images-idx3-ubyte.gz"))).load().unwrap().head(FRAMES / 2);
+        let set =
+            FrameSource::detect(&demo.join(format!("{name}-images-idx3-ubyte.gz"))).load().unwrap().head(FRAMES / 2);
         for i in 0..set.len() {
             let v = guard.guard(set.frame(i), PixelLayout::Chw).unwrap();
             rows.push(serde_json::json!({ "class": v.class, "expert": v.confidences.expert, "auxiliary": v.confidences.auxiliary, "accepted": v.accepted }));
@@ -42,5 +43,10 @@ fn verdicts_match_the_x86_reference() {
             assert!(d <= 1e-4, "frame {i}: {k} confidence differs by {d:e} from x86-64");
         }
     }
-    eprintln!("{} on {}: max |Δconfidence| vs the x86-64 reference {worst:.2e} over {} frames", std::env::consts::ARCH, std::env::consts::OS, rows.len());
+    eprintln!(
+        "{} on {}: max |Δconfidence| vs the x86-64 reference {worst:.2e} over {} frames",
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        rows.len()
+    );
 }

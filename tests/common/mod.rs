@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use badexpert_converter::{convert, ConvertOptions, Conversion};
+use badexpert_converter::{convert, Conversion, ConvertOptions};
 use badexpert_runtime::data::FrameSource;
 use badexpert_runtime::FrameSet;
 
@@ -41,9 +41,10 @@ pub fn demo_conversion() -> MutexGuard<'static, Conversion> {
         tch::set_num_threads(2);
         let out = std::env::temp_dir().join(format!("badexpert-e2e-{}", std::process::id())).join("bundle");
         let model = demo_dir().join("model.onnx");
-        let norm = badexpert_converter::onnx::normalization_metadata(&badexpert_converter::onnx::read_model(&model).unwrap())
-            .unwrap()
-            .expect("demo model records its normalisation");
+        let norm =
+            badexpert_converter::onnx::normalization_metadata(&badexpert_converter::onnx::read_model(&model).unwrap())
+                .unwrap()
+                .expect("demo model records its normalisation");
         let mut opts = ConvertOptions::new(norm);
         opts.device = tch::Device::Cpu;
         opts.overwrite = true;

@@ -233,9 +233,11 @@ impl Progress for Bars {
         }
         let bar = ProgressBar::new(steps).with_message(what.to_string());
         bar.set_style(
-            ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} batches, loss {prefix} ({elapsed}, eta {eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:>24} [{bar:30}] {pos}/{len} batches, loss {prefix} ({elapsed}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         *self.bar.lock().expect("not poisoned") = Some(bar);
     }
@@ -311,7 +313,12 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::write(out.join("ablation.md"), &md)?;
             std::fs::write(out.join("ablation.json"), serde_json::to_string_pretty(&rows)? + "\n")?;
             println!("{md}");
-            eprintln!("{} ablation setting(s) in {:.0} s: {}", rows.len(), started.elapsed().as_secs_f64(), out.join("ablation.md").display());
+            eprintln!(
+                "{} ablation setting(s) in {:.0} s: {}",
+                rows.len(),
+                started.elapsed().as_secs_f64(),
+                out.join("ablation.md").display()
+            );
             Ok(())
         }
         Command::Report { models, out, frames, strip_n, only } => {
@@ -324,13 +331,20 @@ fn run(cli: Cli) -> Result<()> {
             let mut reports = Vec::new();
             for dir in &dirs {
                 log::info!("evaluating {}", dir.display());
-                reports.push(report_model(dir, &out, &opts, &progress).with_context(|| format!("model {}", dir.display()))?);
+                reports.push(
+                    report_model(dir, &out, &opts, &progress).with_context(|| format!("model {}", dir.display()))?,
+                );
             }
             let md = markdown(&reports, &opts);
             std::fs::write(out.join("report.md"), &md)?;
             std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&reports)? + "\n")?;
             println!("{md}");
-            eprintln!("report for {} model(s) in {:.0} s: {}", reports.len(), started.elapsed().as_secs_f64(), out.join("report.md").display());
+            eprintln!(
+                "report for {} model(s) in {:.0} s: {}",
+                reports.len(),
+                started.elapsed().as_secs_f64(),
+                out.join("report.md").display()
+            );
             Ok(())
         }
     }
@@ -351,7 +365,9 @@ fn selected_model_dirs(root: &Path, only: Option<&[String]>) -> Result<Vec<PathB
 }
 
 fn load_reserve(path: &Path, labels: Option<&PathBuf>) -> Result<FrameSet> {
-    let set = FrameSource::detect(path).load().with_context(|| format!("cannot read the clean reserve {}", path.display()))?;
+    let set = FrameSource::detect(path)
+        .load()
+        .with_context(|| format!("cannot read the clean reserve {}", path.display()))?;
     Ok(match labels {
         Some(l) => set.with_labels(read_idx_labels(l)?).with_context(|| format!("reserve labels {}", l.display()))?,
         None => set,

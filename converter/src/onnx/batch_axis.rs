@@ -31,7 +31,8 @@ pub(crate) struct FixedBatch {
 pub(crate) fn free_batch_axis(model: &mut ModelProto) -> Option<FixedBatch> {
     let graph = model.graph.as_mut()?;
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let data_inputs: Vec<usize> = (0..graph.input.len()).filter(|&i| !initializers.contains(graph.input[i].name.as_str())).collect();
+    let data_inputs: Vec<usize> =
+        (0..graph.input.len()).filter(|&i| !initializers.contains(graph.input[i].name.as_str())).collect();
     let [input] = data_inputs[..] else { return None };
     let size = leading_dim(&graph.input[input])?;
     let input_name = graph.input[input].name.clone();
@@ -124,7 +125,10 @@ fn fold_constant(node: &NodeProto, constants: &HashMap<String, Constant>) -> Opt
         "Concat" => {
             let parts: Option<Vec<&Constant>> = (0..node.input.len()).map(input).collect();
             let parts = parts?;
-            parts.iter().all(|c| c.rank == 1).then(|| Constant { values: parts.iter().flat_map(|c| c.values.clone()).collect(), rank: 1 })
+            parts
+                .iter()
+                .all(|c| c.rank == 1)
+                .then(|| Constant { values: parts.iter().flat_map(|c| c.values.clone()).collect(), rank: 1 })
         }
         _ => None,
     }
@@ -168,7 +172,13 @@ mod tests {
     }
 
     fn int64s(name: &str, dims: Vec<i64>, v: &[i64]) -> TensorProto {
-        TensorProto { name: name.into(), dims, data_type: DataType::Int64 as i32, int64_data: v.to_vec(), ..Default::default() }
+        TensorProto {
+            name: name.into(),
+            dims,
+            data_type: DataType::Int64 as i32,
+            int64_data: v.to_vec(),
+            ..Default::default()
+        }
     }
 
     /// input [1, 4, 2, 2] → Reshape [1, -1] (an initializer), and a weight
@@ -180,7 +190,13 @@ mod tests {
                 initializer: vec![
                     int64s("shape", vec![2], &[1, -1]),
                     int64s("wshape", vec![4], &[1, 4, 1, 1]),
-                    TensorProto { name: "w".into(), dims: vec![4], data_type: DataType::Float as i32, float_data: vec![1.0; 4], ..Default::default() },
+                    TensorProto {
+                        name: "w".into(),
+                        dims: vec![4],
+                        data_type: DataType::Float as i32,
+                        float_data: vec![1.0; 4],
+                        ..Default::default()
+                    },
                 ],
                 input: vec![value_info("x", &[Some(1), Some(4), Some(2), Some(2)])],
                 output: vec![value_info("flat", &[Some(1), Some(16)])],
@@ -215,7 +231,11 @@ mod tests {
         g.initializer.retain(|t| t.name != "shape");
         g.initializer.push(int64s("one", vec![], &[1]));
         g.initializer.push(int64s("minus_one", vec![], &[-1]));
-        let unsqueezed = [node("Unsqueeze", &["one"], "a"), node("Unsqueeze", &["minus_one"], "b"), node("Concat", &["a", "b"], "shape")];
+        let unsqueezed = [
+            node("Unsqueeze", &["one"], "a"),
+            node("Unsqueeze", &["minus_one"], "b"),
+            node("Concat", &["a", "b"], "shape"),
+        ];
         g.node.splice(0..0, unsqueezed);
         assert_eq!(free_batch_axis(&mut model), Some(FixedBatch { size: 1, reshapes: 1 }));
         assert_eq!(shape_of(&model, 3), [0, -1]);

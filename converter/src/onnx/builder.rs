@@ -118,9 +118,17 @@ impl GraphBuilder {
         let w = self.uniform(format!("{base}.weight"), &[out_channels, cin, kernel, kernel], fan_in);
         let b = self.uniform(format!("{base}.bias"), &[out_channels], fan_in);
         let p = kernel / 2;
-        let attrs = vec![ints_attr("kernel_shape", &[kernel, kernel]), ints_attr("pads", &[p, p, p, p]), ints_attr("strides", &[stride, stride])];
+        let attrs = vec![
+            ints_attr("kernel_shape", &[kernel, kernel]),
+            ints_attr("pads", &[p, p, p, p]),
+            ints_attr("strides", &[stride, stride]),
+        ];
         self.push("Conv", vec![w, b], attrs);
-        self.dims = vec![out_channels, (self.dims[1] + 2 * p - kernel) / stride + 1, (self.dims[2] + 2 * p - kernel) / stride + 1];
+        self.dims = vec![
+            out_channels,
+            (self.dims[1] + 2 * p - kernel) / stride + 1,
+            (self.dims[2] + 2 * p - kernel) / stride + 1,
+        ];
         self
     }
 
@@ -155,8 +163,18 @@ impl GraphBuilder {
             self.tensor(format!("{base}.running_mean"), &[c], zeros),
             self.tensor(format!("{base}.running_var"), &[c], ones),
         ];
-        let eps = AttributeProto { name: "epsilon".into(), r#type: AttributeType::Float as i32, f: 1e-5, ..Default::default() };
-        let momentum = AttributeProto { name: "momentum".into(), r#type: AttributeType::Float as i32, f: 0.9, ..Default::default() };
+        let eps = AttributeProto {
+            name: "epsilon".into(),
+            r#type: AttributeType::Float as i32,
+            f: 1e-5,
+            ..Default::default()
+        };
+        let momentum = AttributeProto {
+            name: "momentum".into(),
+            r#type: AttributeType::Float as i32,
+            f: 0.9,
+            ..Default::default()
+        };
         self.push("BatchNormalization", inputs, vec![eps, momentum]);
         self
     }
@@ -209,7 +227,10 @@ impl GraphBuilder {
             name: "badexpert-cnn".into(),
             node: nodes,
             initializer: self.initializers.clone(),
-            input: vec![value_info("input", &[None, Some(s.channels as i64), Some(s.height as i64), Some(s.width as i64)])],
+            input: vec![value_info(
+                "input",
+                &[None, Some(s.channels as i64), Some(s.height as i64), Some(s.width as i64)],
+            )],
             output: vec![value_info("logits", &[None, Some(self.dims[0])])],
             ..Default::default()
         };

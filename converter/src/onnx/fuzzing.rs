@@ -34,7 +34,9 @@ pub fn check_bytes(bytes: &[u8]) -> Result<()> {
     let dims: Vec<i64> = graph.input().dims.iter().map(|d| d.unwrap_or(1)).collect();
     let fits = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d)).is_some_and(|n| n <= CHECK_MAX_INPUT_ELEMENTS);
     if !fits {
-        return Err(Error::Invalid(format!("declared input shape {dims:?} exceeds {CHECK_MAX_INPUT_ELEMENTS} elements")));
+        return Err(Error::Invalid(format!(
+            "declared input shape {dims:?} exceeds {CHECK_MAX_INPUT_ELEMENTS} elements"
+        )));
     }
     let x = Tensor::f_zeros(dims.as_slice(), (Kind::Float, Device::Cpu))?;
     tch::no_grad(|| graph.forward(&x, false).and_then(|_| graph.forward(&x, true))).map(drop)

@@ -10,8 +10,8 @@ use tract_onnx::pb::{self, ModelProto};
 use super::ops::{node_name, Attrs, Op, SUPPORTED};
 use super::proto::{read_model, tensor_from_proto, tensor_to_proto};
 use super::restored_norm::{Moments, RestoredNorm};
-use badexpert_runtime::{FrameSet, Preprocessor};
 use crate::{Error, Result};
+use badexpert_runtime::{FrameSet, Preprocessor};
 
 /// The graph's data input: its name and dims (`None` where symbolic).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,11 +58,7 @@ pub struct TchGraph {
 }
 
 fn opset(model: &ModelProto) -> i64 {
-    model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(13, |o| o.version)
+    model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(13, |o| o.version)
 }
 
 fn dims_of(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
@@ -72,7 +68,15 @@ fn dims_of(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
         Some(TypeValue::TensorType(t)) => t
             .shape
             .as_ref()
-            .map(|s| s.dim.iter().map(|d| match d.value { Some(Value::DimValue(v)) if v > 0 => Some(v), _ => None }).collect())
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(Value::DimValue(v)) if v > 0 => Some(v),
+                        _ => None,
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
         _ => vec![],
     }
@@ -85,7 +89,8 @@ fn dims_of(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
 fn split_aliased_initializers(proto: &mut ModelProto) {
     let Some(graph) = proto.graph.as_mut() else { return };
     loop {
-        let inits: HashMap<&str, usize> = graph.initializer.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+        let inits: HashMap<&str, usize> =
+            graph.initializer.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
         let found = graph.node.iter().enumerate().find_map(|(k, n)| {
             (n.op_type == "Identity" && n.input.len() == 1 && n.output.len() == 1)
                 .then(|| inits.get(n.input[0].as_str()).map(|&i| (k, i)))
@@ -177,12 +182,14 @@ impl TchGraph {
             });
         }
 
-        let data_inputs: Vec<&pb::ValueInfoProto> = graph.input.iter().filter(|i| !values.contains_key(&i.name)).collect();
+        let data_inputs: Vec<&pb::ValueInfoProto> =
+            graph.input.iter().filter(|i| !values.contains_key(&i.name)).collect();
         let [input] = data_inputs[..] else {
             return Err(Error::Invalid(format!("{} data inputs; a classifier has exactly one", data_inputs.len())));
         };
         let input = GraphInput { name: input.name.clone(), dims: dims_of(input) };
-        let output = graph.output.first().ok_or_else(|| Error::Invalid("the graph has no outputs".into()))?.name.clone();
+        let output =
+            graph.output.first().ok_or_else(|| Error::Invalid("the graph has no outputs".into()))?.name.clone();
         Ok(TchGraph { proto, nodes, input, output, values, roles, vs, norms: Vec::new() })
     }
 
@@ -226,7 +233,9 @@ impl TchGraph {
                     env.get(name.as_str())
                         .or_else(|| self.values.get(name))
                         .map(|t| Some(t.shallow_clone()))
-                        .ok_or_else(|| self.node_error(node, format!("input {name:?} is not computed by any earlier node")))
+                        .ok_or_else(|| {
+                            self.node_error(node, format!("input {name:?} is not computed by any earlier node"))
+                        })
                 })
                 .collect::<Result<_>>()?;
             let mut out = node.op.eval(&inputs, train).map_err(|reason| self.node_error(node, reason))?;
@@ -257,8 +266,13 @@ impl TchGraph {
                 *uses.entry(i.as_str()).or_default() += 1;
             }
         }
-        let normalised: HashSet<&str> =
-            self.nodes.iter().filter(|n| n.op_type == "BatchNormalization").filter_map(|n| n.inputs.first()).map(String::as_str).collect();
+        let normalised: HashSet<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .filter_map(|n| n.inputs.first())
+            .map(String::as_str)
+            .collect();
         let own_weight = |name: Option<&String>| {
             name.is_some_and(|w| self.roles.get(w) == Some(&Role::Weight) && uses.get(w.as_str()) == Some(&1))
         };
@@ -267,7 +281,9 @@ impl TchGraph {
             .iter()
             .enumerate()
             .filter(|(_, n)| n.op_type == "Conv" && n.norm.is_none() && !normalised.contains(n.outputs[0].as_str()))
-            .filter(|(_, n)| own_weight(n.inputs.get(1)) && n.inputs.get(2).is_none_or(|b| b.is_empty() || own_weight(Some(b))))
+            .filter(|(_, n)| {
+                own_weight(n.inputs.get(1)) && n.inputs.get(2).is_none_or(|b| b.is_empty() || own_weight(Some(b)))
+            })
             .filter_map(|(k, n)| {
                 let size = self.values[&n.inputs[1]].size();
                 (size.len() == 4).then_some((k, size[0]))
@@ -287,7 +303,15 @@ impl TchGraph {
         let idx: Vec<usize> = (0..frames.len()).collect();
         for chunk in idx.chunks(256) {
             let x = crate::train::batch_tensor(frames, chunk, pre, None, self.device())?;
-            let _ = tch::no_grad(|| self.forward_observed(&x, false, &mut |k, y| if k >= first { moments[k - first].add(y) } else { Ok(()) }))?;
+            let _ = tch::no_grad(|| {
+                self.forward_observed(&x, false, &mut |k, y| {
+                    if k >= first {
+                        moments[k - first].add(y)
+                    } else {
+                        Ok(())
+                    }
+                })
+            })?;
         }
         for (norm, m) in self.norms[first..].iter_mut().zip(&moments) {
             norm.set_statistics(m)?;

@@ -45,6 +45,7 @@ pub(crate) fn elements(dims: &[i64]) -> Result<i64, String> {
     }
     let limit = element_limit();
     let n = dims.iter().filter(|&&d| d != 0).try_fold(1i64, |n, &d| n.checked_mul(d)).filter(|&n| n <= limit);
-    let n = n.ok_or_else(|| format!("shape {dims:?} has more than {limit} elements, the limit (MAX_TENSOR_ELEMENTS)"))?;
+    let n =
+        n.ok_or_else(|| format!("shape {dims:?} has more than {limit} elements, the limit (MAX_TENSOR_ELEMENTS)"))?;
     Ok(if dims.contains(&0) { 0 } else { n })
 }

@@ -32,8 +32,16 @@ enum AutoPad {
 
 #[derive(Debug)]
 pub(crate) enum Op {
-    Conv { window: Window, groups: i64 },
-    Gemm { alpha: f64, beta: f64, trans_a: bool, trans_b: bool },
+    Conv {
+        window: Window,
+        groups: i64,
+    },
+    Gemm {
+        alpha: f64,
+        beta: f64,
+        trans_a: bool,
+        trans_b: bool,
+    },
     MatMul,
     Add,
     Sub,
@@ -41,21 +49,51 @@ pub(crate) enum Op {
     Div,
     Relu,
     Sigmoid,
-    Clip { min: Option<f64>, max: Option<f64> },
-    Softmax { axis: i64 },
-    BatchNorm { epsilon: f64, momentum: f64 },
-    MaxPool { window: Window, ceil_mode: bool },
-    AveragePool { window: Window, ceil_mode: bool, count_include_pad: bool },
+    Clip {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    Softmax {
+        axis: i64,
+    },
+    BatchNorm {
+        epsilon: f64,
+        momentum: f64,
+    },
+    MaxPool {
+        window: Window,
+        ceil_mode: bool,
+    },
+    AveragePool {
+        window: Window,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    },
     GlobalAveragePool,
-    Flatten { axis: i64 },
-    Reshape { allow_zero: bool },
-    Transpose { perm: Option<Vec<i64>> },
-    Concat { axis: i64 },
+    Flatten {
+        axis: i64,
+    },
+    Reshape {
+        allow_zero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<i64>>,
+    },
+    Concat {
+        axis: i64,
+    },
     Identity,
-    Dropout { ratio: Option<f64> },
+    Dropout {
+        ratio: Option<f64>,
+    },
     HardSwish,
-    HardSigmoid { alpha: f64, beta: f64 },
-    Gelu { tanh: bool },
+    HardSigmoid {
+        alpha: f64,
+        beta: f64,
+    },
+    Gelu {
+        tanh: bool,
+    },
     Erf,
     Tanh,
     Neg,
@@ -64,31 +102,92 @@ pub(crate) enum Op {
     Exp,
     Reciprocal,
     /// `axes` from the attribute (before opset 18) or, when `None`, the optional second input.
-    ReduceMean { axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
-    LayerNorm { axis: i64, epsilon: f64 },
-    Shape { start: i64, end: Option<i64> },
-    Gather { axis: i64 },
+    ReduceMean {
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
+    LayerNorm {
+        axis: i64,
+        epsilon: f64,
+    },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    Gather {
+        axis: i64,
+    },
     /// `axes` from the attribute (before opset 13) or the second input.
-    Unsqueeze { axes: Option<Vec<i64>> },
-    Squeeze { axes: Option<Vec<i64>> },
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
     Slice,
-    ConstantOfShape { value: Tensor },
+    ConstantOfShape {
+        value: Tensor,
+    },
     Expand,
-    Cast { to: Kind },
+    Cast {
+        to: Kind,
+    },
     Equal,
     Where,
     /// `fmod`: C `fmod` (the result takes the dividend's sign); otherwise integer
     /// modulo whose result takes the divisor's sign (Python's `%`).
-    Mod { fmod: bool },
+    Mod {
+        fmod: bool,
+    },
 }
 
 /// Operator types the interpreter implements (plus Constant, folded at load).
 pub(crate) const SUPPORTED: &[&str] = &[
-    "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Clip", "Softmax",
-    "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
-    "Transpose", "Concat", "Identity", "Dropout", "Constant", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Tanh",
-    "Neg", "Sqrt", "Pow", "Exp", "Reciprocal", "ReduceMean", "LayerNormalization", "Shape", "Gather", "Unsqueeze",
-    "Squeeze", "Slice", "ConstantOfShape", "Expand", "Cast", "Equal", "Where",
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Relu",
+    "Sigmoid",
+    "Clip",
+    "Softmax",
+    "BatchNormalization",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Concat",
+    "Identity",
+    "Dropout",
+    "Constant",
+    "HardSwish",
+    "HardSigmoid",
+    "Gelu",
+    "Erf",
+    "Tanh",
+    "Neg",
+    "Sqrt",
+    "Pow",
+    "Exp",
+    "Reciprocal",
+    "ReduceMean",
+    "LayerNormalization",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Slice",
+    "ConstantOfShape",
+    "Expand",
+    "Cast",
+    "Equal",
+    "Where",
     "Mod",
 ];
 
@@ -173,7 +272,11 @@ pub(crate) fn node_name(node: &NodeProto) -> String {
 }
 
 fn window(a: &Attrs, with_kernel: bool) -> Result<Window> {
-    let kernel = if with_kernel { Some(a.pair("kernel_shape", 1)?) } else { a.ints("kernel_shape").map(|_| a.pair("kernel_shape", 1)).transpose()? };
+    let kernel = if with_kernel {
+        Some(a.pair("kernel_shape", 1)?)
+    } else {
+        a.ints("kernel_shape").map(|_| a.pair("kernel_shape", 1)).transpose()?
+    };
     let pads = match a.ints("pads") {
         None => [(0, 0); 2],
         Some(p) if p.len() == 4 => [(p[0], p[2]), (p[1], p[3])],
@@ -205,8 +308,8 @@ fn window(a: &Attrs, with_kernel: bool) -> Result<Window> {
 /// How many leading inputs an op cannot do without.
 fn required_inputs(op_type: &str, opset: i64) -> usize {
     match op_type {
-        "Conv" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Mod" | "Reshape" | "Gather" | "Expand"
-        | "LayerNormalization" => 2,
+        "Conv" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Mod" | "Reshape" | "Gather"
+        | "Expand" | "LayerNormalization" => 2,
         "Unsqueeze" if opset >= 13 => 2,
         "Slice" | "Where" => 3,
         "BatchNormalization" => 5,
@@ -251,7 +354,9 @@ impl Op {
                 max: (opset < 11).then(|| a.float("max", f32::MAX as f64)),
             },
             "Softmax" => Op::Softmax { axis: a.int("axis", if opset < 13 { 1 } else { -1 }) },
-            "BatchNormalization" => Op::BatchNorm { epsilon: a.float("epsilon", 1e-5), momentum: a.float("momentum", 0.9) },
+            "BatchNormalization" => {
+                Op::BatchNorm { epsilon: a.float("epsilon", 1e-5), momentum: a.float("momentum", 0.9) }
+            }
             "MaxPool" => {
                 if a.int("storage_order", 0) != 0 {
                     return Err(a.error("storage_order=1 is not supported"));
@@ -305,7 +410,9 @@ impl Op {
             }
             "Shape" => Op::Shape { start: a.int("start", 0), end: a.map.get("end").map(|e| e.i) },
             "Gather" => Op::Gather { axis: a.int("axis", 0) },
-            "Unsqueeze" => Op::Unsqueeze { axes: if opset < 13 { Some(a.ints("axes").unwrap_or_default()) } else { None } },
+            "Unsqueeze" => {
+                Op::Unsqueeze { axes: if opset < 13 { Some(a.ints("axes").unwrap_or_default()) } else { None } }
+            }
             "Squeeze" => Op::Squeeze { axes: if opset < 13 { a.ints("axes") } else { None } },
             "Slice" => {
                 if opset < 10 {
@@ -315,7 +422,10 @@ impl Op {
             }
             "ConstantOfShape" => {
                 let value = match a.map.get("value").and_then(|v| v.t.as_ref()) {
-                    Some(t) => tensor_from_proto(t).map_err(|e| a.error(e))?.f_flatten(0, -1).map_err(|e| a.error(torch_reason(e)))?,
+                    Some(t) => tensor_from_proto(t)
+                        .map_err(|e| a.error(e))?
+                        .f_flatten(0, -1)
+                        .map_err(|e| a.error(torch_reason(e)))?,
                     None => Tensor::from_slice(&[0f32]),
                 };
                 if value.numel() != 1 {
@@ -360,14 +470,22 @@ impl Op {
                 let w = input(1)?;
                 let ks = w.size();
                 if ks.len() != 4 || x.dim() != 4 {
-                    return Err(format!("only 2-D convolutions are supported (input rank {}, weight rank {})", x.dim(), ks.len()));
+                    return Err(format!(
+                        "only 2-D convolutions are supported (input rank {}, weight rank {})",
+                        x.dim(),
+                        ks.len()
+                    ));
                 }
                 let channels = x.size()[1];
                 if ks[0] % groups != 0 || ks[1].checked_mul(*groups) != Some(channels) {
                     return Err(format!("group {groups}: weight {ks:?} does not fit an input of {channels} channels"));
                 }
                 if window.kernel.is_some_and(|k| k != [ks[2], ks[3]]) {
-                    return Err(format!("kernel_shape {:?} differs from the weight's {:?}", window.kernel.unwrap_or_default(), &ks[2..]));
+                    return Err(format!(
+                        "kernel_shape {:?} differs from the weight's {:?}",
+                        window.kernel.unwrap_or_default(),
+                        &ks[2..]
+                    ));
                 }
                 let (x, padding) = pad_for(x, window, [ks[2], ks[3]], 0.0)?;
                 check_window_output(&x.size(), ks[0], [ks[2], ks[3]], window, padding, false)?;
@@ -405,7 +523,9 @@ impl Op {
             Op::Sub => t(x.f_sub(input(1)?)),
             Op::Mul => t(x.f_mul(input(1)?)),
             // ONNX integer division truncates toward zero; libtorch's `div` would give floats.
-            Op::Div if !x.is_floating_point() && !input(1)?.is_floating_point() => t(x.f_div_tensor_mode(input(1)?, "trunc")),
+            Op::Div if !x.is_floating_point() && !input(1)?.is_floating_point() => {
+                t(x.f_div_tensor_mode(input(1)?, "trunc"))
+            }
             Op::Div => t(x.f_div(input(1)?)),
             Op::Relu => t(x.f_relu()),
             Op::Sigmoid => t(x.f_sigmoid()),
@@ -459,7 +579,10 @@ impl Op {
             }
             Op::GlobalAveragePool => {
                 if x.dim() < 3 {
-                    return Err(format!("input rank {}: GlobalAveragePool needs N, C and at least one spatial axis", x.dim()));
+                    return Err(format!(
+                        "input rank {}: GlobalAveragePool needs N, C and at least one spatial axis",
+                        x.dim()
+                    ));
                 }
                 let dims: Vec<i64> = (2..x.dim() as i64).collect();
                 t(x.f_mean_dim(dims.as_slice(), true, Kind::Float))
@@ -520,7 +643,9 @@ impl Op {
                 t(x.f_dropout(ratio, true))
             }
             Op::HardSwish => t(x.f_hardswish()),
-            Op::HardSigmoid { alpha, beta } => t(x.f_mul_scalar(*alpha).and_then(|y| y.f_add_scalar(*beta)).and_then(|y| y.f_clamp(0.0, 1.0))),
+            Op::HardSigmoid { alpha, beta } => {
+                t(x.f_mul_scalar(*alpha).and_then(|y| y.f_add_scalar(*beta)).and_then(|y| y.f_clamp(0.0, 1.0)))
+            }
             Op::Gelu { tanh } => t(x.f_gelu(if *tanh { "tanh" } else { "none" })),
             Op::Erf => t(x.f_erf()),
             Op::Tanh => t(x.f_tanh()),
@@ -565,18 +690,23 @@ impl Op {
                 if let Some(i) = values.iter().find(|&&i| i < -size[axis] || i >= size[axis]) {
                     return Err(format!("index {i} is out of range for axis {axis} of size {}", size[axis]));
                 }
-                let out: Vec<i64> = size[..axis].iter().chain(indices.size().iter()).chain(size[axis + 1..].iter()).copied().collect();
+                let out: Vec<i64> =
+                    size[..axis].iter().chain(indices.size().iter()).chain(size[axis + 1..].iter()).copied().collect();
                 fits(&out).map_err(|e| format!("output {e}"))?;
                 if values.is_empty() {
                     return t(Tensor::f_zeros(out.as_slice(), (x.kind(), x.device())));
                 }
                 // Negative indices count from the end.
-                let idx = t(indices.f_to_kind(Kind::Int64).and_then(|i| i.f_remainder(size[axis])).and_then(|i| i.f_to_device(x.device())))?;
+                let idx = t(indices
+                    .f_to_kind(Kind::Int64)
+                    .and_then(|i| i.f_remainder(size[axis]))
+                    .and_then(|i| i.f_to_device(x.device())))?;
                 if idx.dim() == 0 {
                     return t(x.f_select(axis as i64, values[0]));
                 }
                 let picked = t(x.f_index_select(axis as i64, &t(idx.f_flatten(0, -1))?))?;
-                let shape: Vec<i64> = size[..axis].iter().chain(idx.size().iter()).chain(size[axis + 1..].iter()).copied().collect();
+                let shape: Vec<i64> =
+                    size[..axis].iter().chain(idx.size().iter()).chain(size[axis + 1..].iter()).copied().collect();
                 t(picked.f_reshape(shape.as_slice()))
             }
             Op::Unsqueeze { axes } => {
@@ -615,7 +745,11 @@ impl Op {
                 }
                 let shape = int_values(x)?;
                 fits(&shape)?;
-                t(value.f_to_device(x.device()).and_then(|v| v.f_reshape([0i64; 0].as_slice())).and_then(|v| v.f_expand(shape.as_slice(), false)).and_then(|v| v.f_contiguous()))
+                t(value
+                    .f_to_device(x.device())
+                    .and_then(|v| v.f_reshape([0i64; 0].as_slice()))
+                    .and_then(|v| v.f_expand(shape.as_slice(), false))
+                    .and_then(|v| v.f_contiguous()))
             }
             Op::Expand => {
                 let shape = int_values(input(1)?)?;
@@ -655,7 +789,13 @@ fn normalize_axis(axis: i64, rank: usize) -> std::result::Result<usize, String> 
 }
 
 /// ONNX Slice: per axis, `starts`/`ends` clamped to the axis, any step.
-fn slice(x: &Tensor, starts: &[i64], ends: &[i64], axes: Option<&Tensor>, steps: Option<&Tensor>) -> std::result::Result<Tensor, String> {
+fn slice(
+    x: &Tensor,
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&Tensor>,
+    steps: Option<&Tensor>,
+) -> std::result::Result<Tensor, String> {
     let rank = x.dim();
     let axes = match axes {
         Some(a) => int_values(a)?,
@@ -726,7 +866,8 @@ fn pad_for(x: &Tensor, w: &Window, kernel: [i64; 2], value: f64) -> std::result:
                 let total = ((out - 1) * s + (kernel[d] as i128 - 1) * w.dilations[d] as i128 + 1 - input).max(0);
                 let total = i64::try_from(total).map_err(|_| format!("auto_pad: padding {total} overflows"))?;
                 let small = total / 2;
-                pads[d] = if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                pads[d] =
+                    if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
             }
         }
     }
@@ -775,12 +916,19 @@ fn scalar(what: &str, t: &Tensor) -> std::result::Result<f64, String> {
     if elements(&t.size()) != Ok(1) {
         return Err(format!("{what} input of shape {:?} must be a scalar", t.size()));
     }
-    t.f_to_kind(Kind::Double).and_then(|v| v.f_flatten(0, -1)).and_then(|v| v.f_double_value(&[0])).map_err(torch_reason)
+    t.f_to_kind(Kind::Double)
+        .and_then(|v| v.f_flatten(0, -1))
+        .and_then(|v| v.f_double_value(&[0]))
+        .map_err(torch_reason)
 }
 
 /// `axes` normalised against `rank`, each at most once.
 fn distinct_axes(what: &str, axes: &[i64], rank: usize) -> std::result::Result<Vec<usize>, String> {
-    let mut out: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, rank)).collect::<std::result::Result<_, _>>().map_err(|e| format!("{what}: {e}"))?;
+    let mut out: Vec<usize> = axes
+        .iter()
+        .map(|&a| normalize_axis(a, rank))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{what}: {e}"))?;
     out.sort_unstable();
     if out.windows(2).any(|w| w[0] == w[1]) {
         return Err(format!("{what} {axes:?}: an axis is repeated"));
@@ -789,13 +937,24 @@ fn distinct_axes(what: &str, axes: &[i64], rank: usize) -> std::result::Result<V
 }
 
 /// Checks a Conv / pool output of `channels` × the window's output size before libtorch allocates it.
-fn check_window_output(size: &[i64], channels: i64, kernel: [i64; 2], w: &Window, padding: [i64; 2], ceil_mode: bool) -> std::result::Result<(), String> {
+fn check_window_output(
+    size: &[i64],
+    channels: i64,
+    kernel: [i64; 2],
+    w: &Window,
+    padding: [i64; 2],
+    ceil_mode: bool,
+) -> std::result::Result<(), String> {
     let mut shape = vec![size[0], channels];
     for d in 0..2 {
         let effective = (w.dilations[d] as i128) * (kernel[d] as i128 - 1) + 1;
         let span = size[2 + d] as i128 + 2 * padding[d] as i128 - effective;
         if span < 0 {
-            return Err(format!("kernel {kernel:?} (dilations {:?}) is larger than the padded input {:?}", w.dilations, &size[2..]));
+            return Err(format!(
+                "kernel {kernel:?} (dilations {:?}) is larger than the padded input {:?}",
+                w.dilations,
+                &size[2..]
+            ));
         }
         let s = w.strides[d] as i128;
         let out = if ceil_mode { (span + s - 1) / s + 1 } else { span / s + 1 };

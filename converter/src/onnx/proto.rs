@@ -29,7 +29,8 @@ pub fn read_model(path: &Path) -> Result<ModelProto> {
 /// a graph that has nodes and outputs; external data is left unresolved.
 pub(crate) fn decode_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     let bad = |reason: String| Error::Onnx { path: path.to_owned(), reason };
-    let model = ModelProto::decode(bytes).map_err(|e| bad(format!("protobuf decode failed ({e}); truncated or not ONNX?")))?;
+    let model =
+        ModelProto::decode(bytes).map_err(|e| bad(format!("protobuf decode failed ({e}); truncated or not ONNX?")))?;
     let graph = model.graph.as_ref().ok_or_else(|| bad("it has no graph".into()))?;
     if graph.node.is_empty() {
         return Err(bad("its graph has no nodes".into()));
@@ -66,7 +67,9 @@ fn load_external_data(model: &mut ModelProto, path: &Path) -> Result<()> {
     use std::path::Component;
 
     let Some(graph) = model.graph.as_mut() else { return Ok(()) };
-    let external = |t: &TensorProto| t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) || !t.external_data.is_empty();
+    let external = |t: &TensorProto| {
+        t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) || !t.external_data.is_empty()
+    };
     if !graph.initializer.iter().any(external) {
         return Ok(());
     }
@@ -87,29 +90,43 @@ fn load_external_data(model: &mut ModelProto, path: &Path) -> Result<()> {
         }
         let rel = Path::new(&location);
         if rel.is_absolute() || rel.has_root() {
-            return Err(bad("an absolute location is not allowed; it must be relative to the model's directory".into()));
+            return Err(
+                bad("an absolute location is not allowed; it must be relative to the model's directory".into()),
+            );
         }
         if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
             return Err(bad("a location with '..' is not allowed; it must lie in the model's directory".into()));
         }
         let number = |key: &str| -> Result<Option<u64>> {
-            entry(key).map(|v| v.trim().parse::<u64>().map_err(|e| bad(format!("{key} {v:?} is not a byte count: {e}")))).transpose()
+            entry(key)
+                .map(|v| v.trim().parse::<u64>().map_err(|e| bad(format!("{key} {v:?} is not a byte count: {e}"))))
+                .transpose()
         };
         let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
         let file = dir.join(rel);
         let canonical = file.canonicalize().map_err(|e| bad(format!("cannot open {}: {e}", file.display())))?;
         if !canonical.starts_with(&root) {
-            return Err(bad(format!("it resolves to {}, outside the model's directory {}", canonical.display(), root.display())));
+            return Err(bad(format!(
+                "it resolves to {}, outside the model's directory {}",
+                canonical.display(),
+                root.display()
+            )));
         }
         let mut f = std::fs::File::open(&canonical).map_err(|e| bad(format!("cannot open {}: {e}", file.display())))?;
         let size = f.metadata().map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?.len();
         let length = match length {
             Some(l) => l,
-            None => size.checked_sub(offset).ok_or_else(|| bad(format!("offset {offset} is past the end of the {size}-byte file")))?,
+            None => size
+                .checked_sub(offset)
+                .ok_or_else(|| bad(format!("offset {offset} is past the end of the {size}-byte file")))?,
         };
-        let end = offset.checked_add(length).ok_or_else(|| bad(format!("offset {offset} + length {length} overflows")))?;
+        let end =
+            offset.checked_add(length).ok_or_else(|| bad(format!("offset {offset} + length {length} overflows")))?;
         if end > size {
-            return Err(bad(format!("bytes {offset}..{end} lie past the end of the {size}-byte file {} (truncated?)", file.display())));
+            return Err(bad(format!(
+                "bytes {offset}..{end} lie past the end of the {size}-byte file {} (truncated?)",
+                file.display()
+            )));
         }
         if let Some(bytes) = element_bytes(t.data_type) {
             let want = t.dims.iter().try_fold(bytes, |acc, &d| u64::try_from(d).ok().and_then(|d| acc.checked_mul(d)));

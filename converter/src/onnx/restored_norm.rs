@@ -72,7 +72,8 @@ impl RestoredNorm {
         let device = self.running_mean.device();
         let mean = m.sum.f_div_scalar(m.count)?;
         let var = m.sum_sq.f_div_scalar(m.count)?.f_sub(&mean.f_square()?)?.f_clamp_min(0.0)?;
-        let (mean, var) = (mean.f_to_kind(Kind::Float)?.f_to_device(device)?, var.f_to_kind(Kind::Float)?.f_to_device(device)?);
+        let (mean, var) =
+            (mean.f_to_kind(Kind::Float)?.f_to_device(device)?, var.f_to_kind(Kind::Float)?.f_to_device(device)?);
         let std = var.f_add_scalar(EPSILON)?.f_sqrt()?;
         tch::no_grad(|| -> Result<(), tch::TchError> {
             self.running_mean.f_copy_(&mean)?;

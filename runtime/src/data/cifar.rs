@@ -46,7 +46,7 @@ mod tests {
         }
         let p = dir.join("data_batch_1.bin");
         std::fs::write(&p, &bytes).unwrap();
-        let set = read_cifar10(&[p.clone()]).unwrap();
+        let set = read_cifar10(std::slice::from_ref(&p)).unwrap();
         assert_eq!((set.len(), set.labels().unwrap()), (2, &[3, 9][..]));
         assert_eq!(set.frame(1)[5], 5 ^ 9);
         std::fs::write(&p, &bytes[..100]).unwrap();

@@ -61,7 +61,11 @@ pub fn read_image_folder(root: &Path) -> Result<(FrameSet, Vec<String>)> {
         match shape {
             None => shape = Some(s),
             Some(first) if first != s => {
-                return Err(Error::format(f, "image", format!("shape {s} differs from the folder's first image ({first})")))
+                return Err(Error::format(
+                    f,
+                    "image",
+                    format!("shape {s} differs from the folder's first image ({first})"),
+                ))
             }
             _ => {}
         }

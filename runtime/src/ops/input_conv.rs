@@ -93,7 +93,8 @@ impl InputConv {
         let (padded, wide, offsets) = scratch.buffers(c * ph * pw + kw - 1, oh * pw);
         // Offset of every kernel tap into the padded planes, in OIHW order.
         offsets.clear();
-        offsets.extend((0..c).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * ph * pw + ky * pw + kx))));
+        offsets
+            .extend((0..c).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * ph * pw + ky * pw + kx))));
         super::f32_output(&[n, o, oh, ow], |out| {
             for (image, out_image) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * oh * ow)) {
                 for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {

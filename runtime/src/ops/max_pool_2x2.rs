@@ -137,7 +137,8 @@ mod tests {
             let mut out = vec![0.0; ow];
             pool_row(&top, &bottom, &mut out);
             for x in 0..ow {
-                let want = [top[2 * x], top[2 * x + 1], bottom[2 * x], bottom[2 * x + 1]].into_iter().fold(f32::MIN, f32::max);
+                let want =
+                    [top[2 * x], top[2 * x + 1], bottom[2 * x], bottom[2 * x + 1]].into_iter().fold(f32::MIN, f32::max);
                 assert_eq!(out[x], want, "ow {ow}, x {x}");
             }
         }

@@ -173,7 +173,8 @@ pub fn int8_layers(model: &TypedModel) -> TractResult<Vec<(String, OutletId)>> {
     for id in model.eval_order()? {
         let node = model.node(id);
         let packed = if let Some(conv) = node.op_as::<Conv>() {
-            PlainConv::of(model, node, conv)?.is_some_and(|plain| conv_kernel(&plain.geometry) == Some(ConvKernel::Packed))
+            PlainConv::of(model, node, conv)?
+                .is_some_and(|plain| conv_kernel(&plain.geometry) == Some(ConvKernel::Packed))
         } else if let Some(einsum) = node.op_as::<EinSum>() {
             packed_dense::DenseLayer::of(model, node, einsum)?.is_some()
         } else {
@@ -214,9 +215,12 @@ pub fn rewrite_convolutions(model: &mut TypedModel, int8: Option<&ActivationScal
         let Some(plain) = PlainConv::of(model, node, conv)? else { continue };
         let relu = relu_after(model, node);
         let op: Box<dyn TypedOp> = match conv_kernel(&plain.geometry) {
-            Some(ConvKernel::Input) => {
-                Box::new(InputConv { kernel: plain.kernel, bias: plain.bias, pad: plain.geometry.pad, relu: relu.is_some() })
-            }
+            Some(ConvKernel::Input) => Box::new(InputConv {
+                kernel: plain.kernel,
+                bias: plain.bias,
+                pad: plain.geometry.pad,
+                relu: relu.is_some(),
+            }),
             Some(ConvKernel::Packed) => {
                 let (kernel, bias) = (plain.kernel.try_as_plain_ram()?, plain.bias.try_as_plain_ram()?);
                 let (kernel, bias) = (kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
@@ -248,7 +252,9 @@ pub fn rewrite_dense_layers(model: &mut TypedModel, int8: Option<&ActivationScal
         let relu = relu_after(model, last);
         let shape = last.outputs[0].fact.shape.as_concrete().context("dense layer output shape")?.to_vec();
         let op = match int8.and_then(|s| s.get(&node.name)) {
-            Some(&scale) => PackedDense::new_int8(layer.rows, &layer.weights, &layer.bias, relu.is_some(), &shape, scale)?,
+            Some(&scale) => {
+                PackedDense::new_int8(layer.rows, &layer.weights, &layer.bias, relu.is_some(), &shape, scale)?
+            }
             None => PackedDense::new(layer.rows, &layer.weights, &layer.bias, relu.is_some(), &shape)?,
         };
         let name = node.name.clone();
@@ -261,7 +267,13 @@ pub fn rewrite_dense_layers(model: &mut TypedModel, int8: Option<&ActivationScal
 
 /// Wires `op` on `input` under `name` and hands it every consumer of
 /// `replaced` (the last node of the run of nodes it stands for).
-fn replace_with(model: &mut TypedModel, name: &str, op: impl Into<Box<dyn TypedOp>>, input: OutletId, replaced: OutletId) -> TractResult<()> {
+fn replace_with(
+    model: &mut TypedModel,
+    name: &str,
+    op: impl Into<Box<dyn TypedOp>>,
+    input: OutletId,
+    replaced: OutletId,
+) -> TractResult<()> {
     let mut patch = TypedModelPatch::default();
     let input = patch.tap_model(model, input)?;
     let output = patch.wire_node(name, op, &[input])?[0];
@@ -300,7 +312,8 @@ impl PlainConv {
     fn of(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<PlainConv>> {
         let spec = &conv.pool_spec;
         let input = model.outlet_fact(node.inputs[0])?;
-        let konst = |i: usize| node.inputs.get(i).and_then(|o| model.node(o.node).op_as::<Const>()).map(|c| c.val().clone());
+        let konst =
+            |i: usize| node.inputs.get(i).and_then(|o| model.node(o.node).op_as::<Const>()).map(|c| c.val().clone());
         let (Some(kernel), Some(bias)) = (konst(1), konst(2)) else { return Ok(None) };
         let plain = conv.group == 1
             && conv.q_params.is_none()
@@ -403,8 +416,17 @@ fn is_plain_2x2(spec: &PoolSpec) -> bool {
 mod tests {
     use super::*;
 
+    /// Input shape, padding per axis, pad value.
+    type PadCase<'a> = (&'a [usize], Vec<(usize, usize)>, f32);
+    /// Einsum expression, input shape, weight shape, bias shape, ReLU after.
+    type DenseCase<'a> = (&'a str, &'a [usize], &'a [usize], Option<&'a [usize]>, bool);
+
     /// A one-pool model on `shape`, optimized by tract, with or without our kernel.
-    fn pool_plan(shape: [usize; 4], spec: PoolSpec, own_kernels: bool) -> TractResult<(std::sync::Arc<TypedRunnableModel>, usize)> {
+    fn pool_plan(
+        shape: [usize; 4],
+        spec: PoolSpec,
+        own_kernels: bool,
+    ) -> TractResult<(std::sync::Arc<TypedRunnableModel>, usize)> {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact(shape))?;
         let y = model.wire_node("pool", MaxPool::new(spec, None), &[x])?;
@@ -445,7 +467,7 @@ mod tests {
 
     #[test]
     fn plane_padding_matches_tract_bit_for_bit() -> TractResult<()> {
-        let cases: [(&[usize], Vec<(usize, usize)>, f32); 4] = [
+        let cases: [PadCase; 4] = [
             (&[1, 3, 5, 7], vec![(0, 0), (0, 0), (1, 1), (1, 1)], 0.0),
             (&[2, 3, 4, 4], vec![(0, 0), (0, 0), (0, 2), (3, 0)], -1.5),
             (&[3, 1, 6], vec![(0, 0), (2, 1), (0, 4)], 0.0),
@@ -473,7 +495,14 @@ mod tests {
     }
 
     /// A one-convolution model, no dilation.
-    fn conv_model(shape: [usize; 4], out: usize, k: [usize; 2], padding: PaddingSpec, stride: usize, group: usize) -> TractResult<TypedModel> {
+    fn conv_model(
+        shape: [usize; 4],
+        out: usize,
+        k: [usize; 2],
+        padding: PaddingSpec,
+        stride: usize,
+        group: usize,
+    ) -> TractResult<TypedModel> {
         dilated_conv_model(shape, out, k, padding, stride, group, 1)
     }
 
@@ -490,7 +519,10 @@ mod tests {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact(shape))?;
         let len = out * c / group * k[0] * k[1];
-        let kernel = Tensor::from_shape(&[out, c / group, k[0], k[1]], &(0..len).map(|i| ((i * 37) % 19) as f32 / 7.0 - 1.3).collect::<Vec<_>>())?;
+        let kernel = Tensor::from_shape(
+            &[out, c / group, k[0], k[1]],
+            &(0..len).map(|i| ((i * 37) % 19) as f32 / 7.0 - 1.3).collect::<Vec<_>>(),
+        )?;
         let bias = Tensor::from_shape(&[out], &(0..out).map(|i| i as f32 * 0.25 - 1.0).collect::<Vec<_>>())?;
         let kernel = model.add_const("kernel", kernel)?;
         let bias = model.add_const("bias", bias)?;
@@ -521,13 +553,20 @@ mod tests {
         for (shape, out, k, padding) in cases {
             let model = conv_model(shape, out, k, padding.clone(), 1, 1)?;
             let ours = optimize(model.clone())?;
-            assert!(ours.nodes().iter().any(|n| n.op_is::<InputConv>()), "{shape:?} {k:?} {padding:?} kept tract's conv");
+            assert!(
+                ours.nodes().iter().any(|n| n.op_is::<InputConv>()),
+                "{shape:?} {k:?} {padding:?} kept tract's conv"
+            );
             let len = shape.iter().product::<usize>();
-            let x = Tensor::from_shape(&shape, &(0..len).map(|i| ((i * 7919) % 251) as f32 / 50.0 - 2.5).collect::<Vec<_>>())?;
+            let x = Tensor::from_shape(
+                &shape,
+                &(0..len).map(|i| ((i * 7919) % 251) as f32 / 50.0 - 2.5).collect::<Vec<_>>(),
+            )?;
             let a = ours.into_runnable()?.run(tvec![x.clone().into_tvalue()])?.remove(0).into_tensor();
             let b = model.into_optimized()?.into_runnable()?.run(tvec![x.into_tvalue()])?.remove(0).into_tensor();
             assert_eq!(a.shape(), b.shape(), "{shape:?} {k:?} {padding:?}");
-            let (a, b) = (a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(), b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
+            let (a, b) =
+                (a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(), b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
             let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0f32, f32::max);
             assert!(worst <= 1e-5, "{shape:?} {k:?} {padding:?}: relative difference {worst}");
         }
@@ -538,11 +577,13 @@ mod tests {
     /// difference relative to the output's largest magnitude.
     fn compare_with_tract(model: &TypedModel, ours: TypedModel, shape: &[usize]) -> TractResult<f32> {
         let len = shape.iter().product::<usize>();
-        let x = Tensor::from_shape(shape, &(0..len).map(|i| ((i * 7919) % 251) as f32 / 50.0 - 2.5).collect::<Vec<_>>())?;
+        let x =
+            Tensor::from_shape(shape, &(0..len).map(|i| ((i * 7919) % 251) as f32 / 50.0 - 2.5).collect::<Vec<_>>())?;
         let a = ours.into_runnable()?.run(tvec![x.clone().into_tvalue()])?.remove(0).into_tensor();
         let b = model.clone().into_optimized()?.into_runnable()?.run(tvec![x.into_tvalue()])?.remove(0).into_tensor();
         ensure!(a.shape() == b.shape(), "shapes {:?} and {:?}", a.shape(), b.shape());
-        let (a, b) = (a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(), b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
+        let (a, b) =
+            (a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(), b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
         let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
         Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0f32, f32::max))
     }
@@ -565,7 +606,10 @@ mod tests {
         for (shape, out, k, padding, stride) in cases {
             let model = conv_model(shape, out, k, padding.clone(), stride, 1)?;
             let ours = optimize(model.clone())?;
-            assert!(ours.nodes().iter().any(|n| n.op_is::<PackedConv>()), "{shape:?} {k:?} {padding:?} kept tract's conv");
+            assert!(
+                ours.nodes().iter().any(|n| n.op_is::<PackedConv>()),
+                "{shape:?} {k:?} {padding:?} kept tract's conv"
+            );
             let worst = compare_with_tract(&model, ours, &shape)?;
             assert!(worst <= 1e-5, "{shape:?} {k:?} {padding:?} stride {stride}: relative difference {worst}");
         }
@@ -596,10 +640,16 @@ mod tests {
         for (shape, out, k, padding, stride) in cases {
             let model = conv_model(shape, out, k, padding.clone(), stride, 1)?;
             let ours = optimize_with(model.clone(), Some(&int8_scales(&model, 1)?))?;
-            assert!(ours.nodes().iter().any(|n| n.op_as::<PackedConv>().is_some_and(|c| c.is_int8())), "{shape:?}: no int8 conv");
+            assert!(
+                ours.nodes().iter().any(|n| n.op_as::<PackedConv>().is_some_and(|c| c.is_int8())),
+                "{shape:?}: no int8 conv"
+            );
             let worst = compare_with_tract(&model, ours, &shape)?;
             // Sums of many products each off by ≲ 1/254 relative: ~1 % of the output range.
-            assert!(worst > 0.0 && worst <= 0.02, "{shape:?} {k:?} {padding:?} stride {stride}: relative difference {worst}");
+            assert!(
+                worst > 0.0 && worst <= 0.02,
+                "{shape:?} {k:?} {padding:?} stride {stride}: relative difference {worst}"
+            );
         }
         Ok(())
     }
@@ -615,7 +665,8 @@ mod tests {
 
     #[test]
     fn dilated_convolutions_match_tract() -> TractResult<()> {
-        let model = dilated_conv_model([1, 6, 11, 11], 10, [3, 3], PaddingSpec::Explicit(tvec![2, 1], tvec![2, 3]), 1, 1, 2)?;
+        let model =
+            dilated_conv_model([1, 6, 11, 11], 10, [3, 3], PaddingSpec::Explicit(tvec![2, 1], tvec![2, 3]), 1, 1, 2)?;
         let ours = optimize(model.clone())?;
         assert!(ours.nodes().iter().any(|n| n.op_is::<PackedConv>()));
         let worst = compare_with_tract(&model, ours, &[1, 6, 11, 11])?;
@@ -660,18 +711,35 @@ mod tests {
         // Grouped; and too wide for either operand to stay in cache.
         for (shape, out, group) in [([1, 4, 8, 8], 8, 2), ([1, 512, 32, 32], 512, 1)] {
             let ours = optimize(conv_model(shape, out, [3, 3], pad(), 1, group)?)?;
-            assert!(ours.nodes().iter().any(|n| n.op_is::<Conv>() || n.op_is::<tract_core::ops::matmul::optimized::OptMatMul>()), "{shape:?}");
-            assert!(!ours.nodes().iter().any(|n| n.op_is::<InputConv>() || n.op_is::<PackedConv>()), "{shape:?} group {group}");
+            assert!(
+                ours.nodes()
+                    .iter()
+                    .any(|n| n.op_is::<Conv>() || n.op_is::<tract_core::ops::matmul::optimized::OptMatMul>()),
+                "{shape:?}"
+            );
+            assert!(
+                !ours.nodes().iter().any(|n| n.op_is::<InputConv>() || n.op_is::<PackedConv>()),
+                "{shape:?} group {group}"
+            );
         }
         // Input-sized channels with a stride go to the packed product instead.
         let ours = optimize(conv_model([1, 3, 16, 16], 8, [3, 3], pad(), 2, 1)?)?;
-        assert!(ours.nodes().iter().any(|n| n.op_is::<PackedConv>()) && !ours.nodes().iter().any(|n| n.op_is::<InputConv>()));
+        assert!(
+            ours.nodes().iter().any(|n| n.op_is::<PackedConv>())
+                && !ours.nodes().iter().any(|n| n.op_is::<InputConv>())
+        );
         Ok(())
     }
 
     /// `x · W` as an `EinSum` of `expr` (activations first), plus a bias
     /// constant of `bias` shape and a ReLU when asked.
-    fn dense_model(expr: &str, x: &[usize], w: &[usize], bias: Option<&[usize]>, relu: bool) -> TractResult<TypedModel> {
+    fn dense_model(
+        expr: &str,
+        x: &[usize],
+        w: &[usize],
+        bias: Option<&[usize]>,
+        relu: bool,
+    ) -> TractResult<TypedModel> {
         let values = |shape: &[usize], seed: usize| -> TractResult<Tensor> {
             let len = shape.iter().product::<usize>();
             Tensor::from_shape(shape, &(0..len).map(|i| ((i * seed) % 61) as f32 / 40.0 - 0.7).collect::<Vec<_>>())
@@ -698,7 +766,7 @@ mod tests {
         // The forms tract's ONNX front-end declutters Gemm, MatMul and
         // Flatten + Gemm into, at batch 1 and more, with weights stored
         // either way round, with and without bias and ReLU.
-        let cases: [(&str, &[usize], &[usize], Option<&[usize]>, bool); 7] = [
+        let cases: [DenseCase; 7] = [
             ("mbak,nbak->n", &[1, 8, 3, 3], &[20, 8, 3, 3], Some(&[20]), true),
             ("mbak,nbak->mn", &[3, 8, 3, 3], &[20, 8, 3, 3], Some(&[1, 20]), false),
             ("k,nk->mn", &[37], &[10, 37], Some(&[1, 10]), false),
@@ -723,7 +791,7 @@ mod tests {
 
     #[test]
     fn int8_dense_layers_stay_within_quantization_error_of_tract() -> TractResult<()> {
-        let cases: [(&str, &[usize], &[usize], Option<&[usize]>, bool); 4] = [
+        let cases: [DenseCase; 4] = [
             ("mbak,nbak->n", &[1, 8, 3, 3], &[20, 8, 3, 3], Some(&[20]), true),
             ("k,nk->mn", &[37], &[10, 37], Some(&[1, 10]), false),
             ("mk,nk->mn", &[4, 51], &[70, 51], None, true),
@@ -744,8 +812,11 @@ mod tests {
     fn other_products_keep_tracts_op() -> TractResult<()> {
         // More rows than MAX_ROWS; rows after the summed axis; units before
         // rows; activations times activations.
-        let cases: [(&str, &[usize], &[usize]); 3] =
-            [("mtk,nk->mtn", &[1, 9, 16], &[8, 16]), ("km,nk->mn", &[16, 2], &[8, 16]), ("mk,nk->nm", &[2, 16], &[8, 16])];
+        let cases: [(&str, &[usize], &[usize]); 3] = [
+            ("mtk,nk->mtn", &[1, 9, 16], &[8, 16]),
+            ("km,nk->mn", &[16, 2], &[8, 16]),
+            ("mk,nk->nm", &[2, 16], &[8, 16]),
+        ];
         for (expr, x, w) in cases {
             let model = dense_model(expr, x, w, None, false)?;
             let ours = optimize(model.clone())?;
@@ -762,7 +833,10 @@ mod tests {
         // A bias that varies by row is not folded: it stays an Add after the layer.
         let model = dense_model("mk,nk->mn", &[2, 16], &[8, 16], Some(&[2, 8]), false)?;
         let ours = optimize(model.clone())?;
-        assert!(ours.nodes().iter().any(|n| n.op_is::<PackedDense>()) && ours.nodes().iter().any(|n| n.name == "bias"), "{ours}");
+        assert!(
+            ours.nodes().iter().any(|n| n.op_is::<PackedDense>()) && ours.nodes().iter().any(|n| n.name == "bias"),
+            "{ours}"
+        );
         assert!(compare_with_tract(&model, ours, &[2, 16])? <= 1e-5);
         Ok(())
     }

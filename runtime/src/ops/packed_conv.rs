@@ -122,7 +122,13 @@ impl PackedConv {
 
     /// The same convolution in int8: weights quantized per output channel,
     /// input activations with `input_scale` (one step of the quantized input).
-    pub fn new_int8(geometry: ConvGeometry, kernel: &[f32], bias: &[f32], relu: bool, input_scale: f32) -> TractResult<PackedConv> {
+    pub fn new_int8(
+        geometry: ConvGeometry,
+        kernel: &[f32],
+        bias: &[f32],
+        relu: bool,
+        input_scale: f32,
+    ) -> TractResult<PackedConv> {
         let k = Self::check(&geometry, kernel, bias)?;
         let weights = Weights::Int8(Arc::new(PairPanels::pack("PackedConv", kernel, k, MR, input_scale)?));
         Self::with_weights(geometry, weights, bias, relu)
@@ -193,11 +199,16 @@ impl PackedConv {
                 let (padded, work, _) = scratch.buffers(c * ph * pw, g.depth() * NR * chunks);
                 for (image, out_image) in images {
                     let planes = self.pad(image, padded, 0.0);
-                    self.for_each_tile(planes, work, |p, q, dst| self.unfold(p, q, dst), |panel, chunk, unfolded| {
-                        let mut acc = [[0f32; NR]; MR];
-                        tile(g.depth(), &packed[panel * g.depth() * MR..][..g.depth() * MR], unfolded, &mut acc);
-                        self.write_tile(panel, chunk, &acc, |r| (1.0, self.bias[r]), out_image);
-                    });
+                    self.for_each_tile(
+                        planes,
+                        work,
+                        |p, q, dst| self.unfold(p, q, dst),
+                        |panel, chunk, unfolded| {
+                            let mut acc = [[0f32; NR]; MR];
+                            tile(g.depth(), &packed[panel * g.depth() * MR..][..g.depth() * MR], unfolded, &mut acc);
+                            self.write_tile(panel, chunk, &acc, |r| (1.0, self.bias[r]), out_image);
+                        },
+                    );
                 }
             }
             Weights::Int8(int8) => {
@@ -206,11 +217,21 @@ impl PackedConv {
                 for (image, out_image) in images {
                     quantize_into(image, int8.input_scale, quantized);
                     let planes = self.pad(quantized, padded, 0);
-                    self.for_each_tile(planes, work, |p, q, dst| self.unfold_pairs(p, q, dst), |panel, chunk, unfolded| {
-                        let mut acc = [[0i32; NR]; MR];
-                        tile_int8(pairs, &int8.packed[panel * pairs * MR * 2..][..pairs * MR * 2], unfolded, &mut acc);
-                        self.write_tile(panel, chunk, &acc, |r| (int8.output_scales[r], self.bias[r]), out_image);
-                    });
+                    self.for_each_tile(
+                        planes,
+                        work,
+                        |p, q, dst| self.unfold_pairs(p, q, dst),
+                        |panel, chunk, unfolded| {
+                            let mut acc = [[0i32; NR]; MR];
+                            tile_int8(
+                                pairs,
+                                &int8.packed[panel * pairs * MR * 2..][..pairs * MR * 2],
+                                unfolded,
+                                &mut acc,
+                            );
+                            self.write_tile(panel, chunk, &acc, |r| (int8.output_scales[r], self.bias[r]), out_image);
+                        },
+                    );
                 }
             }
         }
@@ -333,7 +354,14 @@ impl PackedConv {
     /// Writes one [`MR`] × [`NR`] tile of sums into `out` (`[O, pixels]`)
     /// where it falls, as `sum · scale + bias` with `(scale, bias) =
     /// affine(channel)` (then rectified).
-    fn write_tile<A: Accumulated>(&self, panel: usize, chunk: usize, acc: &[[A; NR]; MR], affine: impl Fn(usize) -> (f32, f32), out: &mut [f32]) {
+    fn write_tile<A: Accumulated>(
+        &self,
+        panel: usize,
+        chunk: usize,
+        acc: &[[A; NR]; MR],
+        affine: impl Fn(usize) -> (f32, f32),
+        out: &mut [f32],
+    ) {
         let n = out.len() / self.geometry.out_channels;
         let (row0, col0) = (panel * MR, chunk * NR);
         let cols = NR.min(n - col0);
@@ -437,7 +465,10 @@ fn tile_portable(k: usize, weights: &[f32], unfolded: &[f32], acc: &mut [[f32; N
 /// `acc[r][j] = Σ_i Σ_t weights[(i·MR + r)·2 + t] · unfolded[(i·NR + j)·2 + t]`
 /// over `pairs` tap pairs, exact in i32 (int8 values: |sum| ≤ 2·127²·pairs).
 fn tile_int8(pairs: usize, weights: &[i16], unfolded: &[i16], acc: &mut [[i32; NR]; MR]) {
-    assert!(weights.len() >= pairs * MR * 2 && unfolded.len() >= pairs * NR * 2, "tile operands shorter than {pairs} tap pairs");
+    assert!(
+        weights.len() >= pairs * MR * 2 && unfolded.len() >= pairs * NR * 2,
+        "tile operands shorter than {pairs} tap pairs"
+    );
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the feature was just detected; both operands were checked long enough.
@@ -597,7 +628,9 @@ mod tests {
             tile_int8(pairs, &weights, &unfolded, &mut fast);
             tile_int8_portable(pairs, &weights, &unfolded, &mut plain);
             assert_eq!(fast, plain, "{pairs} tap pairs");
-            let expected: i32 = (0..pairs * 2).map(|k| weights[(k / 2 * MR) * 2 + k % 2] as i32 * unfolded[(k / 2 * NR) * 2 + k % 2] as i32).sum();
+            let expected: i32 = (0..pairs * 2)
+                .map(|k| weights[(k / 2 * MR) * 2 + k % 2] as i32 * unfolded[(k / 2 * NR) * 2 + k % 2] as i32)
+                .sum();
             assert_eq!(plain[0][0], expected, "{pairs} tap pairs, first value");
         }
     }

@@ -69,7 +69,13 @@ impl std::hash::Hash for PackedDense {
 
 impl PackedDense {
     /// Packs row-major `weights` (`units × depth`) with one bias per unit.
-    pub fn new(rows: usize, weights: &[f32], bias: &[f32], relu: bool, output_shape: &[usize]) -> TractResult<PackedDense> {
+    pub fn new(
+        rows: usize,
+        weights: &[f32],
+        bias: &[f32],
+        relu: bool,
+        output_shape: &[usize],
+    ) -> TractResult<PackedDense> {
         let (units, depth) = Self::check(rows, weights, bias, output_shape)?;
         let mut packed = vec![0f32; units.div_ceil(PANEL) * depth * PANEL];
         for (unit, weights) in weights.chunks_exact(depth).enumerate() {
@@ -83,7 +89,14 @@ impl PackedDense {
 
     /// The same layer in int8: weights quantized per unit, input activations
     /// with `input_scale` (one step of the quantized input).
-    pub fn new_int8(rows: usize, weights: &[f32], bias: &[f32], relu: bool, output_shape: &[usize], input_scale: f32) -> TractResult<PackedDense> {
+    pub fn new_int8(
+        rows: usize,
+        weights: &[f32],
+        bias: &[f32],
+        relu: bool,
+        output_shape: &[usize],
+        input_scale: f32,
+    ) -> TractResult<PackedDense> {
         let (_, depth) = Self::check(rows, weights, bias, output_shape)?;
         let weights = Weights::Int8(Arc::new(PairPanels::pack("PackedDense", weights, depth, PANEL, input_scale)?));
         Ok(Self::with_weights(rows, depth, weights, bias, relu, output_shape))
@@ -97,7 +110,7 @@ impl PackedDense {
     /// Units and depth, once the operands are checked against each other.
     fn check(rows: usize, weights: &[f32], bias: &[f32], output_shape: &[usize]) -> TractResult<(usize, usize)> {
         let units = bias.len();
-        if units == 0 || weights.len() % units != 0 || weights.is_empty() {
+        if units == 0 || !weights.len().is_multiple_of(units) || weights.is_empty() {
             bail!("PackedDense: {} weights for {units} units", weights.len());
         }
         if output_shape.iter().product::<usize>() != rows * units {
@@ -106,9 +119,24 @@ impl PackedDense {
         Ok((units, weights.len() / units))
     }
 
-    fn with_weights(rows: usize, depth: usize, weights: Weights, bias: &[f32], relu: bool, output_shape: &[usize]) -> PackedDense {
+    fn with_weights(
+        rows: usize,
+        depth: usize,
+        weights: Weights,
+        bias: &[f32],
+        relu: bool,
+        output_shape: &[usize],
+    ) -> PackedDense {
         let units = bias.len();
-        PackedDense { rows, depth, units, weights, bias: Arc::new(bias.to_vec()), relu, output_shape: output_shape.into() }
+        PackedDense {
+            rows,
+            depth,
+            units,
+            weights,
+            bias: Arc::new(bias.to_vec()),
+            relu,
+            output_shape: output_shape.into(),
+        }
     }
 
     /// Fills `out` (`rows × units`) from `x` (`rows × depth`).
@@ -296,7 +324,12 @@ fn block_product_int8(pairs: usize, panels: &[i8], rows: &[i16], acc: &mut [[i32
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn block_int8_avx2<const R: usize, const P: usize>(pairs: usize, panels: &[i8], rows: &[i16], acc: &mut [[i32; PANEL]]) {
+unsafe fn block_int8_avx2<const R: usize, const P: usize>(
+    pairs: usize,
+    panels: &[i8],
+    rows: &[i16],
+    acc: &mut [[i32; PANEL]],
+) {
     use std::arch::x86_64::*;
     let (w, x) = (panels.as_ptr(), rows.as_ptr() as *const i32);
     let mut c = [[[_mm256_setzero_si256(); 2]; R]; P];
@@ -322,11 +355,17 @@ unsafe fn block_int8_avx2<const R: usize, const P: usize>(pairs: usize, panels: 
 
 /// The same int8 product in plain Rust; aarch64 compiles it to NEON multiply-accumulates.
 #[inline(always)]
-fn block_int8_portable<const R: usize, const P: usize>(pairs: usize, panels: &[i8], rows: &[i16], acc: &mut [[i32; PANEL]]) {
+fn block_int8_portable<const R: usize, const P: usize>(
+    pairs: usize,
+    panels: &[i8],
+    rows: &[i16],
+    acc: &mut [[i32; PANEL]],
+) {
     let mut c = [[[0i32; PANEL]; R]; P];
     for i in 0..pairs {
         for (s, c) in c.iter_mut().enumerate() {
-            let w: &[i8; PANEL * 2] = panels[(s * pairs + i) * PANEL * 2..][..PANEL * 2].try_into().expect("PANEL weight pairs");
+            let w: &[i8; PANEL * 2] =
+                panels[(s * pairs + i) * PANEL * 2..][..PANEL * 2].try_into().expect("PANEL weight pairs");
             for (r, c) in c.iter_mut().enumerate() {
                 let (v0, v1) = (rows[(r * pairs + i) * 2] as i32, rows[(r * pairs + i) * 2 + 1] as i32);
                 for (c, w) in c.iter_mut().zip(w.chunks_exact(2)) {
@@ -370,9 +409,11 @@ impl DenseLayer {
         };
         let w_slot = 1 - x_slot;
         let x_fact = model.outlet_fact(node.inputs[x_slot])?;
-        let (true, Some(x_shape), Some(out_shape)) =
-            (plain && weights.datum_type() == f32::datum_type(), x_fact.shape.as_concrete(), node.outputs[0].fact.shape.as_concrete())
-        else {
+        let (true, Some(x_shape), Some(out_shape)) = (
+            plain && weights.datum_type() == f32::datum_type(),
+            x_fact.shape.as_concrete(),
+            node.outputs[0].fact.shape.as_concrete(),
+        ) else {
             return Ok(None);
         };
         let w_shape = weights.shape();
@@ -384,7 +425,8 @@ impl DenseLayer {
             if axis.inputs.iter().chain(&axis.outputs).any(|p| p.len() > 1) {
                 return Ok(None);
             }
-            let (x, w, y) = (at(&axis.inputs[x_slot], x_shape), at(&axis.inputs[w_slot], w_shape), at(&axis.outputs[0], out_shape));
+            let (x, w, y) =
+                (at(&axis.inputs[x_slot], x_shape), at(&axis.inputs[w_slot], w_shape), at(&axis.outputs[0], out_shape));
             let size = x.or(w).or(y).map_or(1, |(_, s)| s);
             match (x, w, y) {
                 _ if size == 1 => {}
@@ -422,7 +464,12 @@ impl DenseLayer {
 
 /// The per-unit constant added to `node`'s output by an `Add` that is its
 /// only consumer, and that `Add`'s id.
-fn bias_after(model: &TypedModel, node: &TypedNode, units: usize, unit_axis: usize) -> TractResult<Option<(Vec<f32>, usize)>> {
+fn bias_after(
+    model: &TypedModel,
+    node: &TypedNode,
+    units: usize,
+    unit_axis: usize,
+) -> TractResult<Option<(Vec<f32>, usize)>> {
     if model.outputs.contains(&OutletId::new(node.id, 0)) {
         return Ok(None);
     }
@@ -452,7 +499,14 @@ impl Op for PackedDense {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{} rows, {} → {}, relu: {}, int8: {}", self.rows, self.depth, self.units, self.relu, self.is_int8())])
+        Ok(vec![format!(
+            "{} rows, {} → {}, relu: {}, int8: {}",
+            self.rows,
+            self.depth,
+            self.units,
+            self.relu,
+            self.is_int8()
+        )])
     }
 
     op_as_typed_op!();
@@ -500,7 +554,10 @@ mod tests {
                     _ => block_portable::<4, 1>(k, &panels, &x, &mut plain),
                 }
                 for (i, (a, b)) in fast.iter().flatten().zip(plain.iter().flatten()).enumerate() {
-                    assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "depth {k}, {r} rows × {streams} panels, value {i}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                        "depth {k}, {r} rows × {streams} panels, value {i}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -510,7 +567,8 @@ mod tests {
     fn the_dispatched_int8_product_equals_the_portable_one_for_every_row_and_panel_count() {
         for pairs in [1, 2, 3, 19, 1568] {
             for (r, streams) in [(1, 4), (1, 2), (1, 1), (2, 2), (2, 1), (3, 1), (4, 1)] {
-                let panels: Vec<i8> = (0..streams * pairs * PANEL * 2).map(|i| (((i * 131) % 255) as i16 - 127) as i8).collect();
+                let panels: Vec<i8> =
+                    (0..streams * pairs * PANEL * 2).map(|i| (((i * 131) % 255) as i16 - 127) as i8).collect();
                 let x: Vec<i16> = (0..pairs * 2 * r).map(|i| ((i * 71) % 255) as i16 - 127).collect();
                 let (mut fast, mut plain) = (vec![[0i32; PANEL]; r * streams], vec![[0i32; PANEL]; r * streams]);
                 block_product_int8(pairs, &panels, &x, &mut fast, r, streams);
@@ -544,7 +602,10 @@ mod tests {
                     let sum: f32 = (0..depth).map(|k| x[r * depth + k] * w[u * depth + k]).sum::<f32>() + b[u];
                     let expect = if relu { sum.max(0.0) } else { sum };
                     let got = out[r * units + u];
-                    assert!((got - expect).abs() <= 1e-4 * expect.abs().max(1.0), "row {r} unit {u}: {got} vs {expect}");
+                    assert!(
+                        (got - expect).abs() <= 1e-4 * expect.abs().max(1.0),
+                        "row {r} unit {u}: {got} vs {expect}"
+                    );
                 }
             }
         }
