@@ -22,8 +22,8 @@ use badexpert_converter::export::bundle_at_precision;
 use badexpert_converter::onnx::{builder, normalization_metadata, read_model, write_model, TchGraph};
 use badexpert_converter::train::predict_logits;
 use badexpert_converter::{convert, ConvertOptions};
-use badexpert_runtime::data::FrameSource;
-use badexpert_runtime::latency::ModelAlone;
+use badexpert_eval::latency::ModelAlone;
+use badexpert_frames::FrameSource;
 use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{
     BatchGuard, FrameSet, FrameShape, Guard, GuardBundle, LoadOptions, Normalization, ParallelGuard, PixelLayout,

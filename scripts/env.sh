@@ -11,7 +11,7 @@ TORCH_VERSION=2.13.0
 
 log() { printf '[badexpert] %s\n' "$*" >&2; }
 
-# CPU libtorch assembled from the PyPI wheels (DESIGN.md §7): headers, the CPU
+# CPU libtorch assembled from the PyPI wheels (docs/design.md §7): headers, the CPU
 # libraries, the two small CUDA runtime libraries libtorch_cpu links against,
 # and an empty libtorch.so stub in place of the wheel's CUDA shim.
 install_libtorch() {

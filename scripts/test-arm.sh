@@ -34,12 +34,13 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
 export CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
 
-log "runtime tests on aarch64 under qemu"
+log "runtime crates' tests on aarch64 under qemu"
 out="$(mktemp)"
-if ! cargo test --release --no-fail-fast -p badexpert-runtime --target aarch64-unknown-linux-gnu -- --nocapture >"$out" 2>&1; then
+if ! cargo test --release --no-fail-fast -p badexpert-kernels -p badexpert-runtime -p badexpert-frames -p badexpert-eval \
+    -p badexpert-guard --target aarch64-unknown-linux-gnu -- --nocapture >"$out" 2>&1; then
     tail -60 "$out"; rm -f "$out"; exit 1
 fi
 grep -E 'Running|test result|aarch64 on|allocations|Guard' "$out" || true
 rm -f "$out"
 log "armv7 build of the runtime"
-cargo build --release -p badexpert-runtime --target armv7-unknown-linux-gnueabihf
+cargo build --release -p badexpert-guard --target armv7-unknown-linux-gnueabihf

@@ -106,10 +106,10 @@ fn shipped_bundle_guards_the_shipped_slice() {
 /// by the same metrics code as BaDExpert.
 #[test]
 fn baselines_are_scored_with_the_same_metrics() {
-    use badexpert_runtime::baselines::{ScaleUp, Strip};
+    use badexpert_eval::baselines::{ScaleUp, Strip};
     let c = demo_conversion();
     let bundle = GuardBundle::open(&c.bundle).unwrap();
-    let stored = bundle.clean_frames().unwrap().expect("converted with store_clean");
+    let stored = badexpert_frames::clean_frames(&bundle).unwrap().expect("converted with store_clean");
     assert_eq!(stored.len(), 200);
     let take = |set: FrameSet| set.select(&(0..100).collect::<Vec<_>>());
     let clean = take(load(&demo_dir().join("eval-clean-images-idx3-ubyte.gz")));

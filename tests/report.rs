@@ -4,7 +4,7 @@ mod common;
 
 use badexpert_converter::report::{markdown, report_model, ReportOptions};
 use badexpert_converter::ConvertOptions;
-use badexpert_runtime::evaluate::DetectorKind;
+use badexpert_eval::evaluate::DetectorKind;
 use badexpert_runtime::Normalization;
 
 #[test]

@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use badexpert_runtime::evaluate::{evaluate_detectors, DetectorKind};
+use badexpert_eval::evaluate::{evaluate_detectors, DetectorKind};
 use badexpert_runtime::{ComponentAuroc, Evaluation, FrameSet, Guard, GuardBundle};
 
 use crate::convert::{convert, ConvertOptions};

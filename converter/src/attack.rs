@@ -1,4 +1,4 @@
-//! Backdoor triggers as data transforms (DESIGN.md §4): used both to poison a
+//! Backdoor triggers as data transforms (docs/design.md §4): used both to poison a
 //! training set (to make backdoored models for evaluation) and to make the
 //! triggered copy of a test set. Sizes are given for 32×32 and scaled to the
 //! frame; every random pattern is fixed by a seed, so a trigger is the same

@@ -1,4 +1,4 @@
-//! Light training augmentation (DESIGN.md §3.1–3.2): random crop with zero
+//! Light training augmentation (docs/design.md §3.1–3.2): random crop with zero
 //! padding and, where it suits the data, horizontal flip — applied to u8
 //! frames before normalisation, as torchvision does.
 

@@ -1,4 +1,4 @@
-//! Step 2 of BaDExpert (DESIGN.md §3.2): the auxiliary model M′. A copy of M
+//! Step 2 of BaDExpert (docs/design.md §3.2): the auxiliary model M′. A copy of M
 //! fine-tuned on clean frames with true labels and a large learning rate
 //! keeps the normal task but loses much of the backdoor, so M′ disagreeing
 //! with M is evidence of a trigger.

@@ -1,4 +1,4 @@
-//! Step 3 of BaDExpert (DESIGN.md §3.4): the threshold τ, chosen on clean
+//! Step 3 of BaDExpert (docs/design.md §3.4): the threshold τ, chosen on clean
 //! frames that fine-tuning never saw, by running the *exported* plans through
 //! the runtime's own guard — so τ is calibrated on exactly what ships.
 

@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
 
-use badexpert_runtime::data::{write_idx_images, write_idx_labels};
+use badexpert_frames::{write_idx_images, write_idx_labels};
 use badexpert_runtime::manifest::{
     CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial,
     FORMAT_VERSION, MANIFEST_FILE,

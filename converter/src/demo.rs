@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tch::Device;
 
-use badexpert_runtime::data::{write_idx_images, write_idx_labels, FrameSource};
+use badexpert_frames::{write_idx_images, write_idx_labels, FrameSource};
 use badexpert_runtime::{FrameSet, Normalization, Preprocessor};
 
 use crate::attack::Attack;

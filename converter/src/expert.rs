@@ -1,4 +1,4 @@
-//! Step 1 of BaDExpert (DESIGN.md §3.1, the paper's Algorithm 1): the
+//! Step 1 of BaDExpert (docs/design.md §3.1, the paper's Algorithm 1): the
 //! backdoor expert B. A copy of M fine-tuned on clean frames with
 //! deliberately wrong labels and a small learning rate forgets the normal
 //! task but keeps the backdoor, so B agreeing with M is evidence of a trigger.
@@ -105,7 +105,7 @@ impl std::str::FromStr for ExpertRate {
 
 /// Settings for making B: the paper's (Adam, one epoch, batch 128, labels
 /// (y+1) mod K), with the rate chosen automatically by default because the
-/// right rate depends on the model (DESIGN.md §3.1).
+/// right rate depends on the model (docs/design.md §3.1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackdoorExpert {
     pub rate: ExpertRate,

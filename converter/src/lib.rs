@@ -4,7 +4,8 @@
 //!
 //! ```no_run
 //! use badexpert_converter::{convert, ConvertOptions};
-//! use badexpert_runtime::{data::FrameSource, Normalization};
+//! use badexpert_frames::FrameSource;
+//! use badexpert_runtime::Normalization;
 //! use std::path::Path;
 //!
 //! let reserve = FrameSource::detect(Path::new("models/badnet-fmnist/reserve-images-idx3-ubyte.gz")).load()?;
@@ -20,7 +21,7 @@
 //! # Ok::<(), badexpert_converter::Error>(())
 //! ```
 //!
-//! Where each step of DESIGN.md §3 lives: [`onnx`] (ONNX → trainable libtorch
+//! Where each step of docs/design.md §3 lives: [`onnx`] (ONNX → trainable libtorch
 //! graph and back), [`expert`] (§3.1, B), [`auxiliary`] (§3.2, M′),
 //! [`train`] (the shared fine-tuning loop), [`calibration`] (§3.4, τ via the
 //! runtime's guard), [`export`] (NNEF plans), [`convert`] (the pipeline).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use badexpert_runtime::evaluate::{DetectorKind, DetectorReport};
+use badexpert_eval::evaluate::{DetectorKind, DetectorReport};
 use badexpert_runtime::metrics::{roc_curve, roc_sides};
 use badexpert_runtime::Scored;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind, DetectorReport};
+use badexpert_eval::evaluate::{detector_table, evaluate_detectors, DetectorKind, DetectorReport};
 use badexpert_runtime::{Evaluation, Guard, GuardBundle};
 
 use crate::attack::Attack;

@@ -14,7 +14,7 @@ use crate::augment::Augmentation;
 use crate::onnx::TchGraph;
 use crate::{Error, Result};
 
-/// Optimizer with its own hyper-parameters (DESIGN.md §3.1 and §3.2).
+/// Optimizer with its own hyper-parameters (docs/design.md §3.1 and §3.2).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
     /// Adam with β = (0.9, 0.999), ε = 1e-8.

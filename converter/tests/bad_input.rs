@@ -1,11 +1,11 @@
 //! `badexpert-convert` answers bad input with a clear error and a non-zero
-//! exit, never a panic (DESIGN.md §6), and never loses an existing bundle.
+//! exit, never a panic (docs/design.md §6), and never loses an existing bundle.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use badexpert_converter::onnx::{builder, pb, set_normalization_metadata, write_model};
-use badexpert_runtime::data::{write_idx_images, write_idx_labels};
+use badexpert_frames::{write_idx_images, write_idx_labels};
 use badexpert_runtime::{FrameSet, FrameShape, Normalization};
 
 fn scratch(name: &str) -> PathBuf {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use badexpert_converter::export::decluttered;
 use badexpert_converter::onnx::{read_model, write_model, TchGraph};
-use badexpert_runtime::data::read_idx_images;
+use badexpert_frames::read_idx_images;
 use badexpert_runtime::{FrameShape, BATCH_SYMBOL};
 use tch::{Device, Kind, Tensor};
 use tract_onnx::pb::{

@@ -1,6 +1,6 @@
 //! Malformed ONNX models are answered with an error naming the node and the
 //! attribute or input at fault, never a panic or libtorch's C++ stack trace
-//! (DESIGN.md §6). Every model goes through `onnx::check_bytes`, the function
+//! (docs/design.md §6). Every model goes through `onnx::check_bytes`, the function
 //! the `onnx_interpreter` fuzz target calls (converter/fuzz, docs/fuzzing.md),
 //! and the fuzz corpus is replayed through it too.
 

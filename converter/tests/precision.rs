@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use badexpert_converter::export::bundle_at_precision;
-use badexpert_runtime::agreement::agreement;
-use badexpert_runtime::data::FrameSource;
+use badexpert_eval::agreement::agreement;
+use badexpert_frames::FrameSource;
+use badexpert_runtime::advanced::ops::{PackedConv, PackedDense};
 use badexpert_runtime::manifest::Precision;
-use badexpert_runtime::ops::{PackedConv, PackedDense};
 use badexpert_runtime::{Evaluation, FrameSet, Guard, GuardBundle, PixelLayout, Role, Scored};
 
 fn demo() -> PathBuf {

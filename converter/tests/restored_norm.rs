@@ -8,7 +8,7 @@ use badexpert_converter::augment::Augmentation;
 use badexpert_converter::onnx::builder::GraphBuilder;
 use badexpert_converter::onnx::TchGraph;
 use badexpert_converter::train::{class_indices, fine_tune, predict_logits, Optimizer, TrainConfig};
-use badexpert_runtime::data::FrameSource;
+use badexpert_frames::FrameSource;
 use badexpert_runtime::{FrameSet, FrameShape, Normalization, Preprocessor};
 use tch::{Device, Tensor};
 

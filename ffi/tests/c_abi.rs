@@ -9,7 +9,7 @@ use std::process::Command;
 use std::ptr::{null, null_mut};
 
 use badexpert::*;
-use badexpert_runtime::data::FrameSource;
+use badexpert_frames::FrameSource;
 use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout};
 
 fn root() -> PathBuf {

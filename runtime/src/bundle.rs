@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tract_core::prelude::*;
-use tract_onnx::WithOnnx;
+use tract_onnx_opl::WithOnnx;
 
 use crate::manifest::{FileDigest, Manifest, MANIFEST_FILE};
-use crate::{Error, FrameSet, Result};
+use crate::{Error, Result};
 
 /// Name of the symbolic batch axis in every plan.
 pub const BATCH_SYMBOL: &str = "N";
@@ -24,7 +24,7 @@ pub type Plan = Arc<TypedRunnableModel>;
 pub struct LoadOptions {
     /// Frames per plan run.
     pub batch: usize,
-    /// Replace the ops badexpert has faster kernels for ([`crate::ops`]);
+    /// Replace the ops badexpert has faster kernels for (`badexpert-kernels`);
     /// off gives tract's plan as is, to measure what the kernels bring.
     pub own_kernels: bool,
 }
@@ -114,20 +114,11 @@ impl GuardBundle {
         PlanLoader::new(&self.manifest, LoadOptions { batch, ..self.options }).load(&self.dir.join(&digest.file), role)
     }
 
-    /// The clean frames stored in the bundle for detectors that need them
-    /// at run time (STRIP), if the converter was asked to store some.
-    pub fn clean_frames(&self) -> Result<Option<FrameSet>> {
-        let Some(clean) = &self.manifest.clean_frames else { return Ok(None) };
-        verify(&self.dir, &clean.images)?;
-        verify(&self.dir, &clean.labels)?;
-        let (images, labels) = (self.dir.join(&clean.images.file), self.dir.join(&clean.labels.file));
-        let source = crate::data::FrameSource::Idx { images: images.clone(), labels: Some(labels) };
-        let set = source.load()?;
-        if set.shape() != self.manifest.input.shape {
-            let reason = format!("frames are {}, the bundle takes {}", set.shape(), self.manifest.input.shape);
-            return Err(Error::format(images, "clean frame file", reason));
-        }
-        Ok(Some(set))
+    /// The path of one of the bundle's files, after checking its sha256
+    /// against `digest` (from the manifest).
+    pub fn verified_file(&self, digest: &FileDigest) -> Result<PathBuf> {
+        verify(&self.dir, digest)?;
+        Ok(self.dir.join(&digest.file))
     }
 
     /// One of the three plans, e.g. to time a single model alone or to
@@ -224,7 +215,8 @@ impl<'m> PlanLoader<'m> {
             Role::Expert => &scales.expert,
             Role::Auxiliary => &scales.auxiliary,
         });
-        let model = if self.own_kernels { crate::ops::optimize_with(model, int8) } else { model.into_optimized() };
+        let model =
+            if self.own_kernels { badexpert_kernels::optimize_with(model, int8) } else { model.into_optimized() };
         let model = model.map_err(|e| fail(format!("cannot optimize: {e:#}")))?;
         model.into_runnable().map_err(|e| fail(format!("cannot plan: {e:#}")))
     }

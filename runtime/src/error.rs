@@ -37,11 +37,13 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), error: source }
     }
 
-    pub(crate) fn format(path: impl Into<PathBuf>, what: &'static str, reason: impl ToString) -> Self {
+    /// `path` is not a valid `what`.
+    pub fn format(path: impl Into<PathBuf>, what: &'static str, reason: impl ToString) -> Self {
         Error::Format { path: path.into(), what, reason: reason.to_string() }
     }
 }

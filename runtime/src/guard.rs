@@ -123,7 +123,7 @@ pub(crate) fn check_logits(logits: &[f32], classes: usize) -> std::result::Resul
 }
 
 /// A zeroed `[batch, C, H, W]` f32 input tensor, shared with the plans by `Arc`.
-pub(crate) fn input_tensor(batch: usize, shape: crate::FrameShape) -> Result<Arc<Tensor>> {
+pub fn input_tensor(batch: usize, shape: crate::FrameShape) -> Result<Arc<Tensor>> {
     Tensor::zero::<f32>(&[batch, shape.channels, shape.height, shape.width])
         .map(Arc::new)
         .map_err(|e| Error::Invalid(e.to_string()))
@@ -132,7 +132,7 @@ pub(crate) fn input_tensor(batch: usize, shape: crate::FrameShape) -> Result<Arc
 /// The input tensor's values. The Arc is exclusive again once the previous
 /// run's values were dropped; only a plan that kept a reference would force a
 /// copy here.
-pub(crate) fn input_slice(input: &mut Arc<Tensor>) -> &mut [f32] {
+pub fn input_slice(input: &mut Arc<Tensor>) -> &mut [f32] {
     Arc::make_mut(input)
         .to_plain_array_view_mut::<f32>()
         .ok()
@@ -141,14 +141,14 @@ pub(crate) fn input_slice(input: &mut Arc<Tensor>) -> &mut [f32] {
 }
 
 /// The f32 values of a plan output, read in place.
-pub(crate) fn output_f32(value: &TValue) -> TractResult<&[f32]> {
+pub fn output_f32(value: &TValue) -> TractResult<&[f32]> {
     value.try_as_plain_ram()?.as_slice::<f32>()
 }
 
 /// Runs one plan on `input` and hands its logits, checked ([`check_logits`])
 /// and read in place, to `read`; the error is the reason, for the caller to
 /// name the model.
-pub(crate) fn with_logits<T>(
+pub fn with_logits<T>(
     state: &mut TypedSimpleState,
     input: TValue,
     classes: usize,

@@ -17,35 +17,35 @@
 //! # Ok::<(), badexpert_runtime::Error>(())
 //! ```
 //!
-//! Modules, in data-flow order: [`data`] reads frames, [`preprocess`]
-//! normalises them, [`bundle`] loads and verifies plans (with [`ops`]'
-//! kernels in place of tract's slow ones), [`guard`] runs them,
-//! [`score`] turns confidences into the statistic, [`metrics`] calibrates
-//! thresholds and computes CA / ASR / AUROC. [`parallel`] runs the three
-//! models concurrently and [`batch`] guards several frames per run;
-//! [`latency`] times those modes and [`profile`] times each op of each
-//! plan. [`baselines`] holds the STRIP and SCALE-UP detectors BaDExpert is
-//! compared with; [`agreement`] compares two bundles' verdicts frame by
-//! frame (f16 against f32).
+//! Modules, in data-flow order: [`preprocess`] normalises frames,
+//! [`bundle`] loads and verifies plans (with the `badexpert-kernels` kernels
+//! in place of tract's slow ones), [`guard`] runs them, [`score`] turns
+//! confidences into the statistic, [`metrics`] calibrates thresholds and
+//! computes CA / ASR / AUROC; [`parallel`] runs the three models
+//! concurrently and [`batch`] guards several frames per run;
+//! [`quantization`] measures int8 activation scales. Frame readers live in
+//! `badexpert-frames`, evaluation and timing tools in `badexpert-eval`, the
+//! C ABI in `badexpert-ffi`.
 
-pub mod agreement;
-pub mod baselines;
 pub mod batch;
 pub mod bundle;
-pub mod data;
 mod error;
-pub mod evaluate;
 mod frames;
 pub mod guard;
-pub mod latency;
 pub mod manifest;
 pub mod metrics;
-pub mod ops;
 pub mod parallel;
 pub mod preprocess;
-pub mod profile;
 pub mod quantization;
 pub mod score;
+
+/// Tract-level building blocks for tools built on the runtime (evaluation,
+/// timing, baselines): tied to tract's API, so they change with tract.
+pub mod advanced {
+    pub use crate::guard::{input_slice, input_tensor, output_f32, with_logits};
+    /// badexpert's own kernels (the `badexpert-kernels` crate), placed into plans at load.
+    pub use badexpert_kernels as ops;
+}
 
 pub use batch::BatchGuard;
 pub use bundle::{sha256_file, GuardBundle, LoadOptions, Plan, Role, BATCH_SYMBOL};

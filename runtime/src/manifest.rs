@@ -1,6 +1,6 @@
 //! `manifest.json`: everything the runtime needs to rebuild the decision the
 //! converter calibrated, and the provenance a deployer needs to trust it
-//! (DESIGN.md §5).
+//! (docs/design.md §5).
 
 use std::path::Path;
 
@@ -55,7 +55,7 @@ pub enum Precision {
     /// generic kernels.
     F16,
     /// f32 plans whose convolutions and dense layers badexpert's kernels run
-    /// in int8 ([`crate::ops::int8`]), with the activation scales the
+    /// in int8 (`badexpert_kernels::int8`), with the activation scales the
     /// converter calibrated on clean frames ([`Int8Scales`]).
     Int8,
 }
@@ -67,9 +67,9 @@ pub enum Precision {
 pub struct Int8Scales {
     /// Clean frames the ranges were measured on.
     pub frames: usize,
-    pub model: crate::ops::int8::ActivationScales,
-    pub expert: crate::ops::int8::ActivationScales,
-    pub auxiliary: crate::ops::int8::ActivationScales,
+    pub model: badexpert_kernels::ActivationScales,
+    pub expert: badexpert_kernels::ActivationScales,
+    pub auxiliary: badexpert_kernels::ActivationScales,
 }
 
 impl std::str::FromStr for Precision {

@@ -1,4 +1,4 @@
-//! Thresholds and evaluation figures (DESIGN.md §3.4–3.5), in one place: the
+//! Thresholds and evaluation figures (docs/design.md §3.4–3.5), in one place: the
 //! converter calibrates with these functions and `badexpert-guard eval`
 //! reports with them.
 
@@ -36,8 +36,8 @@ pub fn auroc(negatives: &[f32], positives: &[f32]) -> Option<f64> {
 /// frames (reject when score < τ). Sorted ascending, τ is the j-th smallest
 /// calibration score with j = ⌊fpr·(n+1)⌋: a new clean score falls below it
 /// with probability j/(n+1) ≤ fpr (the split-conformal finite-sample rule).
-/// DESIGN.md §3.4's index ⌊fpr·n⌋ is one order statistic higher: its expected
-/// out-of-sample FPR is (⌊fpr·n⌋+1)/(n+1), 1.12 % for 1 % on 357 frames.
+/// The index ⌊fpr·n⌋ is one order statistic higher: its expected
+/// out-of-sample FPR is (⌊fpr·n⌋+1)/(n+1), above the target (docs/design.md §3.4).
 /// Fails when the set is too small for that rate (n + 1 < 1/fpr).
 pub fn threshold_at_fpr(clean_scores: &[f32], fpr: f64) -> Result<f32> {
     if !(fpr > 0.0 && fpr < 1.0) {
@@ -151,7 +151,7 @@ impl ComponentAuroc {
     }
 }
 
-/// The figures of DESIGN.md §3.5 for one (model, attack) pair.
+/// The figures of docs/design.md §3.5 for one (model, attack) pair.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Evaluation {
     pub auroc: Option<f64>,

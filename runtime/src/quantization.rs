@@ -12,8 +12,8 @@ use tract_core::internal::*;
 
 use crate::bundle::PlanLoader;
 use crate::manifest::{Int8Scales, Manifest};
-use crate::ops::{self, int8::scale_for, ActivationScales};
 use crate::{Error, FrameSet, LoadOptions, Preprocessor, Result};
+use badexpert_kernels::{self as ops, int8::scale_for, ActivationScales};
 
 /// How far past the clean range a layer's int8 input reaches before it
 /// saturates. Triggered frames drive activations beyond anything clean

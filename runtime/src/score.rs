@@ -1,4 +1,4 @@
-//! BaDExpert's decision statistic (DESIGN.md §3.3).
+//! BaDExpert's decision statistic (docs/design.md §3.3).
 //!
 //! From the suspect model's predicted class ŷ, the backdoor expert's
 //! confidence `c_B = softmax(B(x))[ŷ]` and the auxiliary model's

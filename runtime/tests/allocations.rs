@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use badexpert_runtime::data::FrameSource;
+use badexpert_frames::FrameSource;
 use badexpert_runtime::manifest::{Precision, MANIFEST_FILE};
 use badexpert_runtime::{BatchGuard, Guard, GuardBundle, ParallelGuard, PixelLayout, Role, Verdict};
 use tract_core::prelude::*;

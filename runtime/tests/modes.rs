@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use badexpert_runtime::data::FrameSource;
+use badexpert_frames::FrameSource;
 use badexpert_runtime::{BatchGuard, Guard, GuardBundle, ParallelGuard, PixelLayout, Verdict};
 
 fn demo() -> std::path::PathBuf {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use badexpert_runtime::data::FrameSource;
+use badexpert_frames::FrameSource;
 use badexpert_runtime::{Guard, GuardBundle, PixelLayout};
 
 const FRAMES: usize = 40;

@@ -15,7 +15,7 @@ with a dynamic batch axis, except for the models marked fixed_batch: those
 are exported as tutorials do it, on one example frame with no dynamic axes,
 so the batch of 1 is pinned in the graph.
 
-The triggers are written here from the attack descriptions of DESIGN.md §4,
+The triggers are written here from the attack descriptions of docs/design.md §4,
 independently of converter/src/attack.rs, plus two trigger shapes the project
 does not ship (a bright "+" and a diagonal line).
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent plain-PyTorch reference of BaDExpert on the model zoo.
 
-What it implements -- exactly DESIGN.md §3.1-3.5 with the paper's fixed
+What it implements -- exactly docs/design.md §3.1-3.5 with the paper's fixed
 defaults, no rate search:
 
   reserve   the zoo's 2,000 clean reserve frames, split 80/20 with a fixed
@@ -24,7 +24,7 @@ defaults, no rate search:
   tau       (§3.4) over the held-out calibration frames that M classifies
             correctly (n of them), sorted ascending: the j-th smallest score,
             j = floor(FPR * (n + 1)), FPR 1 % (the split-conformal rule;
-            DESIGN.md's 0-based index floor(FPR * n) is one order statistic
+            the 0-based index floor(FPR * n) of the original notes is one order statistic
             higher when FPR * n is not an integer).
   metrics   (§3.5) on the zoo's 1,000-frame clean evaluation slice and the
             model's triggered copy of it:
@@ -435,7 +435,7 @@ def pct(v, d=1):
 
 def markdown(results, failed, a, zoo_dir):
     L = ["# Zoo reference: plain-PyTorch BaDExpert (paper's fixed rates)", "",
-         "Produced by `scripts/zoo/reference.py` — an independent PyTorch implementation of DESIGN.md "
+         "Produced by `scripts/zoo/reference.py` — an independent PyTorch implementation of docs/design.md "
          "§3.1–3.5 that shares no code with the Rust converter/runtime (it imports only the "
          "architecture constructor `build` from `make_zoo.py`; weights from each `<name>.bn.onnx`, "
          "checked against the manifest's reference logits).", "",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use badexpert_converter::{convert, Conversion, ConvertOptions};
-use badexpert_runtime::data::FrameSource;
+use badexpert_frames::FrameSource;
 use badexpert_runtime::FrameSet;
 
 pub fn root() -> PathBuf {

@@ -16,7 +16,7 @@ use badexpert_converter::onnx::{normalization_metadata, read_model, NORMALIZATIO
 use badexpert_converter::report::{markdown, model_dirs, report_model, ReportOptions};
 use badexpert_converter::train::Progress;
 use badexpert_converter::{convert, ConvertOptions};
-use badexpert_runtime::data::{read_idx_labels, write_idx_images, write_idx_labels, FrameSource};
+use badexpert_frames::{read_idx_labels, write_idx_images, write_idx_labels, FrameSource};
 use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{FrameSet, Normalization, ScoreMode};
 use clap::{Args, Parser, Subcommand};

@@ -3,7 +3,7 @@
 //! `torch.onnx.export` in eval mode (its default) and the dynamo exporter fold
 //! BatchNorm into the convolutions, which leaves the paper's train-mode recipe
 //! nothing to normalise with: SGD at M′'s rate diverges on such a graph
-//! (DESIGN.md §3.4b). Each convolution whose output feeds no BatchNorm gets one
+//! (docs/design.md §3.4b). Each convolution whose output feeds no BatchNorm gets one
 //! back, initialised from the clean reserve's activation statistics (running
 //! mean μ and variance σ², γ = √(σ² + ε), β = μ) so that the model computes
 //! what it computed before, in eval mode exactly and in train mode up to the

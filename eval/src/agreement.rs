@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::{Error, FrameSet, Guard, GuardBundle, PixelLayout, Result};
+use badexpert_runtime::{Error, FrameSet, Guard, GuardBundle, PixelLayout, Result};
 
 /// Frame-level agreement of a candidate bundle with a reference bundle.
 #[derive(Debug, Clone, PartialEq, Serialize)]

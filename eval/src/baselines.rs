@@ -1,4 +1,4 @@
-//! The input-perturbation detectors BaDExpert is compared with (DESIGN.md
+//! The input-perturbation detectors BaDExpert is compared with (docs/design.md
 //! §3.6), on the suspect model M alone, so a device can run them too. Both
 //! batch their perturbed copies into one plan run. Scores follow one
 //! convention: **higher means more suspicious**.
@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use tract_core::internal::*;
 
-use crate::bundle::{GuardBundle, Role};
-use crate::guard::{input_slice, output_f32};
-use crate::preprocess::Preprocessor;
-use crate::score::argmax;
-use crate::{Error, FrameSet, Result};
+use badexpert_runtime::advanced::{input_slice, output_f32};
+use badexpert_runtime::bundle::{GuardBundle, Role};
+use badexpert_runtime::preprocess::Preprocessor;
+use badexpert_runtime::score::argmax;
+use badexpert_runtime::{Error, FrameSet, Result};
 
 /// A batch-N model runner with its input tensor.
 struct BatchRunner {
@@ -25,10 +25,10 @@ impl BatchRunner {
     fn new(bundle: &GuardBundle, batch: usize) -> Result<Self> {
         let plan = bundle.plan_with_batch(Role::Model, batch)?;
         let s = bundle.manifest().input.shape;
-        let fail = |e: anyhow::Error| Error::Inference { model: "model", reason: format!("{e:#}") };
+        let fail = |e: TractError| Error::Inference { model: "model", reason: format!("{e:#}") };
         Ok(BatchRunner {
             state: plan.spawn().map_err(fail)?,
-            input: crate::guard::input_tensor(batch, s)?,
+            input: badexpert_runtime::advanced::input_tensor(batch, s)?,
             batch,
             classes: bundle.manifest().classes.len(),
         })

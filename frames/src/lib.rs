@@ -1,5 +1,14 @@
 //! Readers (and the IDX writer) for the frame sets users bring: IDX files
-//! (MNIST family, gz or raw), CIFAR-10 binary batches and image folders.
+//! (MNIST family, gz or raw), CIFAR-10 binary batches and image folders;
+//! and the clean frames a bundle stores for run-time detectors.
+//!
+//! ```
+//! use badexpert_frames::FrameSource;
+//!
+//! let set = FrameSource::detect("../models/badnet-fmnist/eval-clean-images-idx3-ubyte.gz".as_ref()).load()?;
+//! assert_eq!((set.len(), set.labels().map(|l| l.len())), (1000, Some(1000)));
+//! # Ok::<(), badexpert_runtime::Error>(())
+//! ```
 
 mod cifar;
 mod idx;
@@ -11,7 +20,7 @@ pub use cifar::read_cifar10;
 pub use idx::{read_idx_images, read_idx_labels, write_idx_images, write_idx_labels};
 pub use image_folder::{read_image_file, read_image_folder};
 
-use crate::{Error, FrameSet, Result};
+use badexpert_runtime::{Error, FrameSet, GuardBundle, Result};
 
 /// Where a frame set comes from, as given on a command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,4 +74,20 @@ impl FrameSource {
 /// Reads a file fully, naming it on failure.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// The clean frames stored in `bundle` for detectors that need them at run
+/// time (STRIP), verified against the manifest's sha256; `None` if the
+/// converter was not asked to store any.
+pub fn clean_frames(bundle: &GuardBundle) -> Result<Option<FrameSet>> {
+    let manifest = bundle.manifest();
+    let Some(clean) = &manifest.clean_frames else { return Ok(None) };
+    let images = bundle.verified_file(&clean.images)?;
+    let labels = bundle.verified_file(&clean.labels)?;
+    let set = FrameSource::Idx { images: images.clone(), labels: Some(labels) }.load()?;
+    if set.shape() != manifest.input.shape {
+        let reason = format!("frames are {}, the bundle takes {}", set.shape(), manifest.input.shape);
+        return Err(Error::format(images, "clean frame file", reason));
+    }
+    Ok(Some(set))
 }

@@ -10,7 +10,7 @@
 //! 39 µs alone and 70 µs in turn. Here the weights are packed at load into
 //! panels of [`PANEL`] output units; for one row four panels stream at
 //! once (more loads in flight), and up to four rows share each panel's
-//! loads. `cargo bench --bench kernels -- dense`: 24 against 30 µs alone,
+//! loads. `cargo bench -p badexpert-kernels --bench kernels -- dense`: 24 against 30 µs alone,
 //! 28 against 43 µs with three layers in turn and 4 MiB read between calls.
 //!
 //! Sums run in a different order than tract's, so outputs agree to float
@@ -110,7 +110,7 @@ impl PackedDense {
     /// Units and depth, once the operands are checked against each other.
     fn check(rows: usize, weights: &[f32], bias: &[f32], output_shape: &[usize]) -> TractResult<(usize, usize)> {
         let units = bias.len();
-        if units == 0 || !weights.len().is_multiple_of(units) || weights.is_empty() {
+        if units == 0 || weights.len() % units != 0 || weights.is_empty() {
             bail!("PackedDense: {} weights for {units} units", weights.len());
         }
         if output_shape.iter().product::<usize>() != rows * units {

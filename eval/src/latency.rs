@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tract_core::internal::*;
 
-use crate::{BatchGuard, FrameSet, Guard, GuardBundle, ParallelGuard, PixelLayout, Result, Role, Verdict};
+use badexpert_runtime::{BatchGuard, FrameSet, Guard, GuardBundle, ParallelGuard, PixelLayout, Result, Role, Verdict};
 
 /// One way of running, timed.
 #[derive(Debug, Clone, Serialize)]
@@ -84,7 +84,7 @@ fn summarise(mode: &str, batch: usize, mut per_frame_us: Vec<f64>) -> Latency {
 /// The suspect model M run alone, the guard's yardstick: the same
 /// preprocessing and the same plan as in the guard, without B and M′.
 pub struct ModelAlone {
-    pre: crate::Preprocessor,
+    pre: badexpert_runtime::Preprocessor,
     input: std::sync::Arc<Tensor>,
     state: TypedSimpleState,
     classes: usize,
@@ -94,15 +94,15 @@ impl ModelAlone {
     /// For a bundle opened with batch size 1, like [`Guard`].
     pub fn new(bundle: &GuardBundle) -> Result<ModelAlone> {
         if bundle.batch() != 1 {
-            return Err(crate::Error::Invalid(format!(
+            return Err(badexpert_runtime::Error::Invalid(format!(
                 "ModelAlone takes frames one at a time; the bundle was opened for batch {}",
                 bundle.batch()
             )));
         }
         let m = bundle.manifest();
         Ok(ModelAlone {
-            pre: crate::Preprocessor::new(&m.normalization, m.input.shape)?,
-            input: crate::guard::input_tensor(1, m.input.shape)?,
+            pre: badexpert_runtime::Preprocessor::new(&m.normalization, m.input.shape)?,
+            input: badexpert_runtime::advanced::input_tensor(1, m.input.shape)?,
             state: bundle.spawn(Role::Model)?,
             classes: m.classes.len(),
         })
@@ -110,10 +110,10 @@ impl ModelAlone {
 
     /// M's class for one u8 frame (CHW), its logits checked as the guard does.
     pub fn run(&mut self, frame: &[u8]) -> Result<usize> {
-        self.pre.load(frame, PixelLayout::Chw, crate::guard::input_slice(&mut self.input))?;
+        self.pre.load(frame, PixelLayout::Chw, badexpert_runtime::advanced::input_slice(&mut self.input))?;
         let input = TValue::from_const(self.input.clone());
-        crate::guard::with_logits(&mut self.state, input, self.classes, crate::score::argmax)
-            .map_err(|reason| crate::Error::Inference { model: Role::Model.name(), reason })
+        badexpert_runtime::advanced::with_logits(&mut self.state, input, self.classes, badexpert_runtime::score::argmax)
+            .map_err(|reason| badexpert_runtime::Error::Inference { model: Role::Model.name(), reason })
     }
 }
 
@@ -175,8 +175,10 @@ pub fn measure(
 
     let mut model = ModelAlone::new(&bundle)?;
     let mut guard = Guard::new(&bundle)?;
-    let tract_only =
-        GuardBundle::open_with(bundle_dir, crate::LoadOptions { own_kernels: false, ..Default::default() })?;
+    let tract_only = GuardBundle::open_with(
+        bundle_dir,
+        badexpert_runtime::LoadOptions { own_kernels: false, ..Default::default() },
+    )?;
     let mut tract_model = ModelAlone::new(&tract_only)?;
     let mut tract_guard = Guard::new(&tract_only)?;
     let mut parallel2 = ParallelGuard::with_threads(&bundle, 2)?;

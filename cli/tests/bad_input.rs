@@ -1,5 +1,5 @@
 //! `badexpert-guard` answers bad input with a clear error and a non-zero
-//! exit, never a panic (DESIGN.md §6). Uses the prebuilt demo bundle.
+//! exit, never a panic (docs/design.md §6). Uses the prebuilt demo bundle.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -133,8 +133,8 @@ fn eval_refuses_labels_outside_the_classes_and_missing_files() {
     )
     .unwrap();
     let images = dir.join("x-images-idx3-ubyte.gz");
-    badexpert_runtime::data::write_idx_images(&images, &set).unwrap();
-    badexpert_runtime::data::write_idx_labels(&dir.join("x-labels-idx1-ubyte.gz"), set.labels().unwrap()).unwrap();
+    badexpert_frames::write_idx_images(&images, &set).unwrap();
+    badexpert_frames::write_idx_labels(&dir.join("x-labels-idx1-ubyte.gz"), set.labels().unwrap()).unwrap();
     let bundle = demo().join("bundle");
     let o = guard_bin(&[
         "eval",
@@ -166,12 +166,12 @@ fn eval_refuses_labels_outside_the_classes_and_missing_files() {
 fn run_parallel_prints_the_same_lines_as_sequential() {
     let bundle = demo().join("bundle");
     // 100 frames: enough to compare, short under an emulator.
-    let frames = badexpert_runtime::data::FrameSource::detect(&demo().join("eval-badnet-images-idx3-ubyte.gz"))
+    let frames = badexpert_frames::FrameSource::detect(&demo().join("eval-badnet-images-idx3-ubyte.gz"))
         .load()
         .unwrap()
         .head(100);
     let set = std::env::temp_dir().join(format!("badexpert-run-parallel-{}-images-idx3-ubyte.gz", std::process::id()));
-    badexpert_runtime::data::write_idx_images(&set, &frames).unwrap();
+    badexpert_frames::write_idx_images(&set, &frames).unwrap();
     let seq = guard_bin(&["run", "--bundle", bundle.to_str().unwrap(), set.to_str().unwrap()]);
     let par = guard_bin(&["run", "--parallel", "--bundle", bundle.to_str().unwrap(), set.to_str().unwrap()]);
     assert!(seq.status.success() && par.status.success(), "{}", stderr(&par));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tract_core::internal::*;
 
-use crate::{Error, GuardBundle, Plan, Result, Role};
+use badexpert_runtime::{Error, GuardBundle, Plan, Result, Role};
 
 /// Time spent in one operator kind, summed over its nodes.
 #[derive(Debug, Clone, Serialize)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::read_file;
-use crate::{Error, FrameSet, FrameShape, Result};
+use badexpert_runtime::{Error, FrameSet, FrameShape, Result};
 
 const SHAPE: FrameShape = FrameShape { channels: 3, height: 32, width: 32 };
 

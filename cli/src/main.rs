@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use badexpert_runtime::baselines::Strip;
-use badexpert_runtime::data::{read_idx_labels, read_image_file, FrameSource};
-use badexpert_runtime::evaluate::{detector_table, evaluate_detectors, DetectorKind};
+use badexpert_eval::baselines::Strip;
+use badexpert_eval::evaluate::{detector_table, evaluate_detectors, DetectorKind};
+use badexpert_eval::profile::Schedule;
+use badexpert_frames::{read_idx_labels, read_image_file, FrameSource};
 use badexpert_runtime::manifest::MANIFEST_FILE;
-use badexpert_runtime::profile::Schedule;
 use badexpert_runtime::{FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout, Verdict};
 use clap::{Args, Parser, Subcommand};
 
@@ -154,14 +154,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if frames.shape() != shape {
                 bail!("frames are {}, the bundle expects {shape}", frames.shape());
             }
-            let rows = badexpert_runtime::latency::measure(&bundle, &frames, runs.max(1), &batches)?;
+            let rows = badexpert_eval::latency::measure(&bundle, &frames, runs.max(1), &batches)?;
             println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Profile { bundle, runs, batch, tract_only, in_turn, nodes } => {
             let b = GuardBundle::open_with(&bundle, LoadOptions { batch, own_kernels: !tract_only })?;
             let schedule = if in_turn { Schedule::InTurn } else { Schedule::Alone };
-            let profiles = badexpert_runtime::profile::profile(&b, runs, schedule, nodes)?;
+            let profiles = badexpert_eval::profile::profile(&b, runs, schedule, nodes)?;
             println!("{}", serde_json::to_string_pretty(&profiles)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -170,7 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut rows = Vec::new();
             for path in &frames {
                 let set = FrameSource::detect(path).load()?;
-                let agreement = badexpert_runtime::agreement::agreement(&candidate, &reference, &set)
+                let agreement = badexpert_eval::agreement::agreement(&candidate, &reference, &set)
                     .with_context(|| format!("comparing on {}", path.display()))?;
                 rows.push(serde_json::json!({ "frames": path, "agreement": agreement }));
             }

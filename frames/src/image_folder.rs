@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, FrameSet, FrameShape, Result};
+use badexpert_runtime::{Error, FrameSet, FrameShape, Result};
 
 fn is_image(p: &Path) -> bool {
     p.extension()

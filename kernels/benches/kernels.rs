@@ -6,7 +6,7 @@
 //! turn; then also with 4 MiB of other data read, untimed, before each
 //! call, as the rest of each model does in the guard). Compare `ours` (and
 //! `ours, int8`, the same kernels on int8 values) with `tract` within one
-//! run: `cargo bench --bench kernels`.
+//! run: `cargo bench -p badexpert-kernels --bench kernels`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tract_core::internal::*;
@@ -14,7 +14,7 @@ use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::nn::DataFormat;
 
-use badexpert_runtime::ops::{int8_layers, optimize_with, ActivationScales, PackedConv, PackedDense};
+use badexpert_kernels::{int8_layers, optimize_with, ActivationScales, PackedConv, PackedDense};
 
 /// Our plan of a one-layer `model`, its layer in int8 when asked (at an
 /// arbitrary scale: the time does not depend on it).

@@ -7,9 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::baselines::{ScaleUp, Strip};
-use crate::guard::{Guard, PixelLayout, Verdict};
-use crate::metrics::{threshold_at_fpr, ComponentAuroc, Evaluation, Scored};
-use crate::{Error, FrameSet, GuardBundle, Result};
+use badexpert_runtime::guard::{Guard, PixelLayout, Verdict};
+use badexpert_runtime::metrics::{threshold_at_fpr, ComponentAuroc, Evaluation, Scored};
+use badexpert_runtime::{Error, FrameSet, GuardBundle, Result};
 
 /// The detectors that can be compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -146,7 +146,7 @@ pub fn evaluate_detectors(
     if baselines.is_empty() {
         return Ok(reports);
     }
-    let stored = bundle.clean_frames()?.ok_or_else(|| {
+    let stored = badexpert_frames::clean_frames(bundle)?.ok_or_else(|| {
         Error::Invalid(
             "STRIP and SCALE-UP need clean frames at run time; this bundle stores none (convert with --store-clean N)"
                 .into(),

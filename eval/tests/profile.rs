@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use badexpert_runtime::profile::{profile, Schedule};
+use badexpert_eval::profile::{profile, Schedule};
 use badexpert_runtime::{GuardBundle, LoadOptions};
 
 fn demo() -> std::path::PathBuf {

@@ -4,7 +4,7 @@
 //! Weights are quantized at load, one scale per output channel (its largest
 //! magnitude is 127). Activations entering a layer are quantized with one
 //! scale per layer that the converter calibrated on clean frames
-//! ([`crate::quantization`]); values past the calibrated range saturate at
+//! (`badexpert-runtime`'s `quantization`); values past the calibrated range saturate at
 //! ±127. Products are summed exactly in i32 and turned back into f32 with
 //! the two scales, so everything between these layers (pools, residual
 //! adds, the input layer, the softmax) stays f32.

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use super::read_file;
-use crate::{Error, FrameSet, FrameShape, Result};
+use badexpert_runtime::{Error, FrameSet, FrameShape, Result};
 
 const U8: u8 = 0x08;
 
