@@ -240,12 +240,7 @@ pub unsafe extern "C" fn badexpert_bundle_open(
 /// `bundle` is NULL or points to NULL or to a handle from `badexpert_bundle_open`.
 #[no_mangle]
 pub unsafe extern "C" fn badexpert_bundle_destroy(bundle: *mut *mut BadexpertBundle) {
-    if let Some(slot) = bundle.as_mut() {
-        if !slot.is_null() {
-            drop(Box::from_raw(*slot));
-            *slot = std::ptr::null_mut();
-        }
-    }
+    destroy(bundle)
 }
 
 /// The frame shape the bundle takes.
@@ -334,7 +329,12 @@ pub unsafe extern "C" fn badexpert_guard_create(
 /// `guard` is NULL or points to NULL or to a handle from `badexpert_guard_create`.
 #[no_mangle]
 pub unsafe extern "C" fn badexpert_guard_destroy(guard: *mut *mut BadexpertGuard) {
-    if let Some(slot) = guard.as_mut() {
+    destroy(guard)
+}
+
+/// Frees a boxed handle and clears it; NULL, or a slot holding NULL, is ignored.
+unsafe fn destroy<T>(handle: *mut *mut T) {
+    if let Some(slot) = handle.as_mut() {
         if !slot.is_null() {
             drop(Box::from_raw(*slot));
             *slot = std::ptr::null_mut();
