@@ -11,7 +11,9 @@ use badexpert_eval::evaluate::{detector_table, evaluate_detectors, DetectorKind}
 use badexpert_eval::profile::Schedule;
 use badexpert_frames::{read_idx_labels, read_image_file, FrameSource};
 use badexpert_runtime::manifest::MANIFEST_FILE;
-use badexpert_runtime::{FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout, Verdict};
+use badexpert_runtime::{
+    FrameGuard, FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout, Verdict,
+};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -186,22 +188,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The guard `run` uses: sequential or with the three models run concurrently.
-#[allow(clippy::large_enum_variant)] // one per process, made once: boxing buys nothing
-enum FrameGuard {
-    Sequential(Guard),
-    Parallel(ParallelGuard),
-}
-
-impl FrameGuard {
-    fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> badexpert_runtime::Result<Verdict> {
-        match self {
-            FrameGuard::Sequential(g) => g.guard(frame, layout),
-            FrameGuard::Parallel(g) => g.guard(frame, layout),
-        }
-    }
-}
-
 fn open(path: &Path) -> Result<(GuardBundle, Guard)> {
     let bundle = GuardBundle::open(path).with_context(|| format!("cannot open bundle {}", path.display()))?;
     let guard = Guard::new(&bundle)?;
@@ -246,8 +232,8 @@ fn expand(path: &Path) -> Result<Vec<Input>> {
 
 fn guard_inputs(bundle: &Path, inputs: &[PathBuf], parallel: bool) -> Result<ExitCode> {
     let (bundle, guard) = open(bundle)?;
-    let mut guard =
-        if parallel { FrameGuard::Parallel(ParallelGuard::new(&bundle)?) } else { FrameGuard::Sequential(guard) };
+    let mut guard: Box<dyn FrameGuard> =
+        if parallel { Box::new(ParallelGuard::new(&bundle)?) } else { Box::new(guard) };
     let classes = &bundle.manifest().classes;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

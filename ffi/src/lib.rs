@@ -140,6 +140,7 @@ impl From<Error> for Failure {
             | Error::Plan { .. } => BadexpertStatus::Bundle,
             Error::Frame(_) | Error::Inference { .. } => BadexpertStatus::FrameNotScored,
             Error::Invalid(_) => BadexpertStatus::InvalidArgument,
+            _ => BadexpertStatus::Internal,
         };
         Failure(status, e.to_string())
     }

@@ -8,6 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong between a bundle on disk and a verdict.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The OS error is part of the message, not a `source`, so that error
     /// chains (`anyhow`'s `{:#}`) print it once.

@@ -33,6 +33,19 @@ struct Runner {
     state: TypedSimpleState,
 }
 
+/// What every per-frame guard does, whichever way it runs the three models,
+/// so that a caller can choose [`Guard`] or [`crate::ParallelGuard`] at run time.
+pub trait FrameGuard {
+    /// Guards one u8 frame in `layout`; a frame that cannot be scored is an error.
+    fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict>;
+}
+
+impl FrameGuard for Guard {
+    fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
+        Guard::guard(self, frame, layout)
+    }
+}
+
 /// Guards frames one at a time with a bundle's three plans.
 pub struct Guard {
     pre: Preprocessor,

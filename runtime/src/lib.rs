@@ -51,7 +51,7 @@ pub use batch::BatchGuard;
 pub use bundle::{sha256_file, GuardBundle, LoadOptions, Plan, Role, BATCH_SYMBOL};
 pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
-pub use guard::{Guard, PixelLayout, Verdict};
+pub use guard::{FrameGuard, Guard, PixelLayout, Verdict};
 pub use manifest::Manifest;
 pub use metrics::{ComponentAuroc, Evaluation, Scored};
 pub use parallel::ParallelGuard;

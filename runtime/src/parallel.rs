@@ -224,3 +224,9 @@ impl Drop for ParallelGuard {
         }
     }
 }
+
+impl crate::FrameGuard for ParallelGuard {
+    fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
+        ParallelGuard::guard(self, frame, layout)
+    }
+}
