@@ -68,7 +68,28 @@ install_fashion_mnist() {
     $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq dataset-fashion-mnist >&2
 }
 
+# The toolchain rust-toolchain.toml pins. Where it is missing but the
+# machine's stable toolchain is that very version (machines that cannot
+# download toolchains), stable is linked under the pinned name; otherwise
+# rustup installs it on first use as usual.
+ensure_toolchain() {
+    local pinned
+    pinned="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$badexpert_root/rust-toolchain.toml")"
+    [ -n "$pinned" ] && command -v rustup >/dev/null || return 0
+    rustup run "$pinned" rustc --version >/dev/null 2>&1 && return 0
+    if rustup run stable rustc --version 2>/dev/null | grep -q "^rustc $pinned "; then
+        # `rustup toolchain link` refuses release names, so the link is made
+        # as rustup itself names an installed release: <version>-<host>.
+        local stable host
+        stable="$(rustup run stable rustc --print sysroot)"
+        host="$(basename "$stable")"; host="${host#stable-}"
+        log "using the installed stable toolchain (rustc $pinned) as the pinned $pinned"
+        ln -s "$stable" "${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$pinned-$host"
+    fi
+}
+
 setup_build_env() {
+    ensure_toolchain
     if [ -z "${LIBTORCH:-}" ]; then
         LIBTORCH="$(install_libtorch)" || return 1
     fi
