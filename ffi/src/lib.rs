@@ -66,7 +66,6 @@ pub struct BadexpertBundle {
 pub struct BadexpertGuard {
     guard: Guard,
     shape: FrameShape,
-    threshold: f32,
     /// One interleaved frame, for images whose rows are padded or in BGR order.
     scratch: Vec<u8>,
 }
@@ -313,12 +312,7 @@ pub unsafe extern "C" fn badexpert_guard_create(
         *out = std::ptr::null_mut();
         let bundle = &non_null(bundle, "bundle")?.bundle;
         let shape = bundle.manifest().input.shape;
-        let made = BadexpertGuard {
-            guard: Guard::new(bundle)?,
-            shape,
-            threshold: bundle.manifest().decision.threshold,
-            scratch: vec![0; shape.len()],
-        };
+        let made = BadexpertGuard { guard: Guard::new(bundle)?, shape, scratch: vec![0; shape.len()] };
         *out = Box::into_raw(Box::new(made));
         Ok(())
     })
@@ -455,7 +449,7 @@ unsafe fn guarded(
     verdict: *mut BadexpertVerdict,
     score: impl FnOnce(&mut BadexpertGuard) -> Result<badexpert_runtime::Verdict, Failure>,
 ) -> BadexpertStatus {
-    let threshold = guard.as_ref().map_or(f32::NAN, |g| g.threshold);
+    let threshold = guard.as_ref().map_or(f32::NAN, |g| g.guard.decision().threshold);
     if let Some(out) = verdict.as_mut() {
         *out = BadexpertVerdict::rejected(threshold);
     }
@@ -469,7 +463,7 @@ unsafe fn guarded(
             score: v.score,
             expert_confidence: v.confidences.expert,
             auxiliary_confidence: v.confidences.auxiliary,
-            threshold: g.threshold,
+            threshold: g.guard.decision().threshold,
             accepted: v.accepted,
         };
         Ok(())

@@ -16,6 +16,9 @@ use tract_onnx::pb::{self, tensor_proto::DataType, ModelProto, NodeProto, Tensor
 
 use badexpert_runtime::BATCH_SYMBOL;
 
+use super::interpreter::dims_of;
+use super::proto::int64_values;
+
 /// What [`free_batch_axis`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FixedBatch {
@@ -96,11 +99,7 @@ impl Constant {
         if t.data_type != DataType::Int64 as i32 || t.dims.len() > 1 {
             return None;
         }
-        let values = if !t.int64_data.is_empty() {
-            t.int64_data.clone()
-        } else {
-            t.raw_data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("chunks of 8"))).collect()
-        };
+        let values = int64_values(t);
         let expected = t.dims.first().map_or(Some(1), |&d| usize::try_from(d).ok())?;
         (values.len() == expected).then_some(Constant { values, rank: t.dims.len() })
     }
@@ -144,11 +143,7 @@ fn tensor_shape(info: &mut pb::ValueInfoProto) -> Option<&mut pb::TensorShapePro
 }
 
 fn leading_dim(info: &pb::ValueInfoProto) -> Option<i64> {
-    let mut info = info.clone();
-    match tensor_shape(&mut info)?.dim.first()?.value {
-        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => Some(v),
-        _ => None,
-    }
+    dims_of(info).first().copied().flatten()
 }
 
 fn set_leading_symbol(info: &mut pb::ValueInfoProto) {

@@ -61,7 +61,8 @@ fn opset(model: &ModelProto) -> i64 {
     model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(13, |o| o.version)
 }
 
-fn dims_of(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
+/// A value's declared dims: `Some` for a fixed size, `None` for a symbol or none.
+pub(super) fn dims_of(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
     use pb::tensor_shape_proto::dimension::Value;
     use pb::type_proto::Value as TypeValue;
     match info.r#type.as_ref().and_then(|t| t.value.as_ref()) {

@@ -155,6 +155,15 @@ fn le_chunks<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> 
     raw.chunks_exact(N).map(|c| f(c.try_into().expect("exact chunk"))).collect()
 }
 
+/// The values of an int64 tensor, from `raw_data` or `int64_data`.
+pub(super) fn int64_values(t: &TensorProto) -> Vec<i64> {
+    if t.raw_data.is_empty() {
+        t.int64_data.clone()
+    } else {
+        le_chunks::<8, _>(&t.raw_data, i64::from_le_bytes)
+    }
+}
+
 /// Converts an ONNX tensor (float, double, int32/64, bool, u8/i8; raw or typed
 /// fields) into a CPU libtorch tensor.
 pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
@@ -178,7 +187,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             Tensor::from_slice(&v).to_kind(Kind::Float)
         }
         DataType::Int64 => {
-            let v = if raw.is_empty() { t.int64_data.clone() } else { le_chunks::<8, _>(raw, i64::from_le_bytes) };
+            let v = int64_values(t);
             check_len(v.len(), numel, &t.name)?;
             Tensor::from_slice(&v)
         }
