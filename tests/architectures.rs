@@ -16,7 +16,9 @@ use badexpert_converter::onnx::TchGraph;
 use badexpert_converter::train::predict_logits;
 use badexpert_converter::{convert, ConvertOptions};
 use badexpert_runtime::manifest::Precision;
-use badexpert_runtime::{FrameSet, FrameShape, Guard, GuardBundle, Normalization, PixelLayout, Preprocessor, Role};
+use badexpert_runtime::{
+    advanced, FrameSet, FrameShape, Guard, GuardBundle, Normalization, PixelLayout, Preprocessor, Role,
+};
 use tract_core::prelude::*;
 
 /// Fashion-MNIST reserve frames, as 1×28×28 or padded to 32×32 and tinted into 3 channels.
@@ -94,7 +96,10 @@ fn every_architecture_fixture_converts_and_guards() {
         }
         let input =
             tract_ndarray::Array4::from_shape_vec((16, shape.channels, shape.height, shape.width), input).unwrap();
-        let planned = bundle.plan_with_batch(Role::Model, 16).unwrap().run(tvec![input.into_tensor().into()]).unwrap();
+        let planned = advanced::plan_with_batch(&bundle, Role::Model, 16)
+            .unwrap()
+            .run(tvec![input.into_tensor().into()])
+            .unwrap();
         let planned = planned[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
         let scale = ours.iter().fold(1f32, |m, v| m.max(v.abs()));
         let diff = ours.iter().zip(&planned).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
@@ -118,7 +123,7 @@ fn every_architecture_fixture_converts_and_guards() {
             let mut x = vec![0f32; shape.len()];
             pre.planar_into(reserve.frame(i), &mut x).unwrap();
             let x = tract_ndarray::Array4::from_shape_vec((1, shape.channels, shape.height, shape.width), x).unwrap();
-            let y = b.plan(Role::Model).run(tvec![x.into_tensor().into()]).unwrap();
+            let y = advanced::plan(b, Role::Model).run(tvec![x.into_tensor().into()]).unwrap();
             y[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
         };
         let mut worst = 0f32;

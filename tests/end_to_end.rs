@@ -7,7 +7,7 @@ use badexpert_converter::demo::{load_fashion_mnist, split_test_set};
 use badexpert_converter::onnx::TchGraph;
 use badexpert_converter::train::predict_logits;
 use badexpert_runtime::metrics::{Evaluation, Scored};
-use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout, Preprocessor, Role};
+use badexpert_runtime::{advanced, FrameSet, Guard, GuardBundle, PixelLayout, Preprocessor, Role};
 use tract_core::prelude::*;
 
 use common::*;
@@ -30,7 +30,7 @@ fn plans_agree_with_the_interpreter() {
     let input = tract_ndarray::Array4::from_shape_vec((100, s.channels, s.height, s.width), input).unwrap();
     let model = TchGraph::load(&demo_dir().join("model.onnx"), tch::Device::Cpu).unwrap();
     for (role, graph) in [(Role::Model, &model), (Role::Expert, &c.expert), (Role::Auxiliary, &c.auxiliary)] {
-        let tract_out = bundle.plan(role).run(tvec![input.clone().into_tensor().into()]).unwrap();
+        let tract_out = advanced::plan(&bundle, role).run(tvec![input.clone().into_tensor().into()]).unwrap();
         let tract_logits = tract_out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
         let torch_logits = Vec::<f32>::try_from(predict_logits(graph, &frames, &pre).unwrap().flatten(0, -1)).unwrap();
         assert_eq!(tract_logits.len(), torch_logits.len());

@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use badexpert_eval::evaluate::{evaluate_detectors, DetectorKind};
-use badexpert_runtime::{ComponentAuroc, Evaluation, FrameSet, Guard, GuardBundle};
+use badexpert_runtime::metrics::{ComponentAuroc, Evaluation};
+use badexpert_runtime::{FrameSet, Guard, GuardBundle};
 
 use crate::convert::{convert, ConvertOptions};
 use crate::demo::DemoDir;

@@ -9,7 +9,8 @@ use badexpert_eval::agreement::agreement;
 use badexpert_frames::FrameSource;
 use badexpert_runtime::advanced::ops::{PackedConv, PackedDense};
 use badexpert_runtime::manifest::Precision;
-use badexpert_runtime::{Evaluation, FrameSet, Guard, GuardBundle, PixelLayout, Role, Scored};
+use badexpert_runtime::metrics::{Evaluation, Scored};
+use badexpert_runtime::{advanced, FrameSet, Guard, GuardBundle, PixelLayout, Role};
 
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/badnet-fmnist")
@@ -75,7 +76,7 @@ fn int8_plans_run_integer_kernels_and_keep_the_auroc_within_half_a_point() {
     for (role, scales) in
         [(Role::Model, &scales.model), (Role::Expert, &scales.expert), (Role::Auxiliary, &scales.auxiliary)]
     {
-        let nodes = int8.plan(role).model().nodes();
+        let nodes = advanced::plan(&int8, role).model().nodes();
         let convs = nodes.iter().filter(|n| n.op_as::<PackedConv>().is_some_and(|c| c.is_int8())).count();
         let dense = nodes.iter().filter(|n| n.op_as::<PackedDense>().is_some_and(|d| d.is_int8())).count();
         eprintln!("{}: {convs} int8 convolutions, {dense} int8 dense layers, scales {scales:?}", role.name());

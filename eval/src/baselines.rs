@@ -8,10 +8,9 @@ use std::sync::Arc;
 use tract_core::internal::*;
 
 use badexpert_runtime::advanced::{input_slice, output_f32};
-use badexpert_runtime::bundle::{GuardBundle, Role};
-use badexpert_runtime::preprocess::Preprocessor;
 use badexpert_runtime::score::argmax;
 use badexpert_runtime::{Error, FrameSet, Result};
+use badexpert_runtime::{GuardBundle, Preprocessor, Role};
 
 /// A batch-N model runner with its input tensor.
 struct BatchRunner {
@@ -23,7 +22,7 @@ struct BatchRunner {
 
 impl BatchRunner {
     fn new(bundle: &GuardBundle, batch: usize) -> Result<Self> {
-        let plan = bundle.plan_with_batch(Role::Model, batch)?;
+        let plan = badexpert_runtime::advanced::plan_with_batch(bundle, Role::Model, batch)?;
         let s = bundle.manifest().input.shape;
         let fail = |e: TractError| Error::Inference { model: "model", reason: format!("{e:#}") };
         Ok(BatchRunner {

@@ -7,9 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::baselines::{ScaleUp, Strip};
-use badexpert_runtime::guard::{Guard, PixelLayout, Verdict};
 use badexpert_runtime::metrics::{threshold_at_fpr, ComponentAuroc, Evaluation, Scored};
 use badexpert_runtime::{Error, FrameSet, GuardBundle, Result};
+use badexpert_runtime::{Guard, PixelLayout, Verdict};
 
 /// The detectors that can be compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -103,7 +103,7 @@ impl ModelAlone {
         Ok(ModelAlone {
             pre: badexpert_runtime::Preprocessor::new(&m.normalization, m.input.shape)?,
             input: badexpert_runtime::advanced::input_tensor(1, m.input.shape)?,
-            state: bundle.spawn(Role::Model)?,
+            state: badexpert_runtime::advanced::spawn(bundle, Role::Model)?,
             classes: m.classes.len(),
         })
     }

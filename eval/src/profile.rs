@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tract_core::internal::*;
 
-use badexpert_runtime::{Error, GuardBundle, Plan, Result, Role};
+use badexpert_runtime::advanced::{self, Plan};
+use badexpert_runtime::{Error, GuardBundle, Result, Role};
 
 /// Time spent in one operator kind, summed over its nodes.
 #[derive(Debug, Clone, Serialize)]
@@ -55,8 +56,10 @@ pub enum Schedule {
 /// (timing does not depend on pixel values for these dense networks).
 pub fn profile(bundle: &GuardBundle, runs: usize, schedule: Schedule, top_nodes: usize) -> Result<Vec<PlanProfile>> {
     let runs = runs.max(1);
-    let mut timers =
-        Role::ALL.iter().map(|&role| NodeTimer::new(bundle.plan(role), role.name())).collect::<Result<Vec<_>>>()?;
+    let mut timers = Role::ALL
+        .iter()
+        .map(|&role| NodeTimer::new(advanced::plan(bundle, role), role.name()))
+        .collect::<Result<Vec<_>>>()?;
     match schedule {
         Schedule::Alone => {
             for timer in &mut timers {

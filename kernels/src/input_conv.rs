@@ -14,7 +14,7 @@
 use tract_core::internal::*;
 
 use super::pad_planes::pad_plane;
-use super::Scratch;
+use crate::scratch::Scratch;
 
 /// Largest input channel count the direct kernel takes.
 pub const MAX_INPUT_CHANNELS: usize = 4;
@@ -95,7 +95,7 @@ impl InputConv {
         offsets.clear();
         offsets
             .extend((0..c).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * ph * pw + ky * pw + kx))));
-        super::f32_output(&[n, o, oh, ow], |out| {
+        crate::arith::f32_output(&[n, o, oh, ow], |out| {
             for (image, out_image) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * oh * ow)) {
                 for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
                     pad_plane(plane, w, dst, pw, pt, pl, 0.0);
@@ -107,7 +107,7 @@ impl InputConv {
                     for (dst, src) in out_plane.chunks_exact_mut(ow).zip(wide.chunks_exact(pw)) {
                         dst.copy_from_slice(&src[..ow]);
                         if self.relu {
-                            super::rectify(dst);
+                            crate::arith::rectify(dst);
                         }
                     }
                 }
@@ -119,7 +119,7 @@ impl InputConv {
 
 impl TypedOp for InputConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = super::nchw_input("InputConv", inputs)?;
+        let shape = crate::arith::nchw_input("InputConv", inputs)?;
         let (o, _, kh, kw) = self.dims();
         let [(pt, pb), (pl, pr)] = self.pad;
         let oh = shape[2].clone() + (pt + pb) - (kh - 1);

@@ -70,15 +70,9 @@ impl<T: Copy + Default + From<i8>> PairPanels<T> {
         if !(input_scale > 0.0 && input_scale.is_finite()) {
             bail!("{op}: int8 input scale {input_scale} is not a positive number");
         }
-        let pairs = depth.div_ceil(2);
         let (values, scales) = quantize_rows(weights, depth);
-        let mut packed = vec![T::default(); scales.len().div_ceil(width) * pairs * width * 2];
-        for (row, values) in values.chunks_exact(depth).enumerate() {
-            let panel = &mut packed[row / width * pairs * width * 2..][..pairs * width * 2];
-            for (k, &w) in values.iter().enumerate() {
-                panel[((k / 2) * width + row % width) * 2 + k % 2] = w.into();
-            }
-        }
+        let values: Vec<T> = values.into_iter().map(T::from).collect();
+        let packed = crate::panels::pack(&values, depth, width, 2);
         let output_scales = scales.iter().map(|s| s * input_scale).collect();
         Ok(PairPanels { packed, input_scale, output_scales })
     }

@@ -33,7 +33,7 @@ impl EvalOp for MaxPool2x2 {
         };
         let (oh, ow) = (h / 2, w / 2);
         let input = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        super::f32_output(&[n, c, oh, ow], |out| {
+        crate::arith::f32_output(&[n, c, oh, ow], |out| {
             if oh > 0 && ow > 0 {
                 for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
                     for (y, out_row) in out.chunks_exact_mut(ow).enumerate() {
@@ -52,7 +52,7 @@ impl EvalOp for MaxPool2x2 {
 
 impl TypedOp for MaxPool2x2 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = super::nchw_input("MaxPool2x2", inputs)?;
+        let shape = crate::arith::nchw_input("MaxPool2x2", inputs)?;
         Ok(tvec!(f32::fact(&[shape[0].clone(), shape[1].clone(), shape[2].clone() / 2u64, shape[3].clone() / 2u64])))
     }
 

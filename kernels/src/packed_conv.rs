@@ -19,7 +19,9 @@ use tract_core::internal::*;
 
 use super::int8::{quantize_into, PairPanels};
 use super::pad_planes::pad_plane;
-use super::{multiply_add, Accumulated, Scratch};
+use super::panels::{pack, PackedWeights};
+use crate::arith::{multiply_add, Accumulated};
+use crate::scratch::Scratch;
 
 /// Output channels per register tile (one panel of packed weights).
 pub const MR: usize = 6;
@@ -86,15 +88,8 @@ pub struct PackedConv {
     pub relu: bool,
 }
 
-/// Packed weights, in panels of [`MR`] output channels (zero past the last
-/// channel, and past the last tap).
-#[derive(Debug, Clone, PartialEq)]
-enum Weights {
-    /// `packed[(p·K + k)·MR + r]` is output channel `p·MR + r`, tap `k`.
-    F32(Arc<Vec<f32>>),
-    /// Output channels as rows, taps as depth.
-    Int8(Arc<PairPanels<i16>>),
-}
+/// Packed weights, in panels of [`MR`] output channels, taps as depth.
+type Weights = PackedWeights<i16>;
 
 impl Eq for PackedConv {}
 
@@ -102,7 +97,7 @@ impl std::hash::Hash for PackedConv {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.geometry.hash(state);
         self.relu.hash(state);
-        matches!(self.weights, Weights::Int8(_)).hash(state);
+        self.weights.is_int8().hash(state);
     }
 }
 
@@ -110,14 +105,7 @@ impl PackedConv {
     /// Packs an OIHW `kernel` (`[O, I, KH, KW]`) with one bias per output channel.
     pub fn new(geometry: ConvGeometry, kernel: &[f32], bias: &[f32], relu: bool) -> TractResult<PackedConv> {
         let k = Self::check(&geometry, kernel, bias)?;
-        let mut packed = vec![0f32; geometry.out_channels.div_ceil(MR) * k * MR];
-        for (row, weights) in kernel.chunks_exact(k).enumerate() {
-            let panel = &mut packed[row / MR * k * MR..][..k * MR];
-            for (tap, &w) in weights.iter().enumerate() {
-                panel[tap * MR + row % MR] = w;
-            }
-        }
-        Self::with_weights(geometry, Weights::F32(Arc::new(packed)), bias, relu)
+        Self::with_weights(geometry, Weights::F32(Arc::new(pack(kernel, k, MR, 1))), bias, relu)
     }
 
     /// The same convolution in int8: weights quantized per output channel,
@@ -136,7 +124,7 @@ impl PackedConv {
 
     /// Whether it runs in int8.
     pub fn is_int8(&self) -> bool {
-        matches!(self.weights, Weights::Int8(_))
+        self.weights.is_int8()
     }
 
     /// The depth, once `kernel` and `bias` are checked against `geometry`.
@@ -372,7 +360,7 @@ impl PackedConv {
                 *dst = multiply_add(v.value(), scale, bias);
             }
             if self.relu {
-                super::rectify(dst);
+                crate::arith::rectify(dst);
             }
         }
     }
@@ -392,7 +380,7 @@ impl PackedConv {
             bail!("PackedConv expects {}×{}×{} images, got {c}×{h}×{w}", g.in_channels, g.input[0], g.input[1]);
         }
         let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        super::f32_output(&self.output_shape(n)?, |out| self.convolve(x, out, scratch))
+        crate::arith::f32_output(&self.output_shape(n)?, |out| self.convolve(x, out, scratch))
     }
 }
 
@@ -593,7 +581,7 @@ impl EvalOp for PackedConv {
 
 impl TypedOp for PackedConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = super::nchw_input("PackedConv", inputs)?;
+        let shape = crate::arith::nchw_input("PackedConv", inputs)?;
         let [_, o, oh, ow] = self.output_shape(0)?;
         Ok(tvec!(f32::fact(&[shape[0].clone(), o.to_dim(), oh.to_dim(), ow.to_dim()])))
     }

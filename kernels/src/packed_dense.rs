@@ -25,7 +25,9 @@ use tract_core::ops::konst::Const;
 use tract_core::ops::math::Add;
 
 use super::int8::{quantize_into, PairPanels};
-use super::{multiply_add, Accumulated, Scratch};
+use super::panels::{pack, PackedWeights};
+use crate::arith::{multiply_add, Accumulated};
+use crate::scratch::Scratch;
 
 /// Output units per packed panel (two 8-lane vectors).
 pub const PANEL: usize = 16;
@@ -49,20 +51,14 @@ pub struct PackedDense {
     output_shape: TVec<usize>,
 }
 
-/// Weights in panels of [`PANEL`] units (zero past the last unit).
-#[derive(Debug, Clone, PartialEq)]
-enum Weights {
-    /// `packed[(p·depth + k)·PANEL + r]` is unit `p·PANEL + r`, input `k`.
-    F32(Arc<Vec<f32>>),
-    /// Units as rows, inputs as depth.
-    Int8(Arc<PairPanels<i8>>),
-}
+/// Weights in panels of [`PANEL`] units, inputs as depth.
+type Weights = PackedWeights<i8>;
 
 impl Eq for PackedDense {}
 
 impl std::hash::Hash for PackedDense {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (self.rows, self.depth, self.units, self.relu, matches!(self.weights, Weights::Int8(_))).hash(state);
+        (self.rows, self.depth, self.units, self.relu, self.weights.is_int8()).hash(state);
         self.output_shape.hash(state);
     }
 }
@@ -76,14 +72,8 @@ impl PackedDense {
         relu: bool,
         output_shape: &[usize],
     ) -> TractResult<PackedDense> {
-        let (units, depth) = Self::check(rows, weights, bias, output_shape)?;
-        let mut packed = vec![0f32; units.div_ceil(PANEL) * depth * PANEL];
-        for (unit, weights) in weights.chunks_exact(depth).enumerate() {
-            let panel = &mut packed[unit / PANEL * depth * PANEL..][..depth * PANEL];
-            for (k, &w) in weights.iter().enumerate() {
-                panel[k * PANEL + unit % PANEL] = w;
-            }
-        }
+        let (_, depth) = Self::check(rows, weights, bias, output_shape)?;
+        let packed = pack(weights, depth, PANEL, 1);
         Ok(Self::with_weights(rows, depth, Weights::F32(Arc::new(packed)), bias, relu, output_shape))
     }
 
@@ -104,7 +94,7 @@ impl PackedDense {
 
     /// Whether it runs in int8.
     pub fn is_int8(&self) -> bool {
-        matches!(self.weights, Weights::Int8(_))
+        self.weights.is_int8()
     }
 
     /// Units and depth, once the operands are checked against each other.
@@ -194,7 +184,7 @@ impl PackedDense {
                         *dst = multiply_add(v.value(), scale, bias);
                     }
                     if self.relu {
-                        super::rectify(dst);
+                        crate::arith::rectify(dst);
                     }
                 }
                 p += streams;
@@ -208,8 +198,8 @@ impl PackedDense {
         if x.len() != self.rows * self.depth {
             bail!("PackedDense expects {} rows of {} inputs, got {:?}", self.rows, self.depth, input.shape());
         }
-        super::f32_output(&self.output_shape, |out| {
-            super::with_scratch(|scratch| self.multiply(x, out, scratch));
+        crate::arith::f32_output(&self.output_shape, |out| {
+            crate::scratch::with_scratch(|scratch| self.multiply(x, out, scratch));
             Ok(())
         })
     }

@@ -56,7 +56,7 @@ impl EvalOp for PadPlanes {
         let ow = w + self.left + self.right;
         let plane_out = (h + self.top + self.bottom) * ow;
         let input = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        super::f32_output(&out_shape, |out| {
+        crate::arith::f32_output(&out_shape, |out| {
             if h * w > 0 {
                 for (plane, out) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(plane_out)) {
                     pad_plane(plane, w, out, ow, self.top, self.left, self.value);

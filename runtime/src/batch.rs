@@ -3,83 +3,69 @@
 //! overhead and lets tract use wider kernels. Open the bundle with
 //! [`GuardBundle::open_with_batch`] for the batch size.
 
-use std::sync::Arc;
-
 use tract_core::internal::*;
 
 use crate::bundle::{GuardBundle, Role};
-use crate::guard::{decide, input_slice, with_logits, PixelLayout, Verdict};
+use crate::guard::{FrameGuard, PixelLayout, Verdict};
+use crate::guard_core::{logits, run_plan, GuardCore};
 use crate::manifest::Decision;
-use crate::preprocess::Preprocessor;
-use crate::score::{argmax, softmax_at};
 use crate::{Error, Result};
 
 /// Guards up to `batch` frames per call with one run of each model.
 pub struct BatchGuard {
-    pre: Preprocessor,
-    decision: Decision,
-    classes: usize,
-    batch: usize,
-    input: Arc<Tensor>,
-    states: [(&'static str, TypedSimpleState); 3],
+    core: GuardCore,
+    states: [TypedSimpleState; 3],
 }
 
 impl BatchGuard {
     pub fn new(bundle: &GuardBundle) -> Result<BatchGuard> {
-        let m = bundle.manifest();
-        let (shape, batch) = (m.input.shape, bundle.batch());
-        let spawn = |role: Role| -> Result<(&'static str, TypedSimpleState)> { Ok((role.name(), bundle.spawn(role)?)) };
-        Ok(BatchGuard {
-            pre: Preprocessor::new(&m.normalization, shape)?,
-            decision: m.decision.clone(),
-            classes: m.classes.len(),
-            batch,
-            input: crate::guard::input_tensor(batch, shape)?,
-            states: [spawn(Role::Model)?, spawn(Role::Expert)?, spawn(Role::Auxiliary)?],
-        })
+        let core = GuardCore::new(bundle, "BatchGuard", false)?;
+        let states = [bundle.spawn(Role::Model)?, bundle.spawn(Role::Expert)?, bundle.spawn(Role::Auxiliary)?];
+        Ok(BatchGuard { core, states })
     }
 
     /// Frames per run.
     pub fn batch(&self) -> usize {
-        self.batch
+        self.core.batch()
     }
 
     /// Guards `frames` (at most [`batch`](Self::batch)) into `verdicts[..frames.len()]`.
     /// A short batch runs full size; the unused rows are ignored.
     pub fn guard_batch(&mut self, frames: &[&[u8]], layout: PixelLayout, verdicts: &mut [Verdict]) -> Result<()> {
-        if frames.len() > self.batch || verdicts.len() < frames.len() {
+        let batch = self.core.batch();
+        if frames.len() > batch || verdicts.len() < frames.len() {
             return Err(Error::Invalid(format!(
-                "{} frames for a batch of {} into {} verdicts",
+                "{} frames for a batch of {batch} into {} verdicts",
                 frames.len(),
-                self.batch,
                 verdicts.len()
             )));
         }
-        let per_frame = self.pre.shape().len();
-        let buf = input_slice(&mut self.input);
         for (i, frame) in frames.iter().enumerate() {
-            self.pre
-                .load(frame, layout, &mut buf[i * per_frame..(i + 1) * per_frame])
-                .map_err(|e| Error::Frame(format!("frame {i} of the batch: {e}")))?;
+            self.core.load(i, frame, layout).map_err(|e| Error::Frame(format!("frame {i} of the batch: {e}")))?;
         }
-        let (n, k) = (frames.len(), self.classes);
-        for (role, (name, state)) in self.states.iter_mut().enumerate() {
-            let input = TValue::from_const(self.input.clone());
-            with_logits(state, input, self.batch * k, |logits| {
-                for (i, v) in verdicts[..n].iter_mut().enumerate() {
-                    let row = &logits[i * k..(i + 1) * k];
-                    match role {
-                        0 => v.class = argmax(row),
-                        1 => v.confidences.expert = softmax_at(row, v.class),
-                        _ => v.confidences.auxiliary = softmax_at(row, v.class),
-                    }
-                }
-            })
-            .map_err(|reason| Error::Inference { model: name, reason })?;
-        }
-        for v in &mut verdicts[..n] {
-            *v = decide(&self.decision, v.class, v.confidences);
+        let values = batch * self.core.classes();
+        let [m, b, a] = &mut self.states;
+        let m = run_plan(m, Role::Model.name(), self.core.input(), values)?;
+        let b = run_plan(b, Role::Expert.name(), self.core.input(), values)?;
+        let a = run_plan(a, Role::Auxiliary.name(), self.core.input(), values)?;
+        let read = |o| logits(o).expect("checked by run_plan");
+        let all = [read(&m), read(&b), read(&a)];
+        for (row, v) in verdicts[..frames.len()].iter_mut().enumerate() {
+            *v = self.core.verdict(row, all);
         }
         Ok(())
+    }
+}
+
+/// One frame as a batch of one (the other rows are ignored).
+impl FrameGuard for BatchGuard {
+    fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
+        let mut verdict = [Verdict::default()];
+        self.guard_batch(&[frame], layout, &mut verdict)?;
+        Ok(verdict[0])
+    }
+
+    fn decision(&self) -> &Decision {
+        self.core.decision()
     }
 }

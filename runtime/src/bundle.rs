@@ -102,9 +102,8 @@ impl GuardBundle {
         self.options.batch
     }
 
-    /// One of the plans for another batch size (the file is verified again),
-    /// e.g. for detectors that run many perturbed copies of a frame at once.
-    pub fn plan_with_batch(&self, role: Role, batch: usize) -> Result<Plan> {
+    /// One of the plans for another batch size (the file is verified again).
+    pub(crate) fn plan_with_batch(&self, role: Role, batch: usize) -> Result<Plan> {
         let digest = match role {
             Role::Model => &self.manifest.plans.model,
             Role::Expert => &self.manifest.plans.expert,
@@ -121,9 +120,8 @@ impl GuardBundle {
         Ok(self.dir.join(&digest.file))
     }
 
-    /// One of the three plans, e.g. to time a single model alone or to
-    /// compare logits with another implementation.
-    pub fn plan(&self, role: Role) -> &Plan {
+    /// One of the three plans.
+    pub(crate) fn plan(&self, role: Role) -> &Plan {
         match role {
             Role::Model => &self.model,
             Role::Expert => &self.expert,
@@ -132,7 +130,7 @@ impl GuardBundle {
     }
 
     /// A fresh tract state for one of the plans (one per thread that runs it).
-    pub fn spawn(&self, role: Role) -> Result<TypedSimpleState> {
+    pub(crate) fn spawn(&self, role: Role) -> Result<TypedSimpleState> {
         self.plan(role).spawn().map_err(|e| Error::Inference { model: role.name(), reason: e.to_string() })
     }
 }

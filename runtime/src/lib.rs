@@ -17,43 +17,38 @@
 //! # Ok::<(), badexpert_runtime::Error>(())
 //! ```
 //!
-//! Modules, in data-flow order: [`preprocess`] normalises frames,
-//! [`bundle`] loads and verifies plans (with the `badexpert-kernels` kernels
-//! in place of tract's slow ones), [`guard`] runs them, [`score`] turns
-//! confidences into the statistic, [`metrics`] calibrates thresholds and
-//! computes CA / ASR / AUROC; [`parallel`] runs the three models
-//! concurrently and [`batch`] guards several frames per run;
-//! [`quantization`] measures int8 activation scales. Frame readers live in
+//! In data-flow order: a [`Preprocessor`] normalises frames,
+//! [`GuardBundle`] loads and verifies plans (with the `badexpert-kernels`
+//! kernels in place of tract's slow ones), a guard runs them — [`Guard`] one
+//! frame at a time, [`ParallelGuard`] with the three models concurrently,
+//! [`BatchGuard`] several frames per run, all behind [`FrameGuard`] — and
+//! [`score`] turns confidences into the statistic; [`metrics`] calibrates
+//! thresholds and computes CA / ASR / AUROC, [`quantization`] measures int8
+//! activation scales, [`manifest`] is the bundle's format and [`advanced`]
+//! the tract-level pieces for tools. Frame readers live in
 //! `badexpert-frames`, evaluation and timing tools in `badexpert-eval`, the
 //! C ABI in `badexpert-ffi`.
 
-pub mod batch;
-pub mod bundle;
+pub mod advanced;
+mod batch;
+mod bundle;
 mod error;
 mod frames;
-pub mod guard;
+mod guard;
+mod guard_core;
 pub mod manifest;
 pub mod metrics;
-pub mod parallel;
-pub mod preprocess;
+mod parallel;
+mod preprocess;
 pub mod quantization;
 pub mod score;
 
-/// Tract-level building blocks for tools built on the runtime (evaluation,
-/// timing, baselines): tied to tract's API, so they change with tract.
-pub mod advanced {
-    pub use crate::guard::{input_slice, input_tensor, output_f32, with_logits};
-    /// badexpert's own kernels (the `badexpert-kernels` crate), placed into plans at load.
-    pub use badexpert_kernels as ops;
-}
-
 pub use batch::BatchGuard;
-pub use bundle::{sha256_file, GuardBundle, LoadOptions, Plan, Role, BATCH_SYMBOL};
+pub use bundle::{sha256_file, GuardBundle, LoadOptions, Role, BATCH_SYMBOL};
 pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
 pub use guard::{FrameGuard, Guard, PixelLayout, Verdict};
 pub use manifest::Manifest;
-pub use metrics::{ComponentAuroc, Evaluation, Scored};
 pub use parallel::ParallelGuard;
 pub use preprocess::{Normalization, Preprocessor};
 pub use score::{Confidences, ScoreMode};

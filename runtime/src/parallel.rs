@@ -13,10 +13,9 @@ use std::thread::JoinHandle;
 use tract_core::internal::*;
 
 use crate::bundle::{GuardBundle, Plan, Role};
-use crate::guard::{decide, input_slice, with_logits, PixelLayout, Verdict};
+use crate::guard::{FrameGuard, PixelLayout, Verdict};
+use crate::guard_core::{logits, run_plan, GuardCore};
 use crate::manifest::Decision;
-use crate::preprocess::Preprocessor;
-use crate::score::{argmax, softmax_at, Confidences};
 use crate::{Error, Result};
 
 enum Status {
@@ -24,7 +23,7 @@ enum Status {
     Pending(Arc<Tensor>),
     Running,
     Done,
-    Failed(String),
+    Failed(Error),
     Shutdown,
 }
 
@@ -52,10 +51,7 @@ struct Worker {
 
 /// Guards frames one at a time, running the three models concurrently.
 pub struct ParallelGuard {
-    pre: Preprocessor,
-    decision: Decision,
-    classes: usize,
-    input: Arc<Tensor>,
+    core: GuardCore,
     /// Models the calling thread runs, M first: (role index, state).
     local: Vec<(usize, TypedSimpleState)>,
     /// Models on worker threads: (role index, worker).
@@ -64,11 +60,11 @@ pub struct ParallelGuard {
     logits: [Vec<f32>; 3],
 }
 
-fn work(plan: Plan, shared: Arc<Shared>, classes: usize) {
+fn work(plan: Plan, model: &'static str, shared: Arc<Shared>, classes: usize) {
     let mut state = match plan.spawn() {
         Ok(s) => Some(s),
         Err(e) => {
-            shared.lock().status = Status::Failed(format!("cannot start: {e}"));
+            shared.lock().status = Status::Failed(Error::Inference { model, reason: format!("cannot start: {e}") });
             None
         }
     };
@@ -88,10 +84,9 @@ fn work(plan: Plan, shared: Arc<Shared>, classes: usize) {
             }
         };
         let outcome = match state.as_mut() {
-            None => Err("the thread's tract state could not be made".to_string()),
-            Some(state) => {
-                with_logits(state, TValue::from_const(input), classes, |logits| local.copy_from_slice(logits))
-            }
+            None => Err(Error::Inference { model, reason: "the thread's tract state could not be made".into() }),
+            Some(state) => run_plan(state, model, TValue::from_const(input), classes)
+                .map(|outputs| local.copy_from_slice(logits(&outputs).expect("checked by run_plan"))),
         };
         // The input and outputs are dropped: the caller may write the next frame in place.
         let mut slot = shared.lock();
@@ -100,7 +95,7 @@ fn work(plan: Plan, shared: Arc<Shared>, classes: usize) {
                 slot.logits.copy_from_slice(&local);
                 Status::Done
             }
-            Err(reason) => Status::Failed(reason),
+            Err(e) => Status::Failed(e),
         };
         shared.changed.notify_all();
     }
@@ -118,19 +113,13 @@ impl ParallelGuard {
     /// (M here, B and M′ on workers) or 2 (M then M′ here, B on a worker).
     /// The bundle must be opened with batch size 1.
     pub fn with_threads(bundle: &GuardBundle, threads: usize) -> Result<ParallelGuard> {
-        if bundle.batch() != 1 {
-            return Err(Error::Invalid(format!(
-                "ParallelGuard takes frames one at a time; the bundle was opened for batch {}",
-                bundle.batch()
-            )));
-        }
+        let core = GuardCore::new(bundle, "ParallelGuard", true)?;
         let on_workers: &[usize] = match threads {
             3 => &[1, 2],
             2 => &[1],
             _ => return Err(Error::Invalid(format!("ParallelGuard runs on 2 or 3 threads, not {threads}"))),
         };
-        let m = bundle.manifest();
-        let (shape, classes) = (m.input.shape, m.classes.len());
+        let classes = core.classes();
         let mut workers = Vec::with_capacity(on_workers.len());
         for &k in on_workers {
             let (plan, name) = (bundle.plan(Role::ALL[k]).clone(), Role::ALL[k].name());
@@ -141,7 +130,7 @@ impl ParallelGuard {
             let for_thread = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("badexpert-{name}"))
-                .spawn(move || work(plan, for_thread, classes))
+                .spawn(move || work(plan, name, for_thread, classes))
                 .map_err(|e| Error::Invalid(format!("cannot start the {name} thread: {e}")))?;
             workers.push((k, Worker { shared, thread: Some(thread) }));
         }
@@ -149,15 +138,7 @@ impl ParallelGuard {
         for k in (0..3).filter(|k| !on_workers.contains(k)) {
             local.push((k, bundle.spawn(Role::ALL[k])?));
         }
-        Ok(ParallelGuard {
-            pre: Preprocessor::new(&m.normalization, shape)?,
-            decision: m.decision.clone(),
-            classes,
-            input: crate::guard::input_tensor(1, shape)?,
-            local,
-            workers,
-            logits: std::array::from_fn(|_| vec![0.0; classes]),
-        })
+        Ok(ParallelGuard { core, local, workers, logits: std::array::from_fn(|_| vec![0.0; classes]) })
     }
 
     /// Threads in use, the calling one included.
@@ -167,18 +148,16 @@ impl ParallelGuard {
 
     /// Guards one u8 frame.
     pub fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
-        self.pre.load(frame, layout, input_slice(&mut self.input))?;
+        self.core.load(0, frame, layout)?;
         for (_, w) in &self.workers {
-            w.shared.lock().status = Status::Pending(self.input.clone());
+            w.shared.lock().status = Status::Pending(self.core.input_tensor().clone());
             w.shared.changed.notify_all();
         }
         let mut failure = None;
         for (k, state) in &mut self.local {
-            let out = &mut self.logits[*k];
-            if let Err(reason) =
-                with_logits(state, TValue::from_const(self.input.clone()), self.classes, |l| out.copy_from_slice(l))
-            {
-                failure = failure.or(Some(Error::Inference { model: Role::ALL[*k].name(), reason }));
+            match run_plan(state, Role::ALL[*k].name(), self.core.input(), self.core.classes()) {
+                Ok(outputs) => self.logits[*k].copy_from_slice(logits(&outputs).expect("checked by run_plan")),
+                Err(e) => failure = failure.or(Some(e)),
             }
         }
         // Wait for every worker (even after a failure, so no thread still holds the input).
@@ -190,7 +169,7 @@ impl ParallelGuard {
             let name = Role::ALL[*k].name();
             match std::mem::replace(&mut slot.status, Status::Idle) {
                 Status::Done => self.logits[*k].copy_from_slice(&slot.logits),
-                Status::Failed(reason) => failure = failure.or(Some(Error::Inference { model: name, reason })),
+                Status::Failed(e) => failure = failure.or(Some(e)),
                 _ => {
                     failure = failure.or(Some(Error::Inference { model: name, reason: "worker thread stopped".into() }))
                 }
@@ -199,15 +178,18 @@ impl ParallelGuard {
         if let Some(e) = failure {
             return Err(e);
         }
-        let class = argmax(&self.logits[0]);
-        let confidences =
-            Confidences { expert: softmax_at(&self.logits[1], class), auxiliary: softmax_at(&self.logits[2], class) };
-        Ok(decide(&self.decision, class, confidences))
+        let [m, b, a] = &self.logits;
+        Ok(self.core.verdict(0, [m, b, a]))
     }
 
     /// Number of classes, as in the manifest.
     pub fn classes(&self) -> usize {
-        self.classes
+        self.core.classes()
+    }
+
+    /// The decision rule in use.
+    pub fn decision(&self) -> &Decision {
+        self.core.decision()
     }
 }
 
@@ -225,8 +207,12 @@ impl Drop for ParallelGuard {
     }
 }
 
-impl crate::FrameGuard for ParallelGuard {
+impl FrameGuard for ParallelGuard {
     fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
         ParallelGuard::guard(self, frame, layout)
+    }
+
+    fn decision(&self) -> &Decision {
+        ParallelGuard::decision(self)
     }
 }

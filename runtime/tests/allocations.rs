@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use badexpert_frames::FrameSource;
 use badexpert_runtime::manifest::{Precision, MANIFEST_FILE};
-use badexpert_runtime::{BatchGuard, Guard, GuardBundle, ParallelGuard, PixelLayout, Role, Verdict};
+use badexpert_runtime::{advanced, BatchGuard, Guard, GuardBundle, ParallelGuard, PixelLayout, Role, Verdict};
 use tract_core::prelude::*;
 
 struct Counting;
@@ -70,7 +70,7 @@ fn main() {
     let s = bundle.manifest().input.shape;
     let input = Arc::new(Tensor::zero::<f32>(&[1, s.channels, s.height, s.width]).unwrap());
     let mut states: Vec<_> =
-        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| bundle.plan(r).spawn().unwrap()).collect();
+        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| advanced::spawn(&bundle, r).unwrap()).collect();
     let tract_allocs = per_frame(|_| {
         for state in states.iter_mut() {
             let out = state.run(tvec![TValue::from_const(input.clone())]).unwrap();
@@ -103,7 +103,7 @@ fn main() {
     let mut batch = BatchGuard::new(&batched).unwrap();
     let mut verdicts = [Verdict::default(); 8];
     let mut states: Vec<_> =
-        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| batched.plan(r).spawn().unwrap()).collect();
+        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| advanced::spawn(&batched, r).unwrap()).collect();
     let input8 = Arc::new(Tensor::zero::<f32>(&[8, s.channels, s.height, s.width]).unwrap());
     let tract8 = per_frame(|_| {
         for state in states.iter_mut() {
@@ -136,7 +136,7 @@ fn main() {
         std::hint::black_box(guard8.guard(frames.frame(i % frames.len()), PixelLayout::Chw).unwrap());
     });
     let mut states: Vec<_> =
-        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| int8.plan(r).spawn().unwrap()).collect();
+        [Role::Model, Role::Expert, Role::Auxiliary].iter().map(|&r| advanced::spawn(&int8, r).unwrap()).collect();
     let tract8_allocs = per_frame(|_| {
         for state in states.iter_mut() {
             std::hint::black_box(state.run(tvec![TValue::from_const(input.clone())]).unwrap());

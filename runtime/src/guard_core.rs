@@ -1,0 +1,166 @@
+//! What the three guards share: the bundle's preprocessing, decision rule and
+//! class count, the input tensor frames are written into, and the one step
+//! from the three models' logits to a verdict (argmax → softmax → decide).
+//! [`Guard`](crate::Guard), [`ParallelGuard`](crate::ParallelGuard) and
+//! [`BatchGuard`](crate::BatchGuard) differ only in how they run the plans.
+
+use std::sync::Arc;
+
+use tract_core::internal::*;
+
+use crate::bundle::GuardBundle;
+use crate::manifest::Decision;
+use crate::preprocess::{PixelLayout, Preprocessor};
+use crate::score::{argmax, softmax_at, Confidences};
+use crate::{Error, FrameShape, Result};
+
+/// The guard's answer for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, Default)]
+pub struct Verdict {
+    /// The suspect model's prediction ŷ.
+    pub class: usize,
+    pub confidences: Confidences,
+    /// Low means backdoor.
+    pub score: f32,
+    /// False when the frame is flagged as triggered (score < threshold).
+    pub accepted: bool,
+}
+
+/// Preprocessing, decision and the input tensor of one guard.
+pub(crate) struct GuardCore {
+    pre: Preprocessor,
+    decision: Decision,
+    classes: usize,
+    batch: usize,
+    input: Arc<Tensor>,
+}
+
+impl GuardCore {
+    /// The core for a bundle's plans; `per_frame` guards (`what` names the
+    /// guard in the error) need a bundle opened with batch size 1.
+    pub(crate) fn new(bundle: &GuardBundle, what: &str, per_frame: bool) -> Result<GuardCore> {
+        let batch = bundle.batch();
+        if per_frame && batch != 1 {
+            return Err(Error::Invalid(format!(
+                "{what} takes frames one at a time; the bundle was opened for batch {batch}"
+            )));
+        }
+        let m = bundle.manifest();
+        Ok(GuardCore {
+            pre: Preprocessor::new(&m.normalization, m.input.shape)?,
+            decision: m.decision.clone(),
+            classes: m.classes.len(),
+            batch,
+            input: input_tensor(batch, m.input.shape)?,
+        })
+    }
+
+    pub(crate) fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    pub(crate) fn classes(&self) -> usize {
+        self.classes
+    }
+
+    pub(crate) fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Normalises a u8 frame into slot `slot` of the input.
+    pub(crate) fn load(&mut self, slot: usize, frame: &[u8], layout: PixelLayout) -> Result<()> {
+        let n = self.pre.shape().len();
+        self.pre.load(frame, layout, &mut input_slice(&mut self.input)[slot * n..(slot + 1) * n])
+    }
+
+    /// Copies an already normalised planar frame into the (single-frame) input.
+    pub(crate) fn load_normalized(&mut self, frame: &[f32]) -> Result<()> {
+        let expected = self.pre.shape().len();
+        if frame.len() != expected {
+            return Err(Error::Frame(format!(
+                "{} values, the bundle expects {expected} = {}",
+                frame.len(),
+                self.pre.shape()
+            )));
+        }
+        if let Some(i) = frame.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Frame(format!("value {i} is {} (NaN or infinite)", frame[i])));
+        }
+        input_slice(&mut self.input)[..expected].copy_from_slice(frame);
+        Ok(())
+    }
+
+    /// The input as the plans take it (shares the tensor; no copy).
+    pub(crate) fn input(&self) -> TValue {
+        TValue::from_const(self.input.clone())
+    }
+
+    /// The input tensor itself, for guards that hand it to worker threads.
+    pub(crate) fn input_tensor(&self) -> &Arc<Tensor> {
+        &self.input
+    }
+
+    /// Row `row`'s verdict from the logits of M, B and M′ (each `[batch, K]`,
+    /// already checked by [`run_plan`]).
+    pub(crate) fn verdict(&self, row: usize, logits: [&[f32]; 3]) -> Verdict {
+        let k = self.classes;
+        let [m, b, a] = logits.map(|l| &l[row * k..(row + 1) * k]);
+        let class = argmax(m);
+        let confidences = Confidences { expert: softmax_at(b, class), auxiliary: softmax_at(a, class) };
+        let score = self.decision.score.score(confidences, self.decision.gamma);
+        Verdict { class, confidences, score, accepted: score >= self.decision.threshold }
+    }
+}
+
+/// Runs one plan on `input` and checks its logits (`values` of them, all
+/// finite); the outputs stay alive for the caller to read with [`logits`].
+pub(crate) fn run_plan(
+    state: &mut TypedSimpleState,
+    model: &'static str,
+    input: TValue,
+    values: usize,
+) -> Result<TVec<TValue>> {
+    let fail = |reason: String| Error::Inference { model, reason };
+    let outputs = state.run(tvec![input]).map_err(|e| fail(format!("{e:#}")))?;
+    check_logits(logits(&outputs).map_err(|e| fail(e.to_string()))?, values).map_err(fail)?;
+    Ok(outputs)
+}
+
+/// The f32 logits of a plan run.
+pub(crate) fn logits(outputs: &TVec<TValue>) -> TractResult<&[f32]> {
+    output_f32(&outputs[0])
+}
+
+/// Checks a plan's logits: `values` of them, all finite.
+pub(crate) fn check_logits(logits: &[f32], values: usize) -> std::result::Result<(), String> {
+    if logits.len() != values {
+        return Err(format!("{} logits where {values} were expected", logits.len()));
+    }
+    if logits.iter().any(|v| !v.is_finite()) {
+        return Err("non-finite logits".into());
+    }
+    Ok(())
+}
+
+/// A zeroed `[batch, C, H, W]` f32 input tensor, shared with the plans by `Arc`.
+pub(crate) fn input_tensor(batch: usize, shape: FrameShape) -> Result<Arc<Tensor>> {
+    Tensor::zero::<f32>(&[batch, shape.channels, shape.height, shape.width])
+        .map(Arc::new)
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The input tensor's values. The Arc is exclusive again once the previous
+/// run's values were dropped; only a plan that kept a reference would force a
+/// copy here.
+pub fn input_slice(input: &mut Arc<Tensor>) -> &mut [f32] {
+    Arc::make_mut(input)
+        .to_plain_array_view_mut::<f32>()
+        .ok()
+        .and_then(|v| v.into_slice())
+        .expect("input tensors are contiguous f32 tensors made with Tensor::zero::<f32>")
+}
+
+/// The f32 values of a plan output, read in place.
+pub fn output_f32(value: &TValue) -> TractResult<&[f32]> {
+    value.try_as_plain_ram()?.as_slice::<f32>()
+}
