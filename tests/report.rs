@@ -2,9 +2,9 @@
 
 mod common;
 
-use badexpert_converter::report::{markdown, report_model, ReportOptions};
 use badexpert_converter::ConvertOptions;
 use badexpert_eval::evaluate::DetectorKind;
+use badexpert_lab::report::{markdown, report_model, ReportOptions};
 use badexpert_runtime::Normalization;
 
 #[test]
@@ -51,8 +51,8 @@ fn small_report_compares_three_detectors() {
 
 #[test]
 fn ablation_varies_reserve_and_rate_and_reports_each_part() {
-    use badexpert_converter::ablation::{ablate, markdown, AblationOptions, Study};
     use badexpert_converter::expert::ExpertRate;
+    use badexpert_lab::ablation::{ablate, markdown, AblationOptions, Study};
     tch::set_num_threads(2);
     let out = std::env::temp_dir().join(format!("badexpert-ablation-{}", std::process::id()));
     let mut convert = ConvertOptions::new(Normalization::unit());

@@ -25,23 +25,17 @@
 //! graph and back), [`expert`] (§3.1, B), [`auxiliary`] (§3.2, M′),
 //! [`train`] (the shared fine-tuning loop), [`calibration`] (§3.4, τ via the
 //! runtime's guard), [`export`] (NNEF plans), [`convert`] (the pipeline).
-//! [`attack`] and [`demo`] make backdoored models to evaluate on; [`report`]
-//! compares BaDExpert with STRIP and SCALE-UP across them and [`plot`] draws
-//! its figures; [`ablation`] varies the reserve size and the unlearning rate.
+//! Attacks, demo models, reports and ablations live in `badexpert-lab`, the
+//! `badexpert-convert` binary in `convert-cli/`.
 
-pub mod ablation;
-pub mod attack;
 pub mod augment;
 pub mod auxiliary;
 pub mod calibration;
 pub mod convert;
-pub mod demo;
 mod error;
 pub mod expert;
 pub mod export;
 pub mod onnx;
-pub mod plot;
-pub mod report;
 pub mod train;
 
 pub use convert::{convert, Conversion, ConvertOptions};

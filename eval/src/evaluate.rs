@@ -201,21 +201,26 @@ pub fn evaluate_detectors(
 
 /// A markdown table of detectors side by side.
 pub fn detector_table(reports: &[DetectorReport]) -> String {
-    let mut out = String::from(
-        "| detector | AUROC | CA with detector | ASR with detector | clean FPR | model runs/frame | µs/frame |\n|---|---|---|---|---|---|---|\n",
-    );
+    let mut table = crate::table::Table::new([
+        "detector",
+        "AUROC",
+        "CA with detector",
+        "ASR with detector",
+        "clean FPR",
+        "model runs/frame",
+        "µs/frame",
+    ]);
     for r in reports {
         let e = &r.evaluation;
-        out.push_str(&format!(
-            "| {} | {} | {:.2} % | {:.2} % | {:.2} % | {} | {:.0} |\n",
-            r.detector,
+        table.row([
+            r.detector.to_string(),
             e.auroc.map_or("n/a".into(), |a| format!("{a:.4}")),
-            100.0 * e.clean_accuracy_defended,
-            100.0 * e.attack_success_rate_defended,
-            100.0 * e.clean_fpr,
-            r.cost.model_evaluations,
-            r.cost.mean_us
-        ));
+            format!("{:.2} %", 100.0 * e.clean_accuracy_defended),
+            format!("{:.2} %", 100.0 * e.attack_success_rate_defended),
+            format!("{:.2} %", 100.0 * e.clean_fpr),
+            r.cost.model_evaluations.to_string(),
+            format!("{:.0}", r.cost.mean_us),
+        ]);
     }
-    out
+    table.to_string()
 }

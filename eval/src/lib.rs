@@ -22,10 +22,11 @@
 //! holds STRIP and SCALE-UP; [`latency`] times `Guard`, `ParallelGuard` and
 //! `BatchGuard` against M alone in interleaved rounds; [`profile`] times
 //! each op of each plan; [`agreement`] compares two bundles' verdicts (f16
-//! or int8 against f32).
+//! or int8 against f32); [`table`] renders every markdown table.
 
 pub mod agreement;
 pub mod baselines;
 pub mod evaluate;
 pub mod latency;
 pub mod profile;
+pub mod table;

@@ -16,7 +16,7 @@ are exported as tutorials do it, on one example frame with no dynamic axes,
 so the batch of 1 is pinned in the graph.
 
 The triggers are written here from the attack descriptions of docs/design.md §4,
-independently of converter/src/attack.rs, plus two trigger shapes the project
+independently of lab/src/attack.rs, plus two trigger shapes the project
 does not ship (a bright "+" and a diagonal line).
 
 Data: the models train on subsets of the Fashion-MNIST TRAIN set only. From

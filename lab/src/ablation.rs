@@ -12,14 +12,15 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use badexpert_eval::evaluate::{evaluate_detectors, DetectorKind};
+use badexpert_eval::table::Table;
 use badexpert_runtime::metrics::{ComponentAuroc, Evaluation};
 use badexpert_runtime::{FrameSet, Guard, GuardBundle};
 
-use crate::convert::{convert, ConvertOptions};
 use crate::demo::DemoDir;
-use crate::expert::ExpertRate;
-use crate::train::Progress;
-use crate::{Error, Result};
+use badexpert_converter::convert::{convert, ConvertOptions};
+use badexpert_converter::expert::ExpertRate;
+use badexpert_converter::train::Progress;
+use badexpert_converter::{Error, Result};
 
 /// What to vary. Each reserve size is run with the automatic expert rate,
 /// each expert rate with the whole reserve.
@@ -152,34 +153,43 @@ pub fn markdown(rows: &[AblationRow]) -> String {
             continue;
         }
         let _ = writeln!(md, "## {title}\n");
-        let _ = writeln!(
-            md,
-            "| model | reserve | expert rate (used) | B held-out CA | M′ rate | M′ held-out CA | AUROC B alone | AUROC M′ alone | AUROC both | target FPR | clean FPR | CA with guard | ASR with guard |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let mut table = Table::new([
+            "model",
+            "reserve",
+            "expert rate (used)",
+            "B held-out CA",
+            "M′ rate",
+            "M′ held-out CA",
+            "AUROC B alone",
+            "AUROC M′ alone",
+            "AUROC both",
+            "target FPR",
+            "clean FPR",
+            "CA with guard",
+            "ASR with guard",
+        ]);
         for r in rows {
             let e = &r.evaluation;
             let part =
                 |f: fn(&ComponentAuroc) -> f64| r.components.as_ref().map_or("n/a".into(), |c| format!("{:.4}", f(c)));
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} ({:.1e}) | {:.1} % | {} | {:.1} % | {} | {} | {} | {:.2} % | {:.2} % | {:.2} % | {:.2} % |",
-                r.model,
-                r.reserve_size,
-                r.expert_rate,
-                r.expert_rate_used,
-                100.0 * r.expert_holdout_accuracy,
-                r.auxiliary_rate_used,
-                100.0 * r.auxiliary_holdout_accuracy,
+            let percent = |x: f64| format!("{:.2} %", 100.0 * x);
+            table.row([
+                r.model.clone(),
+                r.reserve_size.to_string(),
+                format!("{} ({:.1e})", r.expert_rate, r.expert_rate_used),
+                format!("{:.1} %", 100.0 * r.expert_holdout_accuracy),
+                r.auxiliary_rate_used.to_string(),
+                format!("{:.1} %", 100.0 * r.auxiliary_holdout_accuracy),
                 part(|c| c.expert_only),
                 part(|c| c.auxiliary_only),
                 part(|c| c.ensemble),
-                100.0 * r.target_fpr,
-                100.0 * e.clean_fpr,
-                100.0 * e.clean_accuracy_defended,
-                100.0 * e.attack_success_rate_defended,
-            );
+                percent(r.target_fpr),
+                percent(e.clean_fpr),
+                percent(e.clean_accuracy_defended),
+                percent(e.attack_success_rate_defended),
+            ]);
         }
+        md.push_str(&table.to_string());
         md.push('\n');
     }
     md

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use badexpert_runtime::{FrameSet, FrameShape};
 
-use crate::{Error, Result};
+use badexpert_converter::{Error, Result};
 
 /// A backdoor attack.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use badexpert_eval::evaluate::{detector_table, evaluate_detectors, DetectorKind, DetectorReport};
+use badexpert_eval::table::{pct, Table};
 use badexpert_runtime::metrics::Evaluation;
 use badexpert_runtime::{Guard, GuardBundle};
 
 use crate::attack::Attack;
-use crate::convert::{convert, ConvertOptions};
 use crate::demo::DemoDir;
 use crate::plot::write_plots;
-use crate::train::Progress;
-use crate::{Error, Result};
+use badexpert_converter::convert::{convert, ConvertOptions};
+use badexpert_converter::train::Progress;
+use badexpert_converter::{Error, Result};
 
 /// What to evaluate and how. Each model's input normalisation comes from its
 /// ONNX metadata (as `make-demo` records it), not from `convert`.
@@ -113,10 +114,6 @@ fn get(r: &ModelReport, k: DetectorKind) -> Option<&Evaluation> {
     r.detectors.iter().find(|d| d.detector == k).map(|d| &d.evaluation)
 }
 
-fn pct(v: f64) -> String {
-    format!("{:.2}", 100.0 * v)
-}
-
 /// The markdown report: Table 1 (CA/ASR without and with each detector),
 /// Table 2 (AUROC per detector), averages, low-opacity Blend, cost.
 pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
@@ -131,12 +128,12 @@ pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
         100.0 * opts.convert.target_fpr
     );
     let _ = writeln!(md, "## CA / ASR (%) without defense and with each detector\n");
-    let _ = writeln!(
-        md,
-        "| model | attack | no defense CA | no defense ASR | {} |",
-        kinds.map(|k| format!("{k} CA | {k} ASR")).join(" | ")
+    let mut table = Table::new(
+        ["model", "attack", "no defense CA", "no defense ASR"]
+            .map(String::from)
+            .into_iter()
+            .chain(kinds.iter().flat_map(|k| [format!("{k} CA"), format!("{k} ASR")])),
     );
-    let _ = writeln!(md, "|---|---|---|---|{}", "---|---|".repeat(kinds.len()));
     let mut sums = vec![0.0; 2 + 2 * kinds.len()];
     for r in reports {
         let base = get(r, DetectorKind::BadExpert).expect("always evaluated");
@@ -148,77 +145,65 @@ pub fn markdown(reports: &[ModelReport], opts: &ReportOptions) -> String {
         for (s, c) in sums.iter_mut().zip(&cells) {
             *s += c;
         }
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} |",
-            r.name,
-            r.attack,
-            cells.iter().map(|&c| pct(c)).collect::<Vec<_>>().join(" | ")
-        );
+        table.row([r.name.clone(), r.attack.to_string()].into_iter().chain(cells.iter().map(|&c| pct(c))));
     }
     let n = reports.len().max(1) as f64;
-    let _ = writeln!(
-        md,
-        "| **average** | | {} |\n",
-        sums.iter().map(|&s| format!("**{}**", pct(s / n))).collect::<Vec<_>>().join(" | ")
+    table.row(
+        ["**average**".to_string(), String::new()]
+            .into_iter()
+            .chain(sums.iter().map(|&s| format!("**{}**", pct(s / n)))),
     );
+    let _ = writeln!(md, "{table}");
 
     let _ = writeln!(md, "## AUROC per detector\n");
-    let _ = writeln!(md, "| model | attack | {} |", kinds.map(|k| k.to_string()).join(" | "));
-    let _ = writeln!(md, "|---|---|{}", "---|".repeat(kinds.len()));
+    let mut table =
+        Table::new(["model".to_string(), "attack".into()].into_iter().chain(kinds.iter().map(|k| k.to_string())));
     let mut auroc_sums = vec![0.0; kinds.len()];
     for r in reports {
         let vals: Vec<f64> = kinds.iter().map(|&k| get(r, k).and_then(|e| e.auroc).unwrap_or(f64::NAN)).collect();
         for (s, v) in auroc_sums.iter_mut().zip(&vals) {
             *s += v;
         }
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} |",
-            r.name,
-            r.attack,
-            vals.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" | ")
-        );
+        table.row([r.name.clone(), r.attack.to_string()].into_iter().chain(vals.iter().map(|v| format!("{v:.4}"))));
     }
-    let _ = writeln!(
-        md,
-        "| **average** | | {} |\n",
-        auroc_sums.iter().map(|s| format!("**{:.4}**", s / n)).collect::<Vec<_>>().join(" | ")
+    table.row(
+        ["**average**".to_string(), String::new()]
+            .into_iter()
+            .chain(auroc_sums.iter().map(|s| format!("**{:.4}**", s / n))),
     );
+    let _ = writeln!(md, "{table}");
 
     let _ = writeln!(md, "## BaDExpert's parts: AUROC of B alone, M′ alone and both (the paper's Fig 5)\n");
-    let _ = writeln!(md, "| model | attack | B alone (high c_B) | M′ alone (low c_A) | both |\n|---|---|---|---|---|");
+    let mut table = Table::new(["model", "attack", "B alone (high c_B)", "M′ alone (low c_A)", "both"]);
     for r in reports {
         if let Some(c) = r.detectors.iter().find_map(|d| d.components) {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {:.4} | {:.4} | {:.4} |",
-                r.name, r.attack, c.expert_only, c.auxiliary_only, c.ensemble
-            );
+            table.row([
+                r.name.clone(),
+                r.attack.to_string(),
+                format!("{:.4}", c.expert_only),
+                format!("{:.4}", c.auxiliary_only),
+                format!("{:.4}", c.ensemble),
+            ]);
         }
     }
-    md.push('\n');
+    let _ = writeln!(md, "{table}");
 
     let low: Vec<&ModelReport> = reports.iter().filter(|r| !r.low_opacity_blend.is_empty()).collect();
     if !low.is_empty() {
         let _ = writeln!(md, "## Low-opacity Blend at test time (evasion attempt), BaDExpert\n");
-        let _ = writeln!(
-            md,
-            "| model | opacity | AUROC | ASR without defense | ASR with BaDExpert |\n|---|---|---|---|---|"
-        );
+        let mut table = Table::new(["model", "opacity", "AUROC", "ASR without defense", "ASR with BaDExpert"]);
         for r in low {
             for (alpha, e) in &r.low_opacity_blend {
-                let _ = writeln!(
-                    md,
-                    "| {} | {alpha:.2} | {} | {} | {} |",
-                    r.name,
+                table.row([
+                    r.name.clone(),
+                    format!("{alpha:.2}"),
                     e.auroc.map_or("n/a".into(), |a| format!("{a:.4}")),
                     pct(e.attack_success_rate),
-                    pct(e.attack_success_rate_defended)
-                );
+                    pct(e.attack_success_rate_defended),
+                ]);
             }
         }
-        md.push('\n');
+        let _ = writeln!(md, "{table}");
     }
     let _ = writeln!(md, "## Per model: detectors side by side (with per-frame cost)\n");
     for r in reports {

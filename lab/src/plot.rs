@@ -12,7 +12,7 @@ use badexpert_eval::evaluate::{DetectorKind, DetectorReport};
 use badexpert_runtime::metrics::Scored;
 use badexpert_runtime::metrics::{roc_curve, roc_sides};
 
-use crate::{Error, Result};
+use badexpert_converter::{Error, Result};
 
 const SIZE: (u32, u32) = (640, 480);
 /// The ROC figure holds a linear and a log-FPR panel side by side.

@@ -12,11 +12,13 @@ use badexpert_frames::{write_idx_images, write_idx_labels, FrameSource};
 use badexpert_runtime::{FrameSet, Normalization, Preprocessor};
 
 use crate::attack::Attack;
-use crate::augment::Augmentation;
-use crate::convert::split_reserve;
-use crate::onnx::{builder, normalization_metadata, read_model, set_normalization_metadata, write_model, TchGraph};
-use crate::train::{accuracy, class_indices, fine_tune, Optimizer, Progress, TrainConfig};
-use crate::{Error, Result};
+use badexpert_converter::augment::Augmentation;
+use badexpert_converter::convert::split_reserve;
+use badexpert_converter::onnx::{
+    builder, normalization_metadata, read_model, set_normalization_metadata, write_model, TchGraph,
+};
+use badexpert_converter::train::{accuracy, class_indices, fine_tune, Optimizer, Progress, TrainConfig};
+use badexpert_converter::{Error, Result};
 
 pub const FASHION_MNIST_CLASSES: [&str; 10] =
     ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
