@@ -100,7 +100,7 @@ impl PackedDense {
     /// Units and depth, once the operands are checked against each other.
     fn check(rows: usize, weights: &[f32], bias: &[f32], output_shape: &[usize]) -> TractResult<(usize, usize)> {
         let units = bias.len();
-        if units == 0 || weights.len() % units != 0 || weights.is_empty() {
+        if units == 0 || !weights.len().is_multiple_of(units) || weights.is_empty() {
             bail!("PackedDense: {} weights for {units} units", weights.len());
         }
         if output_shape.iter().product::<usize>() != rows * units {

@@ -47,7 +47,7 @@ impl FrameSet {
         if shape.is_empty() {
             return Err(Error::Invalid(format!("frame shape {shape} has no pixels")));
         }
-        if pixels.len() % shape.len() != 0 {
+        if !pixels.len().is_multiple_of(shape.len()) {
             return Err(Error::Invalid(format!(
                 "{} pixel values are not a whole number of {shape} frames",
                 pixels.len()
