@@ -21,7 +21,8 @@ typedef enum BadexpertStatus {
   // The image's encoding is not `mono8`, `rgb8` or `bgr8`, or its channel
   // count is not the bundle's.
   BADEXPERT_STATUS_UNSUPPORTED_ENCODING = 3,
-  // The image's width × height is not the bundle's (no resizing yet).
+  // The image's width × height is not the bundle's, and the bundle
+  // resizes nothing (converted with `--resize none`).
   BADEXPERT_STATUS_UNSUPPORTED_SIZE = 4,
   // The frame does not fit the bundle (a planar frame of the wrong
   // length) or could not be scored (inference failed or gave non-finite
@@ -146,10 +147,12 @@ enum BadexpertStatus badexpert_guard_frame(struct BadexpertGuard *guard,
                                            size_t len,
                                            struct BadexpertVerdict *verdict);
 
-// Guards one 8-bit image laid out as `sensor_msgs/Image` carries one
-// (`mono8`, `rgb8` or `bgr8`; rows `step` bytes apart). Its size must be
-// the bundle's; other sizes get `UNSUPPORTED_SIZE`. On any status but OK,
-// `*verdict` (when not NULL) is written as rejected.
+// Guards one image laid out as `sensor_msgs/Image` carries one: encoding
+// `mono8`, `rgb8`, `bgr8` or `yuv422_yuy2` (YUYV), rows `step` bytes
+// apart, any width × height — it is brought to the bundle's input as the
+// bundle's manifest says (resize, colour; docs/camera.md). A bundle that
+// resizes nothing answers other sizes with `UNSUPPORTED_SIZE`. On any
+// status but OK, `*verdict` (when not NULL) is written as rejected.
 //
 // # Safety
 // `guard` is NULL or a live handle not in use by another thread; `image`

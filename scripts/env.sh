@@ -88,6 +88,22 @@ ensure_toolchain() {
     fi
 }
 
+# What the camera tests need: GStreamer (headers for the element, the tools
+# and the base/good plugins for the test pipelines) and ffmpeg.
+install_camera_tools() {
+    local missing=()
+    command -v gst-launch-1.0 >/dev/null || missing+=(gstreamer1.0-tools)
+    pkg-config --exists gstreamer-video-1.0 2>/dev/null || missing+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
+    gst-inspect-1.0 rawvideoparse >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
+    gst-inspect-1.0 videotestsrc >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-base)
+    command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]} with apt"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
 setup_build_env() {
     ensure_toolchain
     if [ -z "${LIBTORCH:-}" ]; then

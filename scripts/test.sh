@@ -7,6 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 setup_build_env
 install_fashion_mnist
+install_camera_tools
 cd "$badexpert_root"
 # The tree is formatted (rustfmt.toml) and clippy-clean, with the pinned toolchain.
 cargo fmt --all --check

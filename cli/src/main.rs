@@ -1,7 +1,7 @@
 //! `badexpert-guard`: the edge binary. Guards frames with a bundle and
 //! evaluates a bundle on clean and triggered frames.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,12 +9,14 @@ use anyhow::{bail, Context, Result};
 use badexpert_eval::baselines::Strip;
 use badexpert_eval::evaluate::{detector_table, evaluate_detectors, DetectorKind};
 use badexpert_eval::profile::Schedule;
-use badexpert_frames::{read_idx_labels, read_image_file, FrameSource};
+use badexpert_frames::{decode_camera_image, read_camera_image, read_idx_labels, FrameSource};
 use badexpert_runtime::manifest::MANIFEST_FILE;
 use badexpert_runtime::{
-    FrameGuard, FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout, Verdict,
+    CameraFrame, FrameGuard, FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout, Verdict,
 };
 use clap::{Args, Parser, Subcommand};
+
+mod stream;
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +35,8 @@ enum Command {
     Run {
         #[arg(long)]
         bundle: PathBuf,
-        /// Image files, directories of images, IDX image files, CIFAR-10 .bin batches.
+        /// Image files (any size: resized as the bundle says), directories of images, IDX image
+        /// files, CIFAR-10 .bin batches; - reads one PNG or JPEG image from stdin.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Run M, B and M′ concurrently: on 3 threads with ≥ 3 cores (a frame costs about one
@@ -91,6 +94,9 @@ enum Command {
         #[arg(required = true)]
         frames: Vec<PathBuf>,
     },
+    /// Guard raw frames from stdin, a file or a FIFO (ffmpeg -f rawvideo, gst-launch-1.0 … ! fdsink):
+    /// one JSON line per input frame on stdout, stats on stderr (docs/camera.md).
+    Stream(stream::StreamArgs),
     /// Verify a bundle and print its manifest.
     Info {
         #[arg(long)]
@@ -179,6 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Stream(args) => stream::stream(args),
         Command::Info { bundle } => {
             let b = GuardBundle::open(&bundle)?;
             println!("{}", serde_json::to_string_pretty(b.manifest())?);
@@ -194,13 +201,17 @@ fn open(path: &Path) -> Result<(GuardBundle, Guard)> {
     Ok((bundle, guard))
 }
 
-/// One unit of input for `run`: a single image or a whole frame set.
+/// One unit of input for `run`: a single image, one read from stdin, or a whole frame set.
 enum Input {
     Image(PathBuf),
+    Stdin,
     Set(PathBuf),
 }
 
 fn expand(path: &Path) -> Result<Vec<Input>> {
+    if path.as_os_str() == "-" {
+        return Ok(vec![Input::Stdin]);
+    }
     let is_image = |p: &Path| {
         p.extension()
             .and_then(|e| e.to_str())
@@ -266,14 +277,17 @@ fn guard_inputs(bundle: &Path, inputs: &[PathBuf], parallel: bool) -> Result<Exi
         for unit in expand(input)? {
             match unit {
                 Input::Image(p) => {
-                    let result = read_image_file(&p).map_err(anyhow::Error::from).and_then(|(shape, pixels)| {
-                        let want = bundle.manifest().input.shape;
-                        if shape != want {
-                            bail!("image is {shape}, the bundle expects {want}");
-                        }
-                        Ok(guard.guard(&pixels, PixelLayout::Chw)?)
-                    });
-                    line(&p, None, result)?;
+                    let result =
+                        read_camera_image(&p).and_then(|(g, px)| guard.guard_camera(&CameraFrame::new(g, &px)?));
+                    line(&p, None, result.map_err(Into::into))?;
+                }
+                Input::Stdin => {
+                    let mut bytes = Vec::new();
+                    std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
+                    let stdin = Path::new("-");
+                    let result = decode_camera_image(&bytes, stdin)
+                        .and_then(|(g, px)| guard.guard_camera(&CameraFrame::new(g, &px)?));
+                    line(stdin, None, result.map_err(Into::into))?;
                 }
                 Input::Set(p) => match FrameSource::detect(&p).load() {
                     Ok(set) => {

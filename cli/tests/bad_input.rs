@@ -91,21 +91,23 @@ fn corrupt_plan_with_matching_hash_is_refused() {
 }
 
 #[test]
-fn wrong_size_frame_is_rejected_with_its_reason_and_others_still_scored() {
+fn an_unreadable_frame_is_rejected_with_its_reason_and_others_still_scored() {
     let dir = std::env::temp_dir().join(format!("badexpert-frames-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     image::GrayImage::from_pixel(28, 28, image::Luma([30])).save(dir.join("a_ok.png")).unwrap();
-    image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3])).save(dir.join("b_wrong.png")).unwrap();
+    // Another size is resized (docs/camera.md); a file that is no image cannot be scored.
+    image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3])).save(dir.join("b_other_size.png")).unwrap();
+    std::fs::write(dir.join("c_broken.png"), b"\x89PNG but not really").unwrap();
     let o = guard_bin(&["run", "--bundle", demo().join("bundle").to_str().unwrap(), dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> =
         String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 2);
-    assert!(lines[0]["class"].is_u64() && lines[0]["error"].is_null());
-    assert_eq!(lines[1]["accepted"], false);
-    let err = lines[1]["error"].as_str().unwrap();
-    assert!(err.contains("3x32x32") && err.contains("1x28x28"), "{err}");
+    assert_eq!(lines.len(), 3);
+    assert!(lines[..2].iter().all(|l| l["class"].is_u64() && l["error"].is_null()), "{lines:?}");
+    assert_eq!(lines[2]["accepted"], false);
+    let err = lines[2]["error"].as_str().unwrap();
+    assert!(err.contains("c_broken.png") && err.contains("not a valid image"), "{err}");
 }
 
 #[test]

@@ -17,6 +17,7 @@ use badexpert_lab::ablation::{ablate, markdown as ablation_markdown, AblationOpt
 use badexpert_lab::attack::Attack;
 use badexpert_lab::demo::{load_fashion_mnist, make_demo, DemoSpec};
 use badexpert_lab::report::{markdown, model_dirs, report_model, ReportOptions};
+use badexpert_runtime::camera::{CameraPreprocessing, ChannelOrder, ResizeMode, YuvMatrix};
 use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{FrameSet, Normalization, ScoreMode};
 use clap::{Args, Parser, Subcommand};
@@ -173,6 +174,17 @@ struct BundleArgs {
     /// with the plans as they will run.
     #[arg(long, default_value = "f32")]
     precision: Precision,
+    /// How camera frames of another size reach the model's (recorded in the bundle;
+    /// docs/camera.md): shorter-side (torchvision Resize(S) + CenterCrop), exact
+    /// (Resize((H, W))), or none (frames must have the model's size).
+    #[arg(long, default_value = "shorter-side")]
+    resize: ResizeMode,
+    /// Channel order the model was trained on (colour models): rgb or bgr.
+    #[arg(long, default_value = "rgb")]
+    channel_order: ChannelOrder,
+    /// YUV matrix of YUYV/NV12 camera frames: bt601-limited, bt601-full, bt709-limited, bt709-full.
+    #[arg(long, default_value = "bt601-limited")]
+    yuv: YuvMatrix,
 }
 
 #[derive(Args)]
@@ -412,6 +424,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.overwrite = args.overwrite;
     opts.store_clean = args.store_clean;
     opts.precision = args.precision;
+    opts.camera = CameraPreprocessing { resize: args.resize, channel_order: args.channel_order, yuv: args.yuv };
     opts.restore_normalization = !args.no_restore_norm;
     opts.augmentation = Some(match args.augmentation.as_str() {
         "none" => Augmentation::NONE,

@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::Device;
 
 use badexpert_frames::{write_idx_images, write_idx_labels};
+use badexpert_runtime::camera::CameraPreprocessing;
 use badexpert_runtime::manifest::{
     CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial,
     FORMAT_VERSION, MANIFEST_FILE,
@@ -42,6 +43,8 @@ const CLEAN_LABELS: &str = "clean-labels-idx1-ubyte.gz";
 pub struct ConvertOptions {
     /// The model's input normalisation (travels in the manifest).
     pub normalization: Normalization,
+    /// How camera frames of other sizes and formats become the input (travels in the manifest).
+    pub camera: CameraPreprocessing,
     /// Class names; `0..K` when absent.
     pub class_names: Option<Vec<String>>,
     /// Fraction of the reserve held out for calibration.
@@ -70,6 +73,7 @@ impl ConvertOptions {
     pub fn new(normalization: Normalization) -> Self {
         ConvertOptions {
             normalization,
+            camera: CameraPreprocessing::default(),
             class_names: None,
             holdout_fraction: 0.2,
             target_fpr: 0.01,
@@ -273,6 +277,7 @@ pub fn convert(
             format_version: FORMAT_VERSION,
             input: InputSpec { shape, layout: "NCHW".into() },
             normalization: opts.normalization.clone(),
+            camera: opts.camera,
             classes: class_names,
             precision,
             int8: None,

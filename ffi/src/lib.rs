@@ -29,7 +29,8 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use badexpert_runtime::{Error, FrameShape, Guard, GuardBundle, PixelLayout};
+use badexpert_runtime::camera::{ResizeMode, DEFAULT_MAX_FRAME_BYTES};
+use badexpert_runtime::{CameraFrame, Error, FrameGeometry, FrameShape, Guard, GuardBundle, PixelFormat, PixelLayout};
 
 /// What a call did. Every call but the destroy functions and
 /// `badexpert_last_error` returns one; any other than `OK` leaves a message
@@ -46,7 +47,8 @@ pub enum BadexpertStatus {
     /// The image's encoding is not `mono8`, `rgb8` or `bgr8`, or its channel
     /// count is not the bundle's.
     UnsupportedEncoding = 3,
-    /// The image's width × height is not the bundle's (no resizing yet).
+    /// The image's width × height is not the bundle's, and the bundle
+    /// resizes nothing (converted with `--resize none`).
     UnsupportedSize = 4,
     /// The frame does not fit the bundle (a planar frame of the wrong
     /// length) or could not be scored (inference failed or gave non-finite
@@ -66,8 +68,8 @@ pub struct BadexpertBundle {
 pub struct BadexpertGuard {
     guard: Guard,
     shape: FrameShape,
-    /// One interleaved frame, for images whose rows are padded or in BGR order.
-    scratch: Vec<u8>,
+    /// The bundle's resize mode (`None` refuses other sizes).
+    guard_resize: ResizeMode,
 }
 
 /// The input one bundle takes: planar channels × height × width, u8.
@@ -312,7 +314,8 @@ pub unsafe extern "C" fn badexpert_guard_create(
         *out = std::ptr::null_mut();
         let bundle = &non_null(bundle, "bundle")?.bundle;
         let shape = bundle.manifest().input.shape;
-        let made = BadexpertGuard { guard: Guard::new(bundle)?, shape, scratch: vec![0; shape.len()] };
+        let guard_resize = bundle.manifest().camera.resize;
+        let made = BadexpertGuard { guard: Guard::new(bundle)?, shape, guard_resize };
         *out = Box::into_raw(Box::new(made));
         Ok(())
     })
@@ -357,10 +360,12 @@ pub unsafe extern "C" fn badexpert_guard_frame(
     })
 }
 
-/// Guards one 8-bit image laid out as `sensor_msgs/Image` carries one
-/// (`mono8`, `rgb8` or `bgr8`; rows `step` bytes apart). Its size must be
-/// the bundle's; other sizes get `UNSUPPORTED_SIZE`. On any status but OK,
-/// `*verdict` (when not NULL) is written as rejected.
+/// Guards one image laid out as `sensor_msgs/Image` carries one: encoding
+/// `mono8`, `rgb8`, `bgr8` or `yuv422_yuy2` (YUYV), rows `step` bytes
+/// apart, any width × height — it is brought to the bundle's input as the
+/// bundle's manifest says (resize, colour; docs/camera.md). A bundle that
+/// resizes nothing answers other sizes with `UNSUPPORTED_SIZE`. On any
+/// status but OK, `*verdict` (when not NULL) is written as rejected.
 ///
 /// # Safety
 /// `guard` is NULL or a live handle not in use by another thread; `image`
@@ -375,71 +380,35 @@ pub unsafe extern "C" fn badexpert_guard_image(
     guarded(guard, verdict, |g| {
         let image = non_null(image, "image")?;
         let encoding = CStr::from_ptr(non_null(image.encoding, "image.encoding")?).to_string_lossy();
-        let (channels, bgr) = match encoding.as_ref() {
-            "mono8" => (1, false),
-            "rgb8" => (3, false),
-            "bgr8" => (3, true),
+        let format = match encoding.as_ref() {
+            "mono8" => PixelFormat::Gray8,
+            "rgb8" => PixelFormat::Rgb24,
+            "bgr8" => PixelFormat::Bgr24,
+            "yuv422_yuy2" => PixelFormat::Yuyv,
             other => {
                 return Err(Failure(
                     BadexpertStatus::UnsupportedEncoding,
-                    format!("image encoding {other:?} is not supported (mono8, rgb8 or bgr8)"),
+                    format!("image encoding {other:?} is not supported (mono8, rgb8, bgr8 or yuv422_yuy2)"),
                 ))
             }
         };
-        let shape = g.shape;
-        if channels != shape.channels {
-            return Err(Failure(
-                BadexpertStatus::UnsupportedEncoding,
-                format!("a {encoding} image has {channels} channel(s), the bundle takes {}", shape.channels),
-            ));
-        }
-        let (width, height, step) = (image.width as usize, image.height as usize, image.step as usize);
-        if (width, height) != (shape.width, shape.height) {
+        let (width, height) = (image.width as usize, image.height as usize);
+        let (shape, resize) = (g.shape, g.guard_resize);
+        if resize == ResizeMode::None && (width, height) != (shape.width, shape.height) {
             return Err(Failure(
                 BadexpertStatus::UnsupportedSize,
                 format!(
-                    "image is {width}×{height}, the bundle takes {}×{} (resizing is not supported yet)",
+                    "image is {width}×{height}, the bundle takes {}×{} and resizes nothing (converted with --resize none)",
                     shape.width, shape.height
                 ),
             ));
         }
-        let row = width * channels;
-        if step < row {
-            return Err(invalid(format!("step {step} is shorter than a row ({width} × {channels} = {row} bytes)")));
-        }
-        let needed = step.checked_mul(height - 1).and_then(|n| n.checked_add(row));
-        let needed =
-            needed.ok_or_else(|| invalid(format!("{height} rows of step {step} overflow the address space")))?;
-        if image.data_len < needed {
-            return Err(invalid(format!(
-                "image data holds {} bytes, {height} rows of step {step} need {needed}",
-                image.data_len
-            )));
-        }
-        let data = std::slice::from_raw_parts(non_null(image.data, "image.data")?, needed);
-        let frame: &[u8] = if step == row && !bgr {
-            data
-        } else {
-            pack_rows(data, step, bgr, &mut g.scratch[..row * height], row);
-            &g.scratch
-        };
-        Ok(g.guard.guard(frame, PixelLayout::Hwc)?)
+        let geometry = FrameGeometry::new(format, width, height, Some(image.step as usize), DEFAULT_MAX_FRAME_BYTES)
+            .map_err(|e| invalid(e.to_string()))?;
+        let data = std::slice::from_raw_parts(non_null(image.data, "image.data")?, image.data_len);
+        let frame = CameraFrame::new(geometry, data).map_err(|e| invalid(e.to_string()))?;
+        Ok(g.guard.guard_camera(&frame)?)
     })
-}
-
-/// Copies rows `step` bytes apart into `out`, `row` bytes each and tight,
-/// swapping BGR pixels to RGB when `bgr`.
-fn pack_rows(data: &[u8], step: usize, bgr: bool, out: &mut [u8], row: usize) {
-    for (dst, src) in out.chunks_exact_mut(row).zip(data.chunks(step)) {
-        let src = &src[..row];
-        if bgr {
-            for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
-                d.copy_from_slice(&[s[2], s[1], s[0]]);
-            }
-        } else {
-            dst.copy_from_slice(src);
-        }
-    }
 }
 
 /// The common part of the two guarding calls: the verdict written either
@@ -468,28 +437,4 @@ unsafe fn guarded(
         };
         Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pack_rows;
-
-    #[test]
-    fn padded_bgr_rows_pack_into_tight_rgb() {
-        // 2×2 BGR image, rows of 6 bytes padded to 8 with junk.
-        let data = [3, 2, 1, 6, 5, 4, 99, 99, 9, 8, 7, 12, 11, 10, 99, 99];
-        let mut out = [0; 12];
-        pack_rows(&data, 8, true, &mut out, 6);
-        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
-        pack_rows(&data, 8, false, &mut out, 6);
-        assert_eq!(out, [3, 2, 1, 6, 5, 4, 9, 8, 7, 12, 11, 10]);
-    }
-
-    #[test]
-    fn the_last_row_may_end_without_its_padding() {
-        let data = [1, 2, 0, 3, 4];
-        let mut out = [0; 4];
-        pack_rows(&data, 3, false, &mut out, 2);
-        assert_eq!(out, [1, 2, 3, 4]);
-    }
 }

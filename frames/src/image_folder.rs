@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use badexpert_runtime::{Error, FrameSet, FrameShape, Result};
+use badexpert_runtime::camera::DEFAULT_MAX_FRAME_BYTES;
+use badexpert_runtime::{Error, FrameGeometry, FrameSet, FrameShape, PixelFormat, Result};
 
 fn is_image(p: &Path) -> bool {
     p.extension()
@@ -32,6 +33,29 @@ pub fn read_image_file(path: &Path) -> Result<(FrameShape, Vec<u8>)> {
         let shape = FrameShape::new(3, h, w);
         Ok((shape, super::idx::hwc_to_chw(&img.into_rgb8().into_raw(), shape)))
     }
+}
+
+/// Decodes an image file as a camera frame of its own size: gray images
+/// as gray8, everything else as rgb24 (interleaved), for
+/// `FrameGuard::guard_camera`, which brings it to the bundle's input.
+pub fn read_camera_image(path: &Path) -> Result<(FrameGeometry, Vec<u8>)> {
+    camera_image(image::open(path).map_err(|e| Error::format(path, "image", e))?)
+}
+
+/// [`read_camera_image`] for an encoded image in memory (PNG, JPEG);
+/// `source` names it in errors.
+pub fn decode_camera_image(bytes: &[u8], source: &Path) -> Result<(FrameGeometry, Vec<u8>)> {
+    camera_image(image::load_from_memory(bytes).map_err(|e| Error::format(source, "image", e))?)
+}
+
+fn camera_image(img: image::DynamicImage) -> Result<(FrameGeometry, Vec<u8>)> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (format, pixels) = if img.color().channel_count() == 1 {
+        (PixelFormat::Gray8, img.into_luma8().into_raw())
+    } else {
+        (PixelFormat::Rgb24, img.into_rgb8().into_raw())
+    };
+    Ok((FrameGeometry::new(format, w, h, None, DEFAULT_MAX_FRAME_BYTES)?, pixels))
 }
 
 /// Reads an image folder; returns the frames and the class names. With class

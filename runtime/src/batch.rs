@@ -6,6 +6,7 @@
 use tract_core::internal::*;
 
 use crate::bundle::{GuardBundle, Role};
+use crate::camera::CameraFrame;
 use crate::guard::{FrameGuard, PixelLayout, Verdict};
 use crate::guard_core::{logits, run_plan, GuardCore};
 use crate::manifest::Decision;
@@ -43,6 +44,12 @@ impl BatchGuard {
         for (i, frame) in frames.iter().enumerate() {
             self.core.load(i, frame, layout).map_err(|e| Error::Frame(format!("frame {i} of the batch: {e}")))?;
         }
+        self.run(frames.len(), verdicts)
+    }
+
+    /// Runs the three plans on the loaded input; verdicts for the first `n` rows.
+    fn run(&mut self, n: usize, verdicts: &mut [Verdict]) -> Result<()> {
+        let batch = self.core.batch();
         let values = batch * self.core.classes();
         let [m, b, a] = &mut self.states;
         let m = run_plan(m, Role::Model.name(), self.core.input(), values)?;
@@ -50,7 +57,7 @@ impl BatchGuard {
         let a = run_plan(a, Role::Auxiliary.name(), self.core.input(), values)?;
         let read = |o| logits(o).expect("checked by run_plan");
         let all = [read(&m), read(&b), read(&a)];
-        for (row, v) in verdicts[..frames.len()].iter_mut().enumerate() {
+        for (row, v) in verdicts[..n].iter_mut().enumerate() {
             *v = self.core.verdict(row, all);
         }
         Ok(())
@@ -62,6 +69,13 @@ impl FrameGuard for BatchGuard {
     fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
         let mut verdict = [Verdict::default()];
         self.guard_batch(&[frame], layout, &mut verdict)?;
+        Ok(verdict[0])
+    }
+
+    fn guard_camera(&mut self, frame: &CameraFrame) -> Result<Verdict> {
+        self.core.load_camera(0, frame)?;
+        let mut verdict = [Verdict::default()];
+        self.run(1, &mut verdict)?;
         Ok(verdict[0])
     }
 

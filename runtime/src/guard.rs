@@ -8,6 +8,7 @@
 use tract_core::internal::*;
 
 use crate::bundle::{GuardBundle, Role};
+use crate::camera::CameraFrame;
 pub use crate::guard_core::Verdict;
 use crate::guard_core::{logits, run_plan, GuardCore};
 use crate::manifest::Decision;
@@ -20,6 +21,10 @@ use crate::Result;
 pub trait FrameGuard {
     /// Guards one u8 frame in `layout`; a frame that cannot be scored is an error.
     fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict>;
+
+    /// Guards one camera frame of any size and format, brought to the
+    /// model's input as the bundle's manifest says ([`crate::camera`]).
+    fn guard_camera(&mut self, frame: &CameraFrame) -> Result<Verdict>;
 
     /// The decision rule in use (threshold, score mode, γ).
     fn decision(&self) -> &Decision;
@@ -42,6 +47,12 @@ impl Guard {
     /// Guards one u8 frame.
     pub fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
         self.core.load(0, frame, layout)?;
+        self.run()
+    }
+
+    /// Guards one camera frame (any size and format; [`crate::camera`]).
+    pub fn guard_camera(&mut self, frame: &CameraFrame) -> Result<Verdict> {
+        self.core.load_camera(0, frame)?;
         self.run()
     }
 
@@ -71,6 +82,10 @@ impl Guard {
 impl FrameGuard for Guard {
     fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
         Guard::guard(self, frame, layout)
+    }
+
+    fn guard_camera(&mut self, frame: &CameraFrame) -> Result<Verdict> {
+        Guard::guard_camera(self, frame)
     }
 
     fn decision(&self) -> &Decision {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tract_core::internal::*;
 
 use crate::bundle::GuardBundle;
+use crate::camera::{CameraFrame, CameraPipeline, CameraPreprocessing, ChannelOrder, PixelFormat};
 use crate::manifest::Decision;
 use crate::preprocess::{PixelLayout, Preprocessor};
 use crate::score::{argmax, softmax_at, Confidences};
@@ -33,6 +34,10 @@ pub(crate) struct GuardCore {
     classes: usize,
     batch: usize,
     input: Arc<Tensor>,
+    camera: CameraPreprocessing,
+    /// The pipeline for the last camera geometry seen, and its model-size output.
+    pipeline: Option<CameraPipeline>,
+    converted: Vec<u8>,
 }
 
 impl GuardCore {
@@ -52,6 +57,9 @@ impl GuardCore {
             classes: m.classes.len(),
             batch,
             input: input_tensor(batch, m.input.shape)?,
+            camera: m.camera,
+            pipeline: None,
+            converted: vec![0; m.input.shape.len()],
         })
     }
 
@@ -71,6 +79,31 @@ impl GuardCore {
     pub(crate) fn load(&mut self, slot: usize, frame: &[u8], layout: PixelLayout) -> Result<()> {
         let n = self.pre.shape().len();
         self.pre.load(frame, layout, &mut input_slice(&mut self.input)[slot * n..(slot + 1) * n])
+    }
+
+    /// Brings a camera frame of any size and format to the model's input
+    /// (the manifest's [`CameraPreprocessing`]) into slot `slot`. A frame of
+    /// the model's size in its own channel layout is normalised directly; a
+    /// new geometry builds a new pipeline (the only allocation).
+    pub(crate) fn load_camera(&mut self, slot: usize, frame: &CameraFrame) -> Result<()> {
+        let shape = self.pre.shape();
+        let g = frame.geometry;
+        let direct = matches!(
+            (g.format, shape.channels, self.camera.channel_order),
+            (PixelFormat::Gray8, 1, _)
+                | (PixelFormat::Rgb24, 3, ChannelOrder::Rgb)
+                | (PixelFormat::Bgr24, 3, ChannelOrder::Bgr)
+        );
+        let n = shape.len();
+        if direct && (g.height, g.width, g.stride) == (shape.height, shape.width, shape.width * shape.channels) {
+            return self.load(slot, &frame.data[..n], PixelLayout::Hwc);
+        }
+        let pipeline = match &mut self.pipeline {
+            Some(p) if p.geometry() == g => p,
+            other => other.insert(CameraPipeline::new(&self.camera, shape, g)?),
+        };
+        pipeline.convert(frame, &mut self.converted)?;
+        self.pre.load(&self.converted, PixelLayout::Chw, &mut input_slice(&mut self.input)[slot * n..(slot + 1) * n])
     }
 
     /// Copies an already normalised planar frame into the (single-frame) input.

@@ -32,6 +32,7 @@
 pub mod advanced;
 mod batch;
 mod bundle;
+pub mod camera;
 mod error;
 mod frames;
 mod guard;
@@ -41,10 +42,12 @@ pub mod metrics;
 mod parallel;
 mod preprocess;
 pub mod quantization;
+mod resample;
 pub mod score;
 
 pub use batch::BatchGuard;
 pub use bundle::{sha256_file, GuardBundle, LoadOptions, Role, BATCH_SYMBOL};
+pub use camera::{CameraFrame, CameraPipeline, FrameGeometry, PixelFormat};
 pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
 pub use guard::{FrameGuard, Guard, PixelLayout, Verdict};

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::camera::CameraPreprocessing;
 use crate::{Error, FrameShape, Normalization, Result, ScoreMode};
 
 /// Bumped whenever a field changes meaning; the runtime refuses other versions.
@@ -20,6 +21,10 @@ pub struct Manifest {
     pub format_version: u32,
     pub input: InputSpec,
     pub normalization: Normalization,
+    /// How camera frames of other sizes and formats become the input
+    /// (bundles written before it had none: the defaults).
+    #[serde(default)]
+    pub camera: CameraPreprocessing,
     /// Class names, one per output logit.
     pub classes: Vec<String>,
     pub precision: Precision,

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use tract_core::internal::*;
 
 use crate::bundle::{GuardBundle, Plan, Role};
+use crate::camera::CameraFrame;
 use crate::guard::{FrameGuard, PixelLayout, Verdict};
 use crate::guard_core::{logits, run_plan, GuardCore};
 use crate::manifest::Decision;
@@ -149,6 +150,16 @@ impl ParallelGuard {
     /// Guards one u8 frame.
     pub fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
         self.core.load(0, frame, layout)?;
+        self.run()
+    }
+
+    /// Guards one camera frame (any size and format; [`crate::camera`]).
+    pub fn guard_camera(&mut self, frame: &CameraFrame) -> Result<Verdict> {
+        self.core.load_camera(0, frame)?;
+        self.run()
+    }
+
+    fn run(&mut self) -> Result<Verdict> {
         for (_, w) in &self.workers {
             w.shared.lock().status = Status::Pending(self.core.input_tensor().clone());
             w.shared.changed.notify_all();
@@ -210,6 +221,10 @@ impl Drop for ParallelGuard {
 impl FrameGuard for ParallelGuard {
     fn guard(&mut self, frame: &[u8], layout: PixelLayout) -> Result<Verdict> {
         ParallelGuard::guard(self, frame, layout)
+    }
+
+    fn guard_camera(&mut self, frame: &CameraFrame) -> Result<Verdict> {
+        ParallelGuard::guard_camera(self, frame)
     }
 
     fn decision(&self) -> &Decision {

@@ -12,8 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use badexpert_frames::FrameSource;
+use badexpert_runtime::camera::DEFAULT_MAX_FRAME_BYTES;
 use badexpert_runtime::manifest::{Precision, MANIFEST_FILE};
-use badexpert_runtime::{advanced, BatchGuard, Guard, GuardBundle, ParallelGuard, PixelLayout, Role, Verdict};
+use badexpert_runtime::{
+    advanced, BatchGuard, CameraFrame, FrameGeometry, Guard, GuardBundle, ParallelGuard, PixelFormat, PixelLayout,
+    Role, Verdict,
+};
 use tract_core::prelude::*;
 
 struct Counting;
@@ -81,6 +85,22 @@ fn main() {
     let ours = guard_allocs - tract_allocs;
     eprintln!("allocations per guarded frame: {guard_allocs:.2} in total, {tract_allocs:.2} inside tract's three plan runs, {ours:.2} in badexpert's code");
     assert_eq!(ours, 0.0, "the guard's own code allocates per frame");
+
+    // Camera frames of another size and format: colour conversion, resize and
+    // crop run in buffers made for the geometry, once.
+    for format in PixelFormat::ALL {
+        let geometry = FrameGeometry::new(format, 640, 480, None, DEFAULT_MAX_FRAME_BYTES).unwrap();
+        let data: Vec<u8> = (0..geometry.frame_bytes().unwrap()).map(|i| (i * 31 % 251) as u8).collect();
+        let camera_allocs = per_frame(|_| {
+            let frame = CameraFrame::new(geometry, &data).unwrap();
+            std::hint::black_box(guard.guard_camera(&frame).unwrap());
+        });
+        eprintln!(
+            "{format} 640×480 camera frames: {camera_allocs:.2} allocations per frame ({:.2} beyond tract's runs)",
+            camera_allocs - tract_allocs
+        );
+        assert_eq!(camera_allocs, tract_allocs, "the camera path allocates per frame ({format})");
+    }
 
     // Two or three threads: the hand-off through preallocated slots adds nothing either.
     for threads in [2, 3] {

@@ -1,0 +1,119 @@
+//! `badexpert-guard stream`: guards raw frames from stdin, a file or a FIFO
+//! (docs/camera.md). Exit status: 0 when the input ended (or SIGINT/SIGTERM
+//! stopped it) and every frame read was scored or dropped by the policy;
+//! 1 when a frame could not be scored or the input ended inside a frame;
+//! 2 on bad arguments or a bad bundle; 3 when reading the input or writing
+//! the verdicts failed (e.g. the reading end of the pipe closed).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use badexpert_runtime::camera::DEFAULT_MAX_FRAME_BYTES;
+use badexpert_runtime::{FrameGeometry, FrameGuard, Guard, GuardBundle, ParallelGuard, PixelFormat};
+use badexpert_stream::{guard_stream, DropPolicy, StreamEnd, StreamOptions};
+use clap::Args;
+
+#[derive(Args)]
+pub struct StreamArgs {
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Pixel format of the frames: gray8, rgb24, bgr24, yuyv, nv12.
+    #[arg(long)]
+    format: PixelFormat,
+    #[arg(long)]
+    width: usize,
+    #[arg(long)]
+    height: usize,
+    /// Bytes from one row to the next (default: tight rows).
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Where the frames come from: a file or FIFO, or - for stdin.
+    #[arg(long, default_value = "-")]
+    input: PathBuf,
+    /// When the guard is slower than the source: oldest (drop the oldest waiting frame,
+    /// keep the newest) or none (same as --block).
+    #[arg(long, default_value = "oldest", value_parser = ["oldest", "none"])]
+    drop: String,
+    /// Never drop: wait for the guard, slowing the source down.
+    #[arg(long)]
+    block: bool,
+    /// Frames that may wait for the guard (1 to 8).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    queue: u8,
+    /// Seconds between stats lines on stderr (0: only the final one).
+    #[arg(long, default_value_t = 10.0)]
+    stats_every: f64,
+    /// Refuse frame geometries above this many bytes per frame.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    max_frame_bytes: usize,
+    /// Run M, B and M′ concurrently (as `run --parallel`).
+    #[arg(long)]
+    parallel: bool,
+}
+
+/// Runs the stream; `Err` is a usage or bundle error (exit 2).
+pub fn stream(args: StreamArgs) -> Result<ExitCode> {
+    let geometry = FrameGeometry::new(args.format, args.width, args.height, args.stride, args.max_frame_bytes)?;
+    if !(args.stats_every.is_finite() && args.stats_every >= 0.0) {
+        anyhow::bail!("--stats-every {} must be a number of seconds ≥ 0", args.stats_every);
+    }
+    let bundle =
+        GuardBundle::open(&args.bundle).with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
+    let mut guard: Box<dyn FrameGuard> =
+        if args.parallel { Box::new(ParallelGuard::new(&bundle)?) } else { Box::new(Guard::new(&bundle)?) };
+    let input: Box<dyn Read + Send> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("cannot install the signal handlers")?;
+    }
+    let options = StreamOptions {
+        geometry,
+        policy: if args.block || args.drop == "none" { DropPolicy::Block } else { DropPolicy::Oldest },
+        queue: args.queue as usize,
+        stats_every: (args.stats_every > 0.0).then(|| Duration::from_secs_f64(args.stats_every)),
+    };
+    eprintln!(
+        "badexpert-guard stream: {geometry} frames from {} into {} ({} policy)",
+        if args.input.as_os_str() == "-" { "stdin".into() } else { args.input.display().to_string() },
+        bundle.manifest().input.shape,
+        if options.policy == DropPolicy::Block { "block" } else { "drop-oldest" }
+    );
+    let report = guard_stream(
+        guard.as_mut(),
+        &bundle.manifest().classes,
+        input,
+        std::io::stdout().lock(),
+        &options,
+        &stop,
+        |stats| eprintln!("{}", serde_json::json!({ "stats": stats })),
+    );
+    let c = &report.counts;
+    eprintln!("{}", serde_json::json!({ "summary": report.stats, "end": report.end.to_string() }));
+    let code = match &report.end {
+        StreamEnd::InputFailed(_) | StreamEnd::OutputFailed(_) => 3,
+        StreamEnd::Truncated { .. } => 1,
+        StreamEnd::Finished | StreamEnd::Stopped if c.failed > 0 => 1,
+        StreamEnd::Finished | StreamEnd::Stopped => 0,
+    };
+    if code != 0 {
+        eprintln!(
+            "error: {}{}",
+            report.end,
+            if c.failed > 0 {
+                format!("; {} frame(s) could not be scored and were rejected", c.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::from(code))
+}
