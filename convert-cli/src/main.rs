@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use badexpert_converter::augment::Augmentation;
 use badexpert_converter::auxiliary::AuxiliaryRate;
+use badexpert_converter::device::DeviceChoice;
 use badexpert_converter::expert::{ExpertRate, Mislabel};
 use badexpert_converter::onnx::{normalization_metadata, read_model, NORMALIZATION_KEY};
 use badexpert_converter::train::Progress;
@@ -29,8 +30,12 @@ struct Cli {
     /// libtorch intra-op threads (default: all cores).
     #[arg(long, global = true)]
     threads: Option<i32>,
-    /// Train on the CPU even when CUDA is available.
-    #[arg(long, global = true)]
+    /// Where to fine-tune: auto (CUDA when available, else the CPU, said in the log), cpu, or
+    /// cuda (refused with the reason when CUDA is not there).
+    #[arg(long, global = true, default_value = "auto")]
+    device: DeviceChoice,
+    /// Same as --device cpu.
+    #[arg(long, global = true, hide = true)]
     cpu: bool,
     /// No progress bars.
     #[arg(long, global = true)]
@@ -285,7 +290,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads);
-    let device = if cli.cpu { tch::Device::Cpu } else { tch::Device::cuda_if_available() };
+    let device = if cli.cpu { DeviceChoice::Cpu } else { cli.device }.resolve()?;
     let progress = Bars { quiet: cli.quiet, bar: Mutex::new(None) };
     match cli.command {
         Command::Bundle(args) => bundle(args, device, &progress),

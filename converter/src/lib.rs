@@ -24,7 +24,8 @@
 //! Where each step of docs/design.md §3 lives: [`onnx`] (ONNX → trainable libtorch
 //! graph and back), [`expert`] (§3.1, B), [`auxiliary`] (§3.2, M′),
 //! [`train`] (the shared fine-tuning loop), [`calibration`] (§3.4, τ via the
-//! runtime's guard), [`export`] (NNEF plans), [`convert`] (the pipeline).
+//! runtime's guard), [`export`] (NNEF plans), [`convert`] (the pipeline),
+//! [`device`] (CPU or CUDA).
 //! Attacks, demo models, reports and ablations live in `badexpert-lab`, the
 //! `badexpert-convert` binary in `convert-cli/`.
 
@@ -32,6 +33,7 @@ pub mod augment;
 pub mod auxiliary;
 pub mod calibration;
 pub mod convert;
+pub mod device;
 mod error;
 pub mod expert;
 pub mod export;
