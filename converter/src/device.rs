@@ -47,7 +47,9 @@ pub fn cuda_unavailable() -> Option<String> {
         );
     }
     if !tch::Cuda::is_available() {
-        return Some("libtorch has CUDA support but finds no usable GPU (driver, device or CUDA_VISIBLE_DEVICES)".into());
+        return Some(
+            "libtorch has CUDA support but finds no usable GPU (driver, device or CUDA_VISIBLE_DEVICES)".into(),
+        );
     }
     None
 }
