@@ -4,6 +4,9 @@
 #
 #   BADEXPERT_CACHE   where libtorch is kept (default ~/.cache/badexpert)
 #   LIBTORCH          use this libtorch instead (must be 2.13.0 for tch 0.26)
+#   BADEXPERT_TORCH   cpu (default) or cuda: a CUDA libtorch from PyPI's torch
+#                     wheel and its NVIDIA libraries (~3 GB, once), built into
+#                     target/cuda so the CPU build stays as it is (docs/gpu.md)
 
 badexpert_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BADEXPERT_CACHE="${BADEXPERT_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/badexpert}"
@@ -58,6 +61,27 @@ PY
     echo "$dest"
 }
 
+# CUDA libtorch (docs/gpu.md): PyPI's torch wheel (a CUDA build on x86-64
+# Linux) with the NVIDIA wheels it depends on, installed side by side with
+# `pip install --target` so that torch/lib finds ../../nvidia/*/lib through
+# its own RUNPATH. The converter's build.rs links libtorch_cuda with
+# --no-as-needed when it is there.
+install_libtorch_cuda() {
+    local dest="$BADEXPERT_CACHE/torch-$TORCH_VERSION-cuda"
+    if [ -f "$dest/torch/lib/libtorch_cuda.so" ] && [ -f "$dest/build-version" ]; then
+        echo "$dest/torch"; return 0
+    fi
+    log "installing CUDA libtorch $TORCH_VERSION (PyPI torch wheel and NVIDIA libraries, ~3 GB) into $dest"
+    rm -rf "$dest.partial"
+    python3 -m pip install -q --no-compile --target "$dest.partial" "torch==$TORCH_VERSION" >&2 || {
+        log "pip install of torch==$TORCH_VERSION failed"; return 1; }
+    [ -f "$dest.partial/torch/lib/libtorch_cuda.so" ] || {
+        log "the torch==$TORCH_VERSION wheel pip chose has no libtorch_cuda.so (not a CUDA build)"; return 1; }
+    echo "$TORCH_VERSION" > "$dest.partial/build-version"
+    rm -rf "$dest"; mv "$dest.partial" "$dest"
+    echo "$dest/torch"
+}
+
 # Fashion-MNIST from Debian (only needed to rebuild demo models or for the
 # full-data tests; the shipped demo runs from models/ alone).
 FASHION_MNIST_DIR="${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
@@ -106,9 +130,13 @@ install_camera_tools() {
 
 setup_build_env() {
     ensure_toolchain
-    if [ -z "${LIBTORCH:-}" ]; then
-        LIBTORCH="$(install_libtorch)" || return 1
-    fi
+    case "${BADEXPERT_TORCH:-cpu}" in
+        cpu) [ -n "${LIBTORCH:-}" ] || { LIBTORCH="$(install_libtorch)" || return 1; } ;;
+        cuda)
+            [ -n "${LIBTORCH:-}" ] || { LIBTORCH="$(install_libtorch_cuda)" || return 1; }
+            export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$badexpert_root/target/cuda}" ;;
+        *) log "BADEXPERT_TORCH=${BADEXPERT_TORCH} (expected cpu or cuda)"; return 1 ;;
+    esac
     export LIBTORCH
     # libtorch's OpenMP workers spin while idle; on a shared 2-core box that
     # collapses throughput. Passive waiting costs nothing measurable here.

@@ -46,6 +46,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A bundle for timing only: the model's plan as M, B and M′, τ = 0, no fine-tuning
+    /// (the speed suite, benches/compare_onnxruntime.py --suite).
+    TimingBundle {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Fine-tune the backdoor expert and auxiliary model, calibrate, write a guard bundle.
     Bundle(BundleArgs),
     /// Train a backdoored demo model on Fashion-MNIST and write it with its reserve and eval slices.
@@ -290,10 +298,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads);
-    let device = if cli.cpu { DeviceChoice::Cpu } else { cli.device }.resolve()?;
+    // Resolved (and logged) only by the commands that train.
+    let choice = if cli.cpu { DeviceChoice::Cpu } else { cli.device };
+    let device = || choice.resolve();
     let progress = Bars { quiet: cli.quiet, bar: Mutex::new(None) };
     match cli.command {
-        Command::Bundle(args) => bundle(args, device, &progress),
+        Command::Bundle(args) => bundle(args, device()?, &progress),
+        Command::TimingBundle { model, out } => {
+            badexpert_lab::timing::timing_bundle(&model, &out)?;
+            eprintln!("wrote timing bundle {} (M as B and M′; its decisions mean nothing)", out.display());
+            Ok(())
+        }
         Command::MakeDemo(args) => {
             let data = load_fashion_mnist(&args.data)?;
             let spec = DemoSpec {
@@ -310,14 +325,14 @@ fn run(cli: Cli) -> Result<()> {
                 architecture: args.architecture,
                 ..DemoSpec::default()
             };
-            let report = make_demo(&data, &args.out, &spec, device, &progress)?;
+            let report = make_demo(&data, &args.out, &spec, device()?, &progress)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Trigger { attack, input, output } => trigger(attack, &input, &output),
         Command::Ablate { models, out, only, reserve_sizes, expert_lrs, frames } => {
             let mut convert = ConvertOptions::new(Normalization::unit());
-            convert.device = device;
+            convert.device = device()?;
             let opts = AblationOptions { reserve_sizes, expert_rates: expert_lrs, frames, convert };
             let dirs = selected_model_dirs(&models, Some(&only))?;
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -340,7 +355,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Report { models, out, frames, strip_n, only } => {
             let mut convert = ConvertOptions::new(Normalization::unit());
-            convert.device = device;
+            convert.device = device()?;
             let opts = ReportOptions { frames, strip_n, low_opacity: vec![0.10, 0.15, 0.20], convert };
             let dirs = selected_model_dirs(&models, only.as_deref())?;
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;

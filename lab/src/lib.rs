@@ -17,10 +17,12 @@
 //! [`attack`] (docs/design.md §4) stamps triggers; [`demo`] trains and
 //! writes backdoored models with their reserve and evaluation slices;
 //! [`report`] compares the detectors across them and [`plot`] draws its
-//! figures; [`ablation`] varies the reserve size and the expert's rate.
+//! figures; [`ablation`] varies the reserve size and the expert's rate;
+//! [`timing`] writes bundles for the speed suite.
 
 pub mod ablation;
 pub mod attack;
 pub mod demo;
 pub mod plot;
 pub mod report;
+pub mod timing;

@@ -1,0 +1,88 @@
+//! Bundles for timing only: a suspect model's plan standing in for all
+//! three models (B and M′ are fine-tuned copies of M, so they share its
+//! architecture and cost), τ = 0, no fine-tuning. The speed suite
+//! (`benches/compare_onnxruntime.py --suite`) makes one per zoo export and
+//! times it beside ONNX Runtime running the same file three times; nothing
+//! it decides means anything.
+
+use std::path::Path;
+
+use badexpert_converter::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
+use badexpert_converter::onnx::{normalization_metadata, read_model, TchGraph};
+use badexpert_converter::{Error, Result};
+use badexpert_runtime::camera::CameraPreprocessing;
+use badexpert_runtime::manifest::{
+    Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, TrainingRecord, FORMAT_VERSION,
+    MANIFEST_FILE,
+};
+use badexpert_runtime::{sha256_file, FrameShape, Normalization, ScoreMode};
+
+/// Writes the timing bundle of `model` (ONNX, input `[N, C, H, W]`) into `out`.
+pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
+    let source = read_model(model)?;
+    let graph = TchGraph::from_proto(source.clone(), tch::Device::Cpu)?;
+    let dims = &graph.input().dims;
+    let shape = match dims[..] {
+        [_, Some(c), Some(h), Some(w)] => FrameShape::new(c as usize, h as usize, w as usize),
+        _ => return Err(Error::Invalid(format!("{}: input {dims:?} is not [N, C, H, W]", model.display()))),
+    };
+    let x =
+        tch::Tensor::zeros([2, shape.channels as i64, shape.height as i64, shape.width as i64], tch::kind::FLOAT_CPU);
+    let classes = graph.predict(&x)?.size()[1] as usize;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for (plan, what) in [(MODEL_PLAN, "model M"), (EXPERT_PLAN, "M as B"), (AUXILIARY_PLAN, "M as M′")] {
+        write_plan(&source, shape, &out.join(plan), what, Precision::F32)?;
+    }
+    let digest = |file: &str| -> Result<FileDigest> {
+        Ok(FileDigest { file: file.into(), sha256: sha256_file(&out.join(file))? })
+    };
+    let untrained = |labels: &str| TrainingRecord {
+        optimizer: "none (timing bundle)".into(),
+        learning_rate: 0.0,
+        epochs: 0,
+        batch_size: 0,
+        weight_decay: 0.0,
+        lr_milestones: vec![],
+        lr_decay: 1.0,
+        labels: labels.into(),
+        augmentation: "none".into(),
+        holdout_accuracy: 0.0,
+        rate_search: vec![],
+    };
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        input: InputSpec { shape, layout: "NCHW".into() },
+        normalization: normalization_metadata(&source)?.unwrap_or_else(Normalization::unit),
+        camera: CameraPreprocessing::default(),
+        classes: (0..classes).map(|k| k.to_string()).collect(),
+        precision: Precision::F32,
+        int8: None,
+        decision: Decision {
+            score: ScoreMode::Ensemble,
+            gamma: 0.5,
+            threshold: 0.0,
+            target_fpr: 0.01,
+            calibration_fpr: 0.0,
+            calibration_size: 0,
+        },
+        plans: Plans { model: digest(MODEL_PLAN)?, expert: digest(EXPERT_PLAN)?, auxiliary: digest(AUXILIARY_PLAN)? },
+        source_model: FileDigest {
+            file: model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            sha256: sha256_file(model)?,
+        },
+        clean_frames: None,
+        fine_tune: FineTuneRecord {
+            expert: untrained("none: M stands in for B (timing bundle)"),
+            auxiliary: untrained("none: M stands in for M′ (timing bundle)"),
+            reserve_size: 0,
+            fit_size: 0,
+            holdout_size: 0,
+            seed: 0,
+            device: "none".into(),
+            restored_norms: 0,
+        },
+        created_by: format!("badexpert-lab timing_bundle {}", env!("CARGO_PKG_VERSION")),
+    };
+    manifest.write(&out.join(MANIFEST_FILE))?;
+    Ok(manifest)
+}
