@@ -28,11 +28,14 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A directory holding only this plugin, for GST_PLUGIN_PATH.
 fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let built = exe.parent().unwrap().parent().unwrap().join("libgstbadexpert.so");
-    assert!(built.is_file(), "{} is built with the tests", built.display());
+    // `cargo test` leaves the cdylib in deps/, beside the test binary;
+    // `cargo build` also copies it one level up.
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let candidates = [deps.join("libgstbadexpert.so"), deps.parent().unwrap().join("libgstbadexpert.so")];
+    let built = candidates.iter().find(|p| p.is_file());
+    let built = built.unwrap_or_else(|| panic!("libgstbadexpert.so is built with the tests: not in {candidates:?}"));
     let dir = scratch("plugin");
-    std::fs::copy(&built, dir.join("libgstbadexpert.so")).unwrap();
+    std::fs::copy(built, dir.join("libgstbadexpert.so")).unwrap();
     dir
 }
 
