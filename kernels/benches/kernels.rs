@@ -4,7 +4,8 @@
 //! entry, the demo CNN's second convolution, and the demo's 3136 → 128
 //! dense layer at batch 1, alone and as in the guard (three such layers in
 //! turn; then also with 4 MiB of other data read, untimed, before each
-//! call, as the rest of each model does in the guard). Compare `ours` (and
+//! call, as the rest of each model does in the guard), and MobileNetV2's
+//! depthwise 3×3 convolutions with their ReLU6. Compare `ours` (and
 //! `ours, int8`, the same kernels on int8 values) with `tract` within one
 //! run: `cargo bench -p badexpert-kernels --bench kernels`.
 
@@ -14,7 +15,7 @@ use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::nn::DataFormat;
 
-use badexpert_kernels::{int8_layers, optimize_with, ActivationScales, PackedConv, PackedDense};
+use badexpert_kernels::{int8_layers, optimize_with, ActivationScales, DepthwiseConv, PackedConv, PackedDense};
 
 /// Our plan of a one-layer `model`, its layer in int8 when asked (at an
 /// arbitrary scale: the time does not depend on it).
@@ -32,11 +33,22 @@ fn ours(model: TypedModel, int8: bool) -> TypedModel {
 
 /// A model of one 3×3, pad-1 convolution with deterministic weights.
 fn conv_model(channels: usize, size: usize, out: usize, stride: usize) -> TractResult<TypedModel> {
+    grouped_conv_model(channels, size, out, stride, 1)
+}
+
+/// [`conv_model`] in `group` groups.
+fn grouped_conv_model(
+    channels: usize,
+    size: usize,
+    out: usize,
+    stride: usize,
+    group: usize,
+) -> TractResult<TypedModel> {
     let mut model = TypedModel::default();
     let x = model.add_source("x", f32::fact([1, channels, size, size]))?;
-    let len = out * channels * 9;
+    let len = out * channels / group * 9;
     let kernel = Tensor::from_shape(
-        &[out, channels, 3, 3],
+        &[out, channels / group, 3, 3],
         &(0..len).map(|i| ((i * 37) % 19) as f32 / 70.0 - 0.13).collect::<Vec<_>>(),
     )?;
     let bias = Tensor::from_shape(&[out], &(0..out).map(|i| i as f32 * 0.01).collect::<Vec<_>>())?;
@@ -51,7 +63,7 @@ fn conv_model(channels: usize, size: usize, out: usize, stride: usize) -> TractR
         input_channels: channels,
         output_channels: out,
     };
-    let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: 1, q_params: None };
+    let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group, q_params: None };
     let y = model.wire_node("conv", conv, &[x, kernel, bias])?;
     model.select_output_outlets(&y)?;
     Ok(model)
@@ -77,6 +89,41 @@ fn convolutions(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         let outputs = (size / stride) * (size / stride);
         group.throughput(Throughput::Elements((2 * out * channels * 9 * outputs) as u64));
+        for (who, plan) in plans {
+            let mut state = SimpleState::new(&plan).unwrap();
+            group.bench_function(who, |b| b.iter(|| state.run(tvec![x.clone()]).unwrap()));
+        }
+        group.finish();
+    }
+}
+
+/// MobileNetV2's depthwise layers (torchvision's, on 3×32×32 and on the
+/// zoo's 1×28×28), each with its ReLU6 as tract declutters ONNX's Clip.
+fn depthwise_convolutions(c: &mut Criterion) {
+    let shapes = [
+        ("mobilenetv2 depthwise, 96ch 16x16 stride 2", 96, 16, 2),
+        ("mobilenetv2 depthwise, 144ch 8x8", 144, 8, 1),
+        ("mobilenetv2 depthwise, 384ch 4x4", 384, 4, 1),
+        ("zoo mobilenetv2 depthwise, 64ch 14x14", 64, 14, 1),
+    ];
+    for (name, channels, size, stride) in shapes {
+        let mut model = grouped_conv_model(channels, size, channels, stride, channels).unwrap();
+        let y = model.output_outlets().unwrap()[0];
+        let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+        let six = model.add_const("six", tensor4(&[[[[6f32]]]])).unwrap();
+        let y = model.wire_node("relu", tract_core::ops::math::max(), &[y, zero]).unwrap();
+        let y = model.wire_node("relu6", tract_core::ops::math::min(), &[y[0], six]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        let ours = optimize_with(model.clone(), None).unwrap();
+        assert_eq!(ours.nodes().iter().filter(|n| n.op_is::<DepthwiseConv>()).count(), 1);
+        let plans = [
+            ("ours", ours.into_runnable().unwrap()),
+            ("tract", model.into_optimized().unwrap().into_runnable().unwrap()),
+        ];
+        let x = Tensor::zero::<f32>(&[1, channels, size, size]).unwrap().into_tvalue();
+        let mut group = c.benchmark_group(name);
+        let outputs = size.div_ceil(stride) * size.div_ceil(stride);
+        group.throughput(Throughput::Elements((2 * channels * 9 * outputs) as u64));
         for (who, plan) in plans {
             let mut state = SimpleState::new(&plan).unwrap();
             group.bench_function(who, |b| b.iter(|| state.run(tvec![x.clone()]).unwrap()));
@@ -145,6 +192,6 @@ fn dense_layers(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = convolutions, dense_layers
+    targets = convolutions, depthwise_convolutions, dense_layers
 }
 criterion_main!(benches);

@@ -1,6 +1,7 @@
 //! Small pieces every kernel shares: how an op writes its f32 output and
-//! checks its input, the folded ReLU, and the multiply-add and accumulator
-//! types of the register tiles.
+//! checks its input, the folded ReLU, the multiply-add and accumulator
+//! types of the register tiles, and the shifted sum of the direct
+//! convolutions.
 
 use tract_core::internal::*;
 
@@ -55,4 +56,55 @@ impl Accumulated for i32 {
     fn value(self) -> f32 {
         self as f32
     }
+}
+
+/// The shifted sum of the direct convolutions: `wide[i] = bias + Σ_t
+/// taps[t] · planes[offsets[t] + i]`, each tap one contiguous run (a saxpy
+/// the compiler vectorises, with AVX2 + FMA when the CPU has them). With
+/// `offsets` the taps' positions in padded planes `pw` wide, `wide` is an
+/// output plane `pw` wide whose last columns are scratch.
+pub(crate) fn accumulate_shifted(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the feature the function is compiled for was just detected.
+        return unsafe { accumulate_shifted_avx2(offsets, padded, taps, bias, wide) };
+    }
+    accumulate_shifted_body(offsets, padded, taps, bias, wide)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn accumulate_shifted_avx2(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
+    accumulate_shifted_body(offsets, padded, taps, bias, wide)
+}
+
+/// Outputs accumulated in registers at a time: four 8-lane vectors.
+const BLOCK: usize = 32;
+
+#[inline(always)]
+fn accumulate_shifted_body(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
+    let offsets = &offsets[..taps.len()];
+    let len = wide.len();
+    let mut start = 0;
+    for block in wide.chunks_mut(BLOCK) {
+        if block.len() == BLOCK {
+            let mut acc = [bias; BLOCK];
+            for (&offset, &weight) in offsets.iter().zip(taps) {
+                let src: &[f32; BLOCK] = padded[offset + start..][..BLOCK].try_into().expect("BLOCK values");
+                for (a, &v) in acc.iter_mut().zip(src) {
+                    *a += weight * v;
+                }
+            }
+            block.copy_from_slice(&acc);
+        } else {
+            block.fill(bias);
+            for (&offset, &weight) in offsets.iter().zip(taps) {
+                for (a, &v) in block.iter_mut().zip(&padded[offset + start..]) {
+                    *a += weight * v;
+                }
+            }
+        }
+        start += BLOCK;
+    }
+    debug_assert!(start >= len);
 }

@@ -14,6 +14,7 @@
 use tract_core::internal::*;
 
 use super::pad_planes::pad_plane;
+use crate::arith::accumulate_shifted;
 use crate::scratch::Scratch;
 
 /// Largest input channel count the direct kernel takes.
@@ -103,7 +104,7 @@ impl InputConv {
                 padded[c * ph * pw..].fill(0.0);
                 for (k, out_plane) in out_image.chunks_exact_mut(oh * ow).enumerate() {
                     let taps = &kernel[k * c * kh * kw..][..c * kh * kw];
-                    convolve_plane(offsets, padded, taps, bias[k], wide);
+                    accumulate_shifted(offsets, padded, taps, bias[k], wide);
                     for (dst, src) in out_plane.chunks_exact_mut(ow).zip(wide.chunks_exact(pw)) {
                         dst.copy_from_slice(&src[..ow]);
                         if self.relu {
@@ -128,52 +129,4 @@ impl TypedOp for InputConv {
     }
 
     as_op!();
-}
-
-/// One output plane, `pw` wide: `wide[y·pw + x] = bias + Σ_{c, ky, kx}
-/// tap · padded[c][(y + ky)·pw + x + kx]`; columns x ≥ ow are scratch.
-fn convolve_plane(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: the feature the function is compiled for was just detected.
-        return unsafe { convolve_plane_avx2(offsets, padded, taps, bias, wide) };
-    }
-    convolve_plane_body(offsets, padded, taps, bias, wide)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn convolve_plane_avx2(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
-    convolve_plane_body(offsets, padded, taps, bias, wide)
-}
-
-/// Outputs accumulated in registers at a time: four 8-lane vectors.
-const BLOCK: usize = 32;
-
-#[inline(always)]
-fn convolve_plane_body(offsets: &[usize], padded: &[f32], taps: &[f32], bias: f32, wide: &mut [f32]) {
-    let offsets = &offsets[..taps.len()];
-    let len = wide.len();
-    let mut start = 0;
-    for block in wide.chunks_mut(BLOCK) {
-        if block.len() == BLOCK {
-            let mut acc = [bias; BLOCK];
-            for (&offset, &weight) in offsets.iter().zip(taps) {
-                let src: &[f32; BLOCK] = padded[offset + start..][..BLOCK].try_into().expect("BLOCK values");
-                for (a, &v) in acc.iter_mut().zip(src) {
-                    *a += weight * v;
-                }
-            }
-            block.copy_from_slice(&acc);
-        } else {
-            block.fill(bias);
-            for (&offset, &weight) in offsets.iter().zip(taps) {
-                for (a, &v) in block.iter_mut().zip(&padded[offset + start..]) {
-                    *a += weight * v;
-                }
-            }
-        }
-        start += BLOCK;
-    }
-    debug_assert!(start >= len);
 }

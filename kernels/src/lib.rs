@@ -2,7 +2,8 @@
 //! 0.23 runs slowly on the shapes guarded models use. Placed at load by
 //! [`optimize`]: convolutions before tract's optimizer (which would lower
 //! them to im2col + matmul) — [`InputConv`] for gray/RGB input layers,
-//! [`PackedConv`] for the others, [`PackedDense`] for dense layers on a few
+//! [`PackedConv`] for the others, [`DepthwiseConv`] for one filter per
+//! channel, [`PackedDense`] for dense layers on a few
 //! rows, each with a following ReLU folded in — and pools and pads after
 //! it. A node that does not match a kernel's exact preconditions keeps
 //! tract's op.
@@ -17,7 +18,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: one per kernel ([`input_conv`], [`packed_conv`], [`packed_dense`],
+//! Modules: one per kernel ([`input_conv`], [`packed_conv`], [`depthwise_conv`], [`packed_dense`],
 //! [`max_pool_2x2`], [`pad_planes`]), [`panels`] (the one weight layout the
 //! product kernels read), [`int8`] (quantization), and the private rewrite
 //! pass that places them, the per-thread scratch buffers and shared arithmetic.
@@ -35,6 +36,7 @@ macro_rules! eval_with_scratch {
 }
 
 mod arith;
+pub mod depthwise_conv;
 pub mod input_conv;
 pub mod int8;
 pub mod max_pool_2x2;
@@ -45,6 +47,7 @@ pub mod panels;
 mod rewrite;
 mod scratch;
 
+pub use depthwise_conv::{Clamp, DepthwiseConv, DepthwiseGeometry};
 pub use input_conv::InputConv;
 pub use int8::ActivationScales;
 pub use max_pool_2x2::MaxPool2x2;

@@ -11,9 +11,10 @@ use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
-use tract_core::ops::math::Max;
+use tract_core::ops::math::{Max, Min};
 use tract_core::ops::nn::DataFormat;
 
+use crate::depthwise_conv::{Clamp, DepthwiseConv, DepthwiseGeometry};
 use crate::input_conv::{self, InputConv};
 use crate::int8::ActivationScales;
 use crate::max_pool_2x2::MaxPool2x2;
@@ -72,8 +73,7 @@ pub fn int8_layers(model: &TypedModel) -> TractResult<Vec<(String, OutletId)>> {
     for id in model.eval_order()? {
         let node = model.node(id);
         let packed = if let Some(conv) = node.op_as::<Conv>() {
-            PlainConv::of(model, node, conv)?
-                .is_some_and(|plain| conv_kernel(&plain.geometry) == Some(ConvKernel::Packed))
+            PlainConv::of(model, node, conv)?.is_some_and(|plain| conv_kernel(&plain) == Some(ConvKernel::Packed))
         } else if let Some(einsum) = node.op_as::<EinSum>() {
             DenseLayer::of(model, node, einsum)?.is_some()
         } else {
@@ -90,10 +90,15 @@ pub fn int8_layers(model: &TypedModel) -> TractResult<Vec<(String, OutletId)>> {
 enum ConvKernel {
     Input,
     Packed,
+    Depthwise,
 }
 
 /// Which of our kernels runs a convolution of this shape, if any.
-fn conv_kernel(g: &ConvGeometry) -> Option<ConvKernel> {
+fn conv_kernel(plain: &PlainConv) -> Option<ConvKernel> {
+    let g = &plain.geometry;
+    if plain.depthwise {
+        return (g.dilation == [1, 1]).then_some(ConvKernel::Depthwise);
+    }
     if g.in_channels <= input_conv::MAX_INPUT_CHANNELS && g.stride == [1, 1] && g.dilation == [1, 1] {
         Some(ConvKernel::Input)
     } else if PackedConv::streams_well(g) {
@@ -112,7 +117,19 @@ fn convolution(
 ) -> TractResult<Option<TypedModelPatch>> {
     let Some(plain) = PlainConv::of(model, node, conv)? else { return Ok(None) };
     let relu = relu_after(model, node);
-    let op: Box<dyn TypedOp> = match conv_kernel(&plain.geometry) {
+    let kernel = conv_kernel(&plain);
+    if kernel == Some(ConvKernel::Depthwise) {
+        let g = plain.geometry;
+        let (clamp, replaced) = match relu {
+            Some(relu) => clamp_after(model, relu),
+            None => (Clamp::NONE, OutletId::new(node.id, 0)),
+        };
+        let geometry = DepthwiseGeometry { channels: g.out_channels, kernel: g.kernel, stride: g.stride, pad: g.pad };
+        let (kernel, bias) = (plain.kernel.try_as_plain_ram()?, plain.bias.try_as_plain_ram()?);
+        let op = DepthwiseConv::new(geometry, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?, clamp)?;
+        return replacement(model, name, op, node.inputs[0], replaced).map(Some);
+    }
+    let op: Box<dyn TypedOp> = match kernel {
         Some(ConvKernel::Input) => Box::new(InputConv {
             kernel: plain.kernel,
             bias: plain.bias,
@@ -127,7 +144,7 @@ fn convolution(
                 None => PackedConv::new(plain.geometry, kernel, bias, relu.is_some())?,
             })
         }
-        None => return Ok(None),
+        Some(ConvKernel::Depthwise) | None => return Ok(None),
     };
     replacement(model, name, op, node.inputs[0], relu.unwrap_or(OutletId::new(node.id, 0))).map(Some)
 }
@@ -175,20 +192,45 @@ fn relu_after(model: &TypedModel, node: &TypedNode) -> Option<OutletId> {
     let [next] = &node.outputs.first()?.successors[..] else { return None };
     let next = model.node(next.node);
     next.op_as::<TypedBinOp>().filter(|op| op.0.is::<Max>())?;
+    (scalar_operand(model, node, next)? == 0.0).then_some(OutletId::new(next.id, 0))
+}
+
+/// The clamp a ReLU at `relu` makes, and what it ends at: ReLU6 when a
+/// `min(x, c)` alone follows it (ONNX's `Clip(0, c)` as tract declutters it).
+fn clamp_after(model: &TypedModel, relu: OutletId) -> (Clamp, OutletId) {
+    let node = model.node(relu.node);
+    let high = (|| {
+        if model.outputs.contains(&relu) {
+            return None;
+        }
+        let [next] = &node.outputs.first()?.successors[..] else { return None };
+        let next = model.node(next.node);
+        next.op_as::<TypedBinOp>().filter(|op| op.0.is::<Min>())?;
+        let high = scalar_operand(model, node, next).filter(|&c| c >= 0.0)?;
+        Some((high, OutletId::new(next.id, 0)))
+    })();
+    match high {
+        Some((high, end)) => (Clamp { low: 0.0, high }, end),
+        None => (Clamp::RELU, relu),
+    }
+}
+
+/// The f32 scalar constant `next`, a binary op of the same shape as
+/// `node`'s output, takes as its other operand.
+fn scalar_operand(model: &TypedModel, node: &TypedNode, next: &TypedNode) -> Option<f32> {
     let other = next.inputs.iter().find(|o| o.node != node.id)?;
-    let zero = model.node(other.node).op_as::<Const>()?.val();
-    let is_zero = zero.datum_type() == f32::datum_type()
-        && zero.len() == 1
-        && zero.try_as_plain_ram().ok()?.as_slice::<f32>().ok()? == [0.0];
+    let value = model.node(other.node).op_as::<Const>()?.val();
     let same_shape = model.outlet_fact(OutletId::new(next.id, 0)).ok()?.shape == node.outputs[0].fact.shape;
-    (is_zero && same_shape && next.inputs.len() == 2).then_some(OutletId::new(next.id, 0))
+    let scalar = value.datum_type() == f32::datum_type() && value.len() == 1 && same_shape && next.inputs.len() == 2;
+    scalar.then(|| value.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.first().copied())?
 }
 
 /// A decluttered convolution our kernels can take: f32, NCHW, OIHW constant
-/// kernel, constant bias (one per output channel), one group, concrete
-/// spatial input.
+/// kernel, constant bias (one per output channel), one group or one per
+/// channel (depthwise: `[C, 1, kh, kw]`), concrete spatial input.
 struct PlainConv {
     geometry: ConvGeometry,
+    depthwise: bool,
     kernel: Arc<Tensor>,
     bias: Arc<Tensor>,
 }
@@ -200,15 +242,15 @@ impl PlainConv {
         let konst =
             |i: usize| node.inputs.get(i).and_then(|o| model.node(o.node).op_as::<Const>()).map(|c| c.val().clone());
         let (Some(kernel), Some(bias)) = (konst(1), konst(2)) else { return Ok(None) };
-        let plain = conv.group == 1
+        let c = spec.input_channels;
+        let depthwise = conv.group > 1 && conv.group == c && kernel.rank() == 4 && kernel.shape()[..2] == [c, 1];
+        let plain = (conv.group == 1 && kernel.rank() == 4 && kernel.shape()[1] == c || depthwise)
             && conv.q_params.is_none()
             && conv.kernel_fmt == KernelFormat::OIHW
             && spec.data_format == DataFormat::NCHW
             && input.datum_type == f32::datum_type()
             && kernel.datum_type() == f32::datum_type()
             && bias.datum_type() == f32::datum_type()
-            && kernel.rank() == 4
-            && kernel.shape()[1] == spec.input_channels
             && input.rank() == 4
             && spec.kernel_shape.len() == 2;
         let hw: Option<Vec<usize>> = input.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect();
@@ -233,7 +275,7 @@ impl PlainConv {
             dilation: pair(&spec.dilations()),
             pad: [(padding[0].pad_before, padding[0].pad_after), (padding[1].pad_before, padding[1].pad_after)],
         };
-        Ok(geometry.output().is_some().then_some(PlainConv { geometry, kernel, bias }))
+        Ok(geometry.output().is_some().then_some(PlainConv { geometry, depthwise, kernel, bias }))
     }
 }
 

@@ -19,6 +19,7 @@ fn ours(model: &TypedModel) -> usize {
                 || n.op_is::<PackedConv>()
                 || n.op_is::<PackedDense>()
                 || n.op_is::<InputConv>()
+                || n.op_is::<DepthwiseConv>()
         })
         .count()
 }
@@ -334,6 +335,63 @@ fn other_convolutions_keep_tracts_op() -> TractResult<()> {
     assert!(
         ours.nodes().iter().any(|n| n.op_is::<PackedConv>()) && !ours.nodes().iter().any(|n| n.op_is::<InputConv>())
     );
+    Ok(())
+}
+
+/// `model` with ReLU6 on its output, as tract declutters ONNX's
+/// `Clip(0, 6)`: `min(max(x, 0), 6)`.
+fn with_relu6(model: TypedModel) -> TractResult<TypedModel> {
+    let mut model = with_relu(model, false)?;
+    let y = model.output_outlets()?[0];
+    let six = model.add_const("six", tensor4(&[[[[6f32]]]]))?;
+    let clipped = model.wire_node("relu6", tract_core::ops::math::min(), &[y, six])?;
+    model.select_output_outlets(&clipped)?;
+    Ok(model)
+}
+
+#[test]
+fn depthwise_convolutions_match_tract_with_their_clamp_folded_in() -> TractResult<()> {
+    let pad = |b: usize, a: usize| PaddingSpec::Explicit(tvec![b, b], tvec![a, a]);
+    // MobileNetV2's shapes (3×3, stride 1 and 2, pad 1), odd and even
+    // sizes at stride 2 (phase planes of unequal height), a 5×5 kernel,
+    // asymmetric and no padding, batches, planes wider than a register block.
+    let cases = [
+        ([1, 16, 14, 14], [3, 3], pad(1, 1), 1),
+        ([2, 96, 14, 14], [3, 3], pad(1, 1), 2),
+        ([1, 8, 7, 7], [3, 3], pad(1, 1), 2),
+        ([1, 5, 9, 12], [5, 5], PaddingSpec::SameUpper, 1),
+        ([1, 4, 11, 10], [3, 3], pad(0, 2), 2),
+        ([2, 3, 6, 6], [3, 3], PaddingSpec::Valid, 1),
+        ([1, 6, 40, 37], [3, 3], pad(1, 1), 2),
+        ([1, 6, 10, 10], [1, 1], PaddingSpec::Valid, 2),
+    ];
+    for (shape, k, padding, stride) in cases {
+        let c = shape[1];
+        let plain = conv_model(shape, c, k, padding.clone(), stride, c)?;
+        for (model, clamp) in [
+            (plain.clone(), Clamp::NONE),
+            (with_relu(plain.clone(), false)?, Clamp::RELU),
+            (with_relu6(plain.clone())?, Clamp { low: 0.0, high: 6.0 }),
+        ] {
+            let ours = optimize(model.clone())?;
+            let found: Vec<_> = ours.nodes().iter().filter_map(|n| n.op_as::<DepthwiseConv>()).collect();
+            assert!(found.len() == 1 && found[0].clamp == clamp, "{shape:?} {k:?} stride {stride}: {found:?}");
+            assert!(!ours.nodes().iter().any(|n| n.name == "relu" || n.name == "relu6"), "{shape:?}: clamp stayed");
+            let worst = compare_with_tract(&model, ours, &shape)?;
+            assert!(
+                worst <= 1e-5,
+                "{shape:?} {k:?} {padding:?} stride {stride} {clamp:?}: relative difference {worst}"
+            );
+        }
+    }
+    // Dilated depthwise, and a channel multiplier of two: tract's op.
+    for (model, what) in [
+        (dilated_conv_model([1, 8, 12, 12], 8, [3, 3], pad(2, 2), 1, 8, 2)?, "dilated"),
+        (conv_model([1, 8, 12, 12], 16, [3, 3], pad(1, 1), 1, 8)?, "multiplier 2"),
+    ] {
+        let ours = optimize(model)?;
+        assert!(!ours.nodes().iter().any(|n| n.op_is::<DepthwiseConv>()), "{what}");
+    }
     Ok(())
 }
 
