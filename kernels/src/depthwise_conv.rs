@@ -12,6 +12,8 @@
 //! same vectorised sum as [`super::InputConv`]'s, for one channel — and is
 //! clamped as it is written.
 //!
+//! Input is NCHW, or CHW as tract declutters a batch of one away.
+//!
 //! Sums run in a different order than tract's, so outputs agree to float
 //! rounding, not bit for bit.
 
@@ -126,8 +128,10 @@ impl DepthwiseConv {
     pub(crate) fn run(&self, inputs: TVec<TValue>, scratch: &mut Scratch) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let g = &self.geometry;
-        let &[n, c, h, w] = input.shape() else {
-            bail!("DepthwiseConv takes NCHW input, got shape {:?}", input.shape());
+        let (n, c, h, w) = match *input.shape() {
+            [n, c, h, w] => (n, c, h, w),
+            [c, h, w] => (1, c, h, w),
+            _ => bail!("DepthwiseConv takes NCHW or CHW input, got shape {:?}", input.shape()),
         };
         if c != g.channels {
             bail!("DepthwiseConv expects {} channels, got {c}", g.channels);
@@ -148,7 +152,8 @@ impl DepthwiseConv {
             }),
         );
         let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        crate::arith::f32_output(&[n, c, oh, ow], |out| {
+        let shape: TVec<usize> = if input.rank() == 4 { tvec![n, c, oh, ow] } else { tvec![c, oh, ow] };
+        crate::arith::f32_output(&shape, |out| {
             let planes_in = x.chunks_exact(h * w);
             for ((channel, plane), out_plane) in (0..c).cycle().zip(planes_in).zip(out.chunks_exact_mut(oh * ow)) {
                 split_phases(plane, w, planes, g, &p);
@@ -204,11 +209,16 @@ impl EvalOp for DepthwiseConv {
 
 impl TypedOp for DepthwiseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = crate::arith::nchw_input("DepthwiseConv", inputs)?;
+        let shape = &inputs[0].shape;
         let g = &self.geometry;
-        let mut dims: TVec<TDim> = tvec![shape[0].clone(), g.channels.to_dim()];
+        let mut dims: TVec<TDim> = match shape.rank() {
+            4 => tvec![shape[0].clone(), g.channels.to_dim()],
+            3 => tvec![g.channels.to_dim()],
+            r => bail!("DepthwiseConv takes NCHW or CHW input, got rank {r}"),
+        };
+        let spatial = shape.rank() - 2;
         for a in 0..2 {
-            let padded = shape[2 + a].clone() + (g.pad[a].0 + g.pad[a].1);
+            let padded = shape[spatial + a].clone() + (g.pad[a].0 + g.pad[a].1);
             dims.push((padded - (g.kernel[a] - 1)).div_ceil(g.stride[a] as u64));
         }
         Ok(tvec!(f32::fact(&dims)))

@@ -227,7 +227,8 @@ fn scalar_operand(model: &TypedModel, node: &TypedNode, next: &TypedNode) -> Opt
 
 /// A decluttered convolution our kernels can take: f32, NCHW, OIHW constant
 /// kernel, constant bias (one per output channel), one group or one per
-/// channel (depthwise: `[C, 1, kh, kw]`), concrete spatial input.
+/// channel (depthwise: `[C, 1, kh, kw]`, also on CHW input, as tract
+/// declutters a batch of one), concrete spatial input.
 struct PlainConv {
     geometry: ConvGeometry,
     depthwise: bool,
@@ -247,13 +248,14 @@ impl PlainConv {
         let plain = (conv.group == 1 && kernel.rank() == 4 && kernel.shape()[1] == c || depthwise)
             && conv.q_params.is_none()
             && conv.kernel_fmt == KernelFormat::OIHW
-            && spec.data_format == DataFormat::NCHW
+            && (spec.data_format == DataFormat::NCHW && input.rank() == 4
+                || depthwise && spec.data_format == DataFormat::CHW && input.rank() == 3)
             && input.datum_type == f32::datum_type()
             && kernel.datum_type() == f32::datum_type()
             && bias.datum_type() == f32::datum_type()
-            && input.rank() == 4
             && spec.kernel_shape.len() == 2;
-        let hw: Option<Vec<usize>> = input.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect();
+        let hw: Option<Vec<usize>> =
+            input.shape.iter().skip(input.rank().saturating_sub(2)).map(|d| d.to_usize().ok()).collect();
         let (true, Some(hw)) = (plain, hw) else { return Ok(None) };
         let out_channels = kernel.shape()[0];
         let bias = if bias.len() == out_channels {

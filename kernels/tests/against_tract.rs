@@ -395,6 +395,38 @@ fn depthwise_convolutions_match_tract_with_their_clamp_folded_in() -> TractResul
     Ok(())
 }
 
+#[test]
+fn depthwise_convolutions_on_chw_input_match_tract() -> TractResult<()> {
+    // At batch 1 tract declutters the batch axis away after a 1×1
+    // convolution it runs as a product: MobileNet's depthwise layers then
+    // see CHW input.
+    for (c, size, stride) in [(64, 14, 1), (96, 14, 2), (5, 9, 2)] {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([c, size, size]))?;
+        let kernel: Vec<f32> = (0..c * 9).map(|i| ((i * 37) % 19) as f32 / 7.0 - 1.3).collect();
+        let kernel = model.add_const("kernel", Tensor::from_shape(&[c, 1, 3, 3], &kernel)?)?;
+        let bias =
+            model.add_const("bias", Tensor::from_shape(&[c], &(0..c).map(|i| i as f32 * 0.1).collect::<Vec<_>>())?)?;
+        let pool_spec = PoolSpec {
+            data_format: DataFormat::CHW,
+            kernel_shape: tvec![3, 3],
+            padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+            dilations: None,
+            strides: Some(tvec![stride, stride]),
+            input_channels: c,
+            output_channels: c,
+        };
+        let op = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
+        let y = model.wire_node("conv", op, &[x, kernel, bias])?;
+        model.select_output_outlets(&y)?;
+        let ours = optimize(model.clone())?;
+        assert!(ours.nodes().iter().any(|n| n.op_is::<DepthwiseConv>()), "{c}×{size}² stride {stride}");
+        let worst = compare_with_tract(&model, ours, &[c, size, size])?;
+        assert!(worst <= 1e-5, "{c}×{size}² stride {stride}: relative difference {worst}");
+    }
+    Ok(())
+}
+
 /// `x · W` as an `EinSum` of `expr` (activations first), plus a bias
 /// constant of `bias` shape and a ReLU when asked.
 fn dense_model(expr: &str, x: &[usize], w: &[usize], bias: Option<&[usize]>, relu: bool) -> TractResult<TypedModel> {
