@@ -181,10 +181,16 @@ fn split_phases(plane: &[f32], w: usize, planes: &mut [f32], g: &DepthwiseGeomet
         let row_start = |b: usize| ((py % sy) * sx + b) * qh * qw + (py / sy) * qw;
         if sx == 1 {
             planes[row_start(0) + left..][..w].copy_from_slice(row);
-        } else {
-            for (x, &v) in row.iter().enumerate() {
-                let px = x + left;
-                planes[row_start(px % sx) + px / sx] = v;
+            continue;
+        }
+        // Column phase b holds the input columns x with (x + left) mod sx = b,
+        // from padded column (x + left) div sx on: a strided gather, no division per value.
+        for b in 0..sx {
+            let first = (b + sx - left % sx) % sx;
+            let start = row_start(b) + (first + left) / sx;
+            let dst = &mut planes[start..][..(w - first.min(w)).div_ceil(sx)];
+            for (d, &v) in dst.iter_mut().zip(row.iter().skip(first).step_by(sx)) {
+                *d = v;
             }
         }
     }
