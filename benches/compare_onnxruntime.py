@@ -5,6 +5,18 @@ ONNX models, measured back to back in one run, same thread count (1).
     python3 -m pip install onnxruntime numpy
     python3 benches/compare_onnxruntime.py --dir target/bench/demo --dir target/bench/resnet18
 
+The speed suite of foreign shapes (issue 16):
+
+    torchenv/bin/python benches/speed_models.py        # full-width ResNet18, MobileNetV2
+    python3 benches/compare_onnxruntime.py --suite models/zoo --onnx target/speed/models/resnet18.onnx \
+        --onnx target/speed/models/mobilenetv2.onnx
+
+--suite adds every export of every zoo model and --onnx any ONNX file: each
+gets a timing bundle (`badexpert-convert timing-bundle`: the model's plan as
+M, B and M′, no fine-tuning) in target/speed/, and ONNX Runtime runs that
+same file three times — B and M′ share M's architecture, so the costs are
+those of a real guard.
+
 Each --dir holds a guard bundle (bundle/, and bundle-int8/) and the ONNX
 files of its three models (model.onnx, expert.onnx, auxiliary.onnx), as
 `cargo bench --bench guard` prepares them. The int8 rows put badexpert's
@@ -113,6 +125,31 @@ def compare(guard, bundle, theirs_guard, modes, shape, rounds, per_round):
     return rows, parallel
 
 
+# The suite compares what the issue's bar reads: batch 1, f32, one thread.
+SUITE_MODES = [MODES[0], MODES[2], MODES[3]]
+
+
+def suite(args):
+    """(name, timing bundle, the ONNX file three times) for every --suite export and --onnx file."""
+    files = []
+    if args.suite:
+        zoo = json.load(open(os.path.join(args.suite, "zoo.json")))
+        for m in zoo["models"]:
+            for export in ("folded", "bn", "dynamo"):
+                files.append((f"{m['name']}.{export}", os.path.join(args.suite, m["files"][export])))
+    files += [(os.path.splitext(os.path.basename(p))[0], p) for p in args.onnx]
+    out = []
+    for name, path in files:
+        if args.only and not any(o in name for o in args.only):
+            continue
+        bundle = os.path.join("target", "speed", name, "bundle")
+        if not os.path.exists(os.path.join(bundle, "manifest.json")):
+            subprocess.run([args.convert, "--quiet", "timing-bundle", "--model", path, "--out", bundle],
+                           check=True, capture_output=True)
+        out.append((name, bundle, [path] * 3))
+    return out
+
+
 def median(values):
     v = sorted(values)
     return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
@@ -120,7 +157,11 @@ def median(values):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", action="append", required=True)
+    ap.add_argument("--dir", action="append", default=[])
+    ap.add_argument("--suite", help="a model zoo (zoo.json): every model, every export")
+    ap.add_argument("--onnx", action="append", default=[], help="an ONNX classifier to add to the suite")
+    ap.add_argument("--convert", default="target/release/badexpert-convert")
+    ap.add_argument("--only", action="append", help="only suite entries whose name contains this")
     ap.add_argument("--runs", type=int, default=300, help="timed runs per mode, over all rounds")
     ap.add_argument("--rounds", type=int, default=5,
                     help="badexpert and ONNX Runtime take turns this many times; ratios are per round")
@@ -128,21 +169,27 @@ def main():
     args = ap.parse_args()
     version = getattr(ort, "__version__", None) or __import__("importlib.metadata").metadata.version("onnxruntime")
     per_round = max(args.runs // args.rounds, 10)
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp") if f in flags]
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"CPU: {model}; ISA: {', '.join(isa) or 'none of the listed'}")
     print(f"onnxruntime {version}, 1 thread; per-frame mean latency (µs), median of {args.rounds} rounds "
           f"of {per_round} runs; ratio: median [min–max] of the per-round ratios\n")
     print("| model | mode | badexpert (tract) | ONNX Runtime | badexpert / ORT |")
     print("|---|---|---|---|---|")
-    for d in args.dir:
-        bundle = os.path.join(d, "bundle")
+    entries = [(os.path.basename(os.path.normpath(d)), os.path.join(d, "bundle"),
+                [os.path.join(d, f) for f in ("model.onnx", "expert.onnx", "auxiliary.onnx")]) for d in args.dir]
+    entries += suite(args)
+    for name, bundle, paths in entries:
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         s = manifest["input"]["shape"]
         shape = (s["channels"], s["height"], s["width"])
-        paths = [os.path.join(d, f) for f in ("model.onnx", "expert.onnx", "auxiliary.onnx")]
-        rows, parallel = compare(args.guard, bundle, OrtGuard(paths), MODES, shape, args.rounds, per_round)
-        name = os.path.basename(os.path.normpath(d))
-        for mode, _, _ in MODES:
+        modes = MODES if args.dir and bundle.startswith(tuple(args.dir)) else SUITE_MODES
+        rows, parallel = compare(args.guard, bundle, OrtGuard(paths), modes, shape, args.rounds, per_round)
+        d = os.path.dirname(bundle)
+        for mode, _, _ in modes:
             print_row(name, mode, *rows[mode])
-        for threads, values in parallel.items():
+        for threads, values in parallel.items() if modes is MODES else ():
             print(f"| {name} | guard on {threads} threads, batch 1 (badexpert only) | {median(values):.0f} | | |")
         int8 = os.path.join(d, "bundle-int8")
         if os.path.isdir(int8):
