@@ -154,3 +154,40 @@ fn tiny_model_converts_end_to_end() {
     assert_eq!(m.normalization, Normalization::unit());
     assert!(m.decision.threshold.is_finite());
 }
+
+/// `badexpert-convert --device <device> bundle …` on `model`, logging at the default level.
+fn convert_on(device: &str, model: &Path, reserve: &Path, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_badexpert-convert"))
+        .args(["--device", device, "bundle", "--model"])
+        .arg(model)
+        .arg("--reserve")
+        .arg(reserve)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn cuda_is_refused_with_its_reason_and_auto_says_it_falls_back() {
+    if tch::utils::has_cuda() {
+        eprintln!("skipped: this libtorch has CUDA support (scripts/gpu-check.sh checks that path)");
+        return;
+    }
+    let dir = scratch("device");
+    let model = dir.join("m.onnx");
+    write_model(&tiny_model(), &model).unwrap();
+    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let out = dir.join("out");
+    let o = convert_on("cuda", &model, &reserve, &out);
+    assert_clean_failure(&o, &["--device cuda", "no CUDA support", "BADEXPERT_TORCH=cuda"]);
+    assert!(!out.exists());
+    // auto logs the fallback before anything else happens (here: the model
+    // is corrupt, so nothing is trained).
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
+    let o = convert_on("auto", &model, &reserve, &out);
+    assert_clean_failure(&o, &["training on the CPU: this libtorch has no CUDA support", "not a valid ONNX model"]);
+    let o = convert_on("gpu", &model, &reserve, &out);
+    assert_clean_failure(&o, &["unknown device \"gpu\" (auto, cpu or cuda)"]);
+}
