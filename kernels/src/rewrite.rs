@@ -7,7 +7,7 @@
 use tract_core::internal::*;
 use tract_core::model::Rewriter;
 use tract_core::ops::array::{Pad, PadMode};
-use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, OptMaxPool, PaddingSpec, PoolSpec};
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
@@ -186,33 +186,29 @@ fn replacement(
 /// The output of a ReLU (`max(x, 0)`) that is the only consumer of `node`'s
 /// output, which is not itself a model output.
 fn relu_after(model: &TypedModel, node: &TypedNode) -> Option<OutletId> {
-    if model.outputs.contains(&OutletId::new(node.id, 0)) {
-        return None;
-    }
-    let [next] = &node.outputs.first()?.successors[..] else { return None };
-    let next = model.node(next.node);
-    next.op_as::<TypedBinOp>().filter(|op| op.0.is::<Max>())?;
-    (scalar_operand(model, node, next)? == 0.0).then_some(OutletId::new(next.id, 0))
+    scalar_op_after::<Max>(model, node).filter(|&(_, zero)| zero == 0.0).map(|(relu, _)| relu)
 }
 
 /// The clamp a ReLU at `relu` makes, and what it ends at: ReLU6 when a
 /// `min(x, c)` alone follows it (ONNX's `Clip(0, c)` as tract declutters it).
 fn clamp_after(model: &TypedModel, relu: OutletId) -> (Clamp, OutletId) {
-    let node = model.node(relu.node);
-    let high = (|| {
-        if model.outputs.contains(&relu) {
-            return None;
-        }
-        let [next] = &node.outputs.first()?.successors[..] else { return None };
-        let next = model.node(next.node);
-        next.op_as::<TypedBinOp>().filter(|op| op.0.is::<Min>())?;
-        let high = scalar_operand(model, node, next).filter(|&c| c >= 0.0)?;
-        Some((high, OutletId::new(next.id, 0)))
-    })();
-    match high {
-        Some((high, end)) => (Clamp { low: 0.0, high }, end),
+    match scalar_op_after::<Min>(model, model.node(relu.node)).filter(|&(_, high)| high >= 0.0) {
+        Some((end, high)) => (Clamp { low: 0.0, high }, end),
         None => (Clamp::RELU, relu),
     }
+}
+
+/// The only consumer of `node`'s output (which is not a model output) when
+/// it is the binary op `Op` with an f32 scalar constant: its output and
+/// the constant.
+fn scalar_op_after<Op: BinMiniOp>(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, f32)> {
+    if model.outputs.contains(&OutletId::new(node.id, 0)) {
+        return None;
+    }
+    let [next] = &node.outputs.first()?.successors[..] else { return None };
+    let next = model.node(next.node);
+    next.op_as::<TypedBinOp>().filter(|op| op.0.is::<Op>())?;
+    Some((OutletId::new(next.id, 0), scalar_operand(model, node, next)?))
 }
 
 /// The f32 scalar constant `next`, a binary op of the same shape as
