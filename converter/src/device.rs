@@ -41,8 +41,8 @@ impl std::str::FromStr for DeviceChoice {
 pub fn cuda_unavailable() -> Option<String> {
     if !tch::utils::has_cuda() {
         return Some(
-            "this libtorch has no CUDA support (a CPU build, or libtorch_cuda was not linked: \
-             set up a CUDA libtorch with BADEXPERT_TORCH=cuda, docs/gpu.md)"
+            "this libtorch has no CUDA support (a CPU build, libtorch_cuda not linked, or no NVIDIA \
+             driver: set up a CUDA libtorch with BADEXPERT_TORCH=cuda, docs/gpu.md)"
                 .into(),
         );
     }
