@@ -138,6 +138,10 @@ struct BundleArgs {
     /// Fraction of the reserve held out for calibration (never fine-tuned on).
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
+    /// Fraction of the reserve held out to choose the automatic rates on, apart from the
+    /// calibration part (0: judge them on the calibration part; docs/design.md §3.4).
+    #[arg(long, default_value_t = 0.0)]
+    selection: f64,
     /// Target clean false-positive rate of the threshold.
     #[arg(long, default_value_t = 0.01)]
     fpr: f64,
@@ -431,6 +435,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     let mut opts = ConvertOptions::new(normalization(&args)?);
     opts.class_names = args.classes.clone();
     opts.holdout_fraction = args.holdout;
+    opts.selection_fraction = args.selection;
     opts.target_fpr = args.fpr;
     opts.gamma = args.gamma;
     opts.score = args.score;

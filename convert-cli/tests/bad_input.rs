@@ -145,12 +145,19 @@ fn tiny_model_converts_end_to_end() {
     write_model(&tiny_model(), &model).unwrap();
     let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
     let out = dir.join("bundle");
-    let o = convert_bin(&model, &reserve, &out, &["--aux-epochs", "2", "--seed", "4", "--fpr", "0.2"]);
+    let o = convert_bin(
+        &model,
+        &reserve,
+        &out,
+        &["--aux-epochs", "2", "--seed", "4", "--fpr", "0.2", "--selection", "0.1"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bundle = badexpert_runtime::GuardBundle::open(&out).unwrap();
     let m = bundle.manifest();
-    assert_eq!(m.fine_tune.fit_size + m.fine_tune.holdout_size, 600);
-    assert_eq!(m.fine_tune.holdout_size, 120);
+    let ft = &m.fine_tune;
+    assert_eq!(ft.fit_size + ft.selection_size + ft.holdout_size, 600);
+    // Automatic rates: chosen on 60 frames, τ on 120 others.
+    assert_eq!((ft.selection_size, ft.holdout_size), (60, 120));
     assert_eq!(m.normalization, Normalization::unit());
     assert!(m.decision.threshold.is_finite());
 }

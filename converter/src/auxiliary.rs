@@ -38,6 +38,11 @@ pub struct AuxiliarySearch {
 }
 
 impl AuxiliaryRate {
+    /// Whether the rate is chosen on held-out frames.
+    pub fn is_auto(&self) -> bool {
+        matches!(self, AuxiliaryRate::Auto(_))
+    }
+
     /// From the paper's 0.1 over 1e-3 … 0.3; recovered means within 20 pt of
     /// M (chosen on the zoo's development part: docs/zoo.md).
     pub fn auto() -> Self {

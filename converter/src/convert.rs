@@ -1,10 +1,12 @@
 //! The whole host-side job: suspect ONNX model + clean reserve → guard bundle.
 //!
-//! 1. split the reserve (seeded) into a fine-tuning part and a held-out part;
+//! 1. split the reserve (seeded) into three disjoint parts ([`ReserveSplit`]):
+//!    fine-tuning, rate selection and calibration;
 //! 2. fine-tune the backdoor expert B ([`crate::expert`]) and the auxiliary
-//!    model M′ ([`crate::auxiliary`]) from fresh copies of M;
+//!    model M′ ([`crate::auxiliary`]) from fresh copies of M, choosing
+//!    automatic rates on the selection part;
 //! 3. export M, B and M′ as NNEF plans ([`crate::export`]);
-//! 4. calibrate τ on the held-out part with the runtime ([`crate::calibration`]);
+//! 4. calibrate τ on the calibration part with the runtime ([`crate::calibration`]);
 //! 5. write `manifest.json`.
 //!
 //! The bundle is assembled in a temporary directory beside the destination
@@ -49,6 +51,10 @@ pub struct ConvertOptions {
     pub class_names: Option<Vec<String>>,
     /// Fraction of the reserve held out for calibration.
     pub holdout_fraction: f64,
+    /// Fraction of the reserve held out to choose automatic rates on, apart
+    /// from the calibration part; 0 (the default) judges rates on the
+    /// calibration part ([`ReserveSplit`]). Unused when both rates are fixed.
+    pub selection_fraction: f64,
     pub target_fpr: f64,
     pub gamma: f32,
     pub score: ScoreMode,
@@ -76,6 +82,7 @@ impl ConvertOptions {
             camera: CameraPreprocessing::default(),
             class_names: None,
             holdout_fraction: 0.2,
+            selection_fraction: 0.0,
             target_fpr: 0.01,
             gamma: 0.5,
             score: ScoreMode::Ensemble,
@@ -116,11 +123,58 @@ pub fn split_reserve(reserve: &FrameSet, holdout_fraction: f64, seed: u64) -> Re
     if !(holdout_fraction > 0.0 && holdout_fraction < 1.0) {
         return Err(Error::Invalid(format!("holdout fraction {holdout_fraction} must be in (0, 1)")));
     }
-    let mut idx: Vec<usize> = (0..reserve.len()).collect();
+    let (rest, held) = shuffled_parts(reserve, seed, holdout_fraction);
+    Ok((reserve.select(&rest), reserve.select(&held)))
+}
+
+/// (rest, held) indices of a seeded shuffle; `rest` keeps the shuffled order.
+fn shuffled_parts(set: &FrameSet, seed: u64, held_fraction: f64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..set.len()).collect();
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x68_6f6c_646f_7574));
-    let n_hold = (reserve.len() as f64 * holdout_fraction).round() as usize;
-    let (hold, fit) = idx.split_at(n_hold);
-    Ok((reserve.select(fit), reserve.select(hold)))
+    let n_held = (set.len() as f64 * held_fraction).round() as usize;
+    let rest = idx.split_off(n_held.min(idx.len()));
+    (rest, idx)
+}
+
+/// The reserve's disjoint parts: fine-tuning, rate selection and calibration.
+///
+/// A separate selection part keeps every choice made before τ off the
+/// calibration frames, as the conformal bound assumes; it costs fine-tuning
+/// frames and makes the rate searches judge on fewer. Judging on the
+/// calibration part instead (selection empty, the default) is what the zoo
+/// supports: its excess FPR comes from the one split all models share, not
+/// from the selection (docs/design.md §3.4, docs/zoo.md).
+pub struct ReserveSplit {
+    pub fit: FrameSet,
+    /// Empty with a selection fraction of 0 or when both rates are fixed.
+    pub selection: FrameSet,
+    pub calibration: FrameSet,
+}
+
+impl ReserveSplit {
+    /// Seeded split; the calibration part is the one [`split_reserve`] holds
+    /// out with the same seed, and the selection part comes out of the rest
+    /// (fraction 0: none, and rates are judged on the calibration part).
+    pub fn new(reserve: &FrameSet, calibration_fraction: f64, selection_fraction: f64, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&selection_fraction) || calibration_fraction + selection_fraction >= 1.0 {
+            return Err(Error::Invalid(format!(
+                "selection fraction {selection_fraction} must be in [0, 1) and leave frames to fine-tune on beside the {calibration_fraction} held out for calibration"
+            )));
+        }
+        if !(calibration_fraction > 0.0 && calibration_fraction < 1.0) {
+            return Err(Error::Invalid(format!("holdout fraction {calibration_fraction} must be in (0, 1)")));
+        }
+        let (mut rest, held) = shuffled_parts(reserve, seed, calibration_fraction);
+        // The tail of the (already shuffled) rest: the fit part keeps the
+        // order it has without a selection part.
+        let n_select = ((reserve.len() as f64 * selection_fraction).round() as usize).min(rest.len());
+        let chosen = rest.split_off(rest.len() - n_select);
+        let (fit, selection, calibration) = (reserve.select(&rest), reserve.select(&chosen), reserve.select(&held));
+        if fit.is_empty() {
+            return Err(Error::Data(format!("a reserve of {} frames leaves none to fine-tune on", reserve.len())));
+        }
+        Ok(ReserveSplit { fit, selection, calibration })
+    }
 }
 
 /// Static (C, H, W) of the graph input, checked against the reserve.
@@ -207,7 +261,10 @@ pub fn convert(
         Some(names) => names.clone(),
         None => (0..classes).map(|k| k.to_string()).collect(),
     };
-    let (fit, holdout) = split_reserve(reserve, opts.holdout_fraction, opts.seed)?;
+    let searches = opts.expert.rate.is_auto() || opts.auxiliary.rate.is_auto();
+    let selection_fraction = if searches { opts.selection_fraction } else { 0.0 };
+    let ReserveSplit { fit, selection, calibration: holdout } =
+        ReserveSplit::new(reserve, opts.holdout_fraction, selection_fraction, opts.seed)?;
     if ((holdout.len() + 1) as f64 * opts.target_fpr) < 1.0 {
         return Err(Error::Data(format!(
             "a reserve of {} frames holds out {} for calibration, too few for a {:.2}% false-positive rate (need ≥ {} held out)",
@@ -217,10 +274,12 @@ pub fn convert(
             (1.0 / opts.target_fpr).ceil() - 1.0
         )));
     }
-    let hold_labels = holdout.require_labels("holdout")?;
-    debug_assert_eq!(fit.len() + holdout.len(), labels.len());
+    debug_assert_eq!(fit.len() + selection.len() + holdout.len(), labels.len());
+    // Rates are judged on the selection part; without one (fraction 0, or
+    // both rates fixed), on the calibration part.
+    let judged = if selection.is_empty() { &holdout } else { &selection };
     let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(shape.height, true));
-    let model_accuracy = accuracy(&model, &holdout, hold_labels, &pre)?;
+    let model_accuracy = accuracy(&model, judged, judged.require_labels("selection")?, &pre)?;
 
     // Fresh copies of M to fine-tune, with BatchNorm restored from the fine-tuning split.
     let load = || -> Result<TchGraph> {
@@ -231,13 +290,13 @@ pub fn convert(
         Ok(graph)
     };
     let chosen =
-        opts.expert.make(&load, &fit, &holdout, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
+        opts.expert.make(&load, &fit, judged, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
     let (expert, expert_cfg, expert_trials, expert_accuracy) =
         (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
     let made = opts.auxiliary.make(
         &load,
         &fit,
-        &holdout,
+        judged,
         model_accuracy,
         &pre,
         augmentation,
@@ -304,6 +363,7 @@ pub fn convert(
                 auxiliary: aux_cfg.record("true labels", auxiliary_accuracy, aux_trials.clone()),
                 reserve_size: reserve.len(),
                 fit_size: fit.len(),
+                selection_size: selection.len(),
                 holdout_size: holdout.len(),
                 seed: opts.seed,
                 device: format!("{:?}", opts.device),
@@ -357,4 +417,43 @@ pub fn convert(
         expert,
         auxiliary,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(n: usize) -> FrameSet {
+        let pixels: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        FrameSet::new(FrameShape::new(1, 1, 1), pixels, Some((0..n as u32).map(|i| i % 10).collect())).unwrap()
+    }
+
+    fn ids(set: &FrameSet) -> Vec<u8> {
+        (0..set.len()).map(|i| set.frame(i)[0]).collect()
+    }
+
+    #[test]
+    fn the_reserve_splits_into_disjoint_parts_and_calibration_does_not_depend_on_selection() {
+        let reserve = numbered(200);
+        let (fit2, hold2) = split_reserve(&reserve, 0.2, 7).unwrap();
+        let none = ReserveSplit::new(&reserve, 0.2, 0.0, 7).unwrap();
+        assert_eq!((ids(&none.fit), ids(&none.calibration)), (ids(&fit2), ids(&hold2)));
+        assert!(none.selection.is_empty());
+        let three = ReserveSplit::new(&reserve, 0.2, 0.1, 7).unwrap();
+        assert_eq!((three.fit.len(), three.selection.len(), three.calibration.len()), (140, 20, 40));
+        assert_eq!(ids(&three.calibration), ids(&hold2));
+        // The fit part is the old one less its tail, in the same order.
+        assert_eq!(ids(&three.fit), ids(&fit2)[..140]);
+        let mut all: Vec<u8> = [ids(&three.fit), ids(&three.selection), ids(&three.calibration)].concat();
+        all.sort();
+        assert_eq!(all, (0..200).map(|i| i as u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_split_that_leaves_nothing_to_fine_tune_on_is_refused() {
+        let reserve = numbered(100);
+        assert!(ReserveSplit::new(&reserve, 0.5, 0.5, 0).is_err());
+        assert!(ReserveSplit::new(&reserve, 0.2, -0.1, 0).is_err());
+        assert!(ReserveSplit::new(&reserve, 0.0, 0.1, 0).is_err());
+    }
 }

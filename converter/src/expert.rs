@@ -81,6 +81,11 @@ pub struct ExpertSearch {
 }
 
 impl ExpertRate {
+    /// Whether the rate is chosen on held-out frames.
+    pub fn is_auto(&self) -> bool {
+        matches!(self, ExpertRate::Auto(_))
+    }
+
     /// The automatic mode: from 1e-4 over 1e-6 … 1e-3; B must fall 5 pt
     /// below M (chosen on the zoo's development part: docs/zoo.md).
     pub fn auto() -> Self {

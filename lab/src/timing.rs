@@ -76,6 +76,7 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
             auxiliary: untrained("none: M stands in for M′ (timing bundle)"),
             reserve_size: 0,
             fit_size: 0,
+            selection_size: 0,
             holdout_size: 0,
             seed: 0,
             device: "none".into(),

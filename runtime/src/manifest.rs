@@ -141,6 +141,9 @@ pub struct FineTuneRecord {
     pub reserve_size: usize,
     /// Part of it used to fine-tune.
     pub fit_size: usize,
+    /// Part held out to choose automatic rates on (0 when both were fixed).
+    #[serde(default)]
+    pub selection_size: usize,
     /// Part held out for calibration (never seen by fine-tuning).
     pub holdout_size: usize,
     pub seed: u64,

@@ -9,6 +9,14 @@ with the default (automatic) rates, and optionally with the paper's fixed
 rates (--expert-lr 1e-4 --aux-lr 0.1) beside them. Writes results.json and
 results.md (one table per part) under --out.
 
+Every zoo model shares one reserve, so with one --seed every conversion
+calibrates τ on the same held-out frames: the realised FPRs of all models are
+one draw of that split, not independent ones. Each row therefore also gives
+`fpr_expected`, the mean realised FPR over random calibration draws of the
+same size from the calibration and evaluation frames pooled (the bundle keeps
+its calibration frames, --store-clean), and `split_percentile`, where this
+split's realised FPR falls among those draws.
+
 Standard library only; needs the release binaries
 (cargo build --release --workspace --bins) and, for the converter, the
 libtorch that scripts/env.sh sets up.
@@ -17,8 +25,10 @@ Usage: python3 scripts/zoo/evaluate.py --part dev --out target/zoo-dev [--rates 
 """
 
 import argparse
+import gzip
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -27,6 +37,45 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PAPER_RATES = ["--expert-lr", "1e-4", "--aux-lr", "0.1"]
 # The acceptance bar of issue 13.
 BAR = dict(auroc=0.995, asr_defended=0.01, ca_drop=0.015, fpr=0.023)
+# More than any calibration part: the bundle stores all of it.
+STORE_ALL = 100000
+CALIBRATION_DRAWS = 4000
+
+
+def idx_labels(path):
+    with gzip.open(path) as f:
+        return list(f.read()[8:])
+
+
+def correct_scores(binaries, bundle, images, labels):
+    """Guard scores of the frames M classifies correctly (calibration's population)."""
+    p = subprocess.run([os.path.join(binaries, "badexpert-guard"), "run", "--bundle", bundle, images],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    return [r["score"] for r, y in zip(rows, labels) if r.get("class") == y and "score" in r]
+
+
+def threshold_at_fpr(scores, fpr):
+    """runtime/src/metrics.rs threshold_at_fpr: the j-th smallest, j = floor(fpr (n + 1))."""
+    j = int(fpr * (len(scores) + 1) + 1e-9)
+    return sorted(scores)[j - 1]
+
+
+def rejected(scores, tau):
+    return sum(s < tau for s in scores) / len(scores)
+
+
+def split_spread(binaries, bundle, clean_images, clean_labels, target_fpr):
+    """(realised FPR on the evaluation slice, mean over random calibration draws, this split's percentile)."""
+    cal = correct_scores(binaries, bundle, os.path.join(bundle, "clean-images-idx3-ubyte.gz"),
+                         idx_labels(os.path.join(bundle, "clean-labels-idx1-ubyte.gz")))
+    ev = correct_scores(binaries, bundle, clean_images, idx_labels(clean_labels))
+    actual = rejected(ev, threshold_at_fpr(cal, target_fpr))
+    pool, rng, draws = cal + ev, random.Random(0), []
+    for _ in range(CALIBRATION_DRAWS):
+        rng.shuffle(pool)
+        draws.append(rejected(pool[len(cal):], threshold_at_fpr(pool[:len(cal)], target_fpr)))
+    return actual, sum(draws) / len(draws), sum(d < actual for d in draws) / len(draws)
 
 
 def run(cmd, log):
@@ -45,7 +94,8 @@ def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_
     onnx = os.path.join(zoo_dir, model["files"][export])
     cmd = [os.path.join(binaries, "badexpert-convert"), "--quiet", "--threads", str(threads), "bundle",
            "--model", onnx, "--reserve", os.path.join(zoo_dir, "reserve-images-idx3-ubyte.gz"),
-           "--out", bundle, "--overwrite", "--seed", str(seed)] + (PAPER_RATES if rates == "paper" else [])
+           "--out", bundle, "--overwrite", "--seed", str(seed), "--store-clean", str(STORE_ALL)] \
+        + (PAPER_RATES if rates == "paper" else [])
     rc, text, seconds = run(cmd, os.path.join(work, "convert.log"))
     row = dict(model=model["name"], part=model["part"], architecture=model["architecture"], attack=model["attack"],
                export=export, rates=rates, seed=seed, convert_seconds=round(seconds, 1), env=env_note)
@@ -73,6 +123,13 @@ def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_
     e = json.load(open(report))
     row.update(ca=e["clean_accuracy"], ca_defended=e["clean_accuracy_defended"],
                ca_drop=e["clean_accuracy"] - e["clean_accuracy_defended"], fpr=e["clean_fpr"])
+    actual, expected, percentile = split_spread(binaries, bundle, clean, os.path.join(zoo_dir, "eval-clean-labels-idx1-ubyte.gz"),
+                                                manifest["decision"]["target_fpr"])
+    if abs(actual - e["clean_fpr"]) > 1e-9:
+        row["error"] = f"run and eval disagree on the realised FPR ({actual} vs {e['clean_fpr']})"
+        return row
+    row.update(fpr_expected=expected, split_percentile=percentile,
+               selection_size=ft.get("selection_size", 0), calibration_size=ft["holdout_size"])
     if model["attack"]:
         row.update(asr=e["attack_success_rate"], asr_defended=e["attack_success_rate_defended"], auroc=e["auroc"])
     return row
@@ -110,16 +167,16 @@ def markdown(rows):
         if not sel:
             continue
         lines += [f"### {part} part", "",
-                  "| model | export | rates | B lr | M′ lr | BN restored | CA | CA drop | FPR | ASR | ASR guard | AUROC | bar | s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| model | export | rates | B lr | M′ lr | BN restored | CA | CA drop | FPR | FPR over draws | ASR | ASR guard | AUROC | bar | s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sel:
             if "error" in r:
-                lines.append(f"| {r['model']} | {r['export']} | {r['rates']} | | | | | | | | | | **error**: {r['error']} | {r['convert_seconds']} |")
+                lines.append(f"| {r['model']} | {r['export']} | {r['rates']} | | | | | | | | | | | **error**: {r['error']} | {r['convert_seconds']} |")
                 continue
             auroc = f"{r['auroc']:.4f}" if r.get("auroc") is not None else "—"
             lines.append(
                 f"| {r['model']} | {r['export']} | {r['rates']}{' s' + str(r['seed']) if r.get('seed') else ''} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} "
-                f"| {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} "
+                f"| {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('fpr_expected'))} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} "
                 f"| {auroc} | {verdict(r)} | {r['convert_seconds']} |")
         ok = [r for r in sel if "error" not in r]
         if ok:
@@ -130,7 +187,8 @@ def markdown(rows):
                 lines.append(
                     f"{part}, {rates} rates: {sum(meets_bar(r) for r in judged)}/{len(judged)} CNN and clean exports meet the bar; "
                     f"mean CA drop {pct(sum(r['ca_drop'] for r in rr) / len(rr))} pt, "
-                    f"mean FPR {pct(sum(r['fpr'] for r in rr) / len(rr))} %")
+                    f"mean FPR {pct(sum(r['fpr'] for r in rr) / len(rr))} % "
+                    f"(over calibration draws {pct(sum(r['fpr_expected'] for r in rr) / len(rr))} %)")
         lines.append("")
     return "\n".join(lines)
 
@@ -164,6 +222,7 @@ def main():
                 rows.append(row)
                 brief = row.get("error") or (f"AUROC {row.get('auroc')} ASR-guard {row.get('asr_defended')} "
                                              f"CA-drop {row['ca_drop']:.4f} FPR {row['fpr']:.4f} "
+                                             f"(draws {row['fpr_expected']:.4f}, split at p{100 * row['split_percentile']:.0f}) "
                                              f"B {row['expert_lr']:g} M′ {row['aux_lr']:g}")
                 print(f"{m['name']:>20} {export:>6} {r:>7} seed {seed}: {brief} ({row['convert_seconds']} s)", flush=True)
                 with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -12,11 +12,14 @@ for p in sys.argv[1:]:
     rows += json.load(open(p))
 ref = {r["name"]: r for r in json.load(open(os.path.join(ROOT, "docs/zoo-reference.json")))["results"]}
 def pct(v): return "—" if v is None else f"{100*v:.2f}"
+def drawn(rs):
+    d = [r["fpr_expected"] for r in rs if r.get("fpr_expected") is not None]
+    return f", over calibration draws {pct(sum(d)/len(d))} % (max {pct(max(d))})" if len(d) == len(rs) else ""
 out = []
 for part in ("dev", "test"):
     out += [f"### {part} part", "",
-            "| model | export | B lr | M′ lr | BN restored | CA | CA drop | FPR | ASR | ASR guard | AUROC | bar | reference (paper's rates, PyTorch): AUROC / ASR guard / CA drop / FPR |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| model | export | B lr | M′ lr | BN restored | CA | CA drop | FPR | FPR over draws | ASR | ASR guard | AUROC | bar | reference (paper's rates, PyTorch): AUROC / ASR guard / CA drop / FPR |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     sel = [r for r in rows if r["part"] == part]
     order = json.load(open(os.path.join(ROOT, "models/zoo/zoo.json")))["parts"][part]
     sel.sort(key=lambda r: (order.index(r["model"]), ["folded", "bn", "dynamo"].index(r["export"])))
@@ -28,14 +31,14 @@ for part in ("dev", "test"):
         else: rs = f"— / — / {pct(f['ca_drop'])} / {pct(f['fpr'])}"
         vit = "vit" in r["architecture"]
         if "error" in r:
-            out.append(f"| {r['model']} | {r['export']} | | | | | | | | | | **error** {r['error']} | {rs} |"); continue
+            out.append(f"| {r['model']} | {r['export']} | | | | | | | | | | | **error** {r['error']} | {rs} |"); continue
         ok = r["ca_drop"] <= 0.015 and r["fpr"] <= 0.023 and (not r["attack"] or (r["auroc"] >= 0.995 and r["asr_defended"] <= 0.01))
         bar = "ViT: vs reference" if (r["attack"] and vit) else ("yes" if ok else "**miss**")
         auroc = f"{r['auroc']:.4f}" if r.get("auroc") is not None else "—"
-        out.append(f"| {r['model']} | {r['export']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} | {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} | {auroc} | {bar} | {rs} |")
+        out.append(f"| {r['model']} | {r['export']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} | {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('fpr_expected'))} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} | {auroc} | {bar} | {rs} |")
     cnn = [r for r in sel if "error" not in r and not (r["attack"] and "vit" in r["architecture"])]
     allr = [r for r in sel if "error" not in r]
     if allr:
         okn = sum(1 for r in cnn if r["ca_drop"] <= 0.015 and r["fpr"] <= 0.023 and (not r["attack"] or (r["auroc"] >= 0.995 and r["asr_defended"] <= 0.01)))
-        out += ["", f"{part} part: {okn}/{len(cnn)} CNN and clean exports meet the bar; over all {len(allr)} exports mean CA drop {pct(sum(r['ca_drop'] for r in allr)/len(allr))} pt (max {pct(max(r['ca_drop'] for r in allr))}), mean realised FPR {pct(sum(r['fpr'] for r in allr)/len(allr))} % (max {pct(max(r['fpr'] for r in allr))}).", ""]
+        out += ["", f"{part} part: {okn}/{len(cnn)} CNN and clean exports meet the bar; over all {len(allr)} exports mean CA drop {pct(sum(r['ca_drop'] for r in allr)/len(allr))} pt (max {pct(max(r['ca_drop'] for r in allr))}), mean realised FPR {pct(sum(r['fpr'] for r in allr)/len(allr))} % (max {pct(max(r['fpr'] for r in allr))})" + drawn(allr) + ".", ""]
 print("\n".join(out))
