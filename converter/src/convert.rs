@@ -52,8 +52,8 @@ pub struct ConvertOptions {
     /// Fraction of the reserve held out for calibration.
     pub holdout_fraction: f64,
     /// Fraction of the reserve held out to choose automatic rates on, apart
-    /// from the calibration part; 0 (the default) judges rates on the
-    /// calibration part ([`ReserveSplit`]). Unused when both rates are fixed.
+    /// from the calibration part ([`ReserveSplit`]); 0 (the default) judges
+    /// them on the calibration part. Unused when both rates are fixed.
     pub selection_fraction: f64,
     pub target_fpr: f64,
     pub gamma: f32,
@@ -138,12 +138,11 @@ fn shuffled_parts(set: &FrameSet, seed: u64, held_fraction: f64) -> (Vec<usize>,
 
 /// The reserve's disjoint parts: fine-tuning, rate selection and calibration.
 ///
-/// A separate selection part keeps every choice made before τ off the
-/// calibration frames, as the conformal bound assumes; it costs fine-tuning
-/// frames and makes the rate searches judge on fewer. Judging on the
-/// calibration part instead (selection empty, the default) is what the zoo
-/// supports: its excess FPR comes from the one split all models share, not
-/// from the selection (docs/design.md §3.4, docs/zoo.md).
+/// Rates judged on the calibration frames bias τ (fresh clean frames fall
+/// below it more often than the target); a separate selection part keeps
+/// them exchangeable with new frames, at the cost of fine-tuning frames and
+/// of searches judged on fewer. An empty selection part (the default) judges
+/// rates on the calibration part (docs/design.md §3.4).
 pub struct ReserveSplit {
     pub fit: FrameSet,
     /// Empty with a selection fraction of 0 or when both rates are fixed.

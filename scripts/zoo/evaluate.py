@@ -86,8 +86,9 @@ def run(cmd, log):
     return p.returncode, p.stdout, time.time() - t0
 
 
-def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_note, seed=0):
-    name = f"{model['name']}.{export}.{rates}" + (f".seed{seed}" if seed else "")
+def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_note, seed=0, convert_args=()):
+    variant = "+".join(a.lstrip("-") for a in convert_args)
+    name = f"{model['name']}.{export}.{rates}" + (f".seed{seed}" if seed else "") + (f".{variant}" if variant else "")
     work = os.path.join(out, name)
     os.makedirs(work, exist_ok=True)
     bundle = os.path.join(work, "bundle")
@@ -95,10 +96,10 @@ def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_
     cmd = [os.path.join(binaries, "badexpert-convert"), "--quiet", "--threads", str(threads), "bundle",
            "--model", onnx, "--reserve", os.path.join(zoo_dir, "reserve-images-idx3-ubyte.gz"),
            "--out", bundle, "--overwrite", "--seed", str(seed), "--store-clean", str(STORE_ALL)] \
-        + (PAPER_RATES if rates == "paper" else [])
+        + (PAPER_RATES if rates == "paper" else []) + list(convert_args)
     rc, text, seconds = run(cmd, os.path.join(work, "convert.log"))
     row = dict(model=model["name"], part=model["part"], architecture=model["architecture"], attack=model["attack"],
-               export=export, rates=rates, seed=seed, convert_seconds=round(seconds, 1), env=env_note)
+               export=export, rates=rates + (f" {variant}" if variant else ""), seed=seed, convert_seconds=round(seconds, 1), env=env_note)
     if rc != 0:
         row["error"] = text.strip().splitlines()[-1] if text.strip() else f"exit {rc}"
         return row
@@ -205,6 +206,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", default="0",
                     help="comma-separated --seed values (reserve split, shuffles, augmentation): each is one conversion")
+    ap.add_argument("--convert-args", default="",
+                    help="further badexpert-convert bundle options, space-separated (e.g. '--selection 0.1'); named in the rows")
     args = ap.parse_args()
     zoo = json.load(open(os.path.join(args.zoo, "zoo.json")))
     models = [m for m in zoo["models"] if args.part in ("all", m["part"])]
@@ -218,7 +221,8 @@ def main():
     for m in models:
         for export in args.exports.split(","):
             for r, seed in [(r, int(s)) for r in rates for s in args.seeds.split(",")]:
-                row = convert_and_eval(args.zoo, m, export, r, args.out, args.bin, args.threads, env_note, seed)
+                row = convert_and_eval(args.zoo, m, export, r, args.out, args.bin, args.threads, env_note, seed,
+                                       args.convert_args.split())
                 rows.append(row)
                 brief = row.get("error") or (f"AUROC {row.get('auroc')} ASR-guard {row.get('asr_defended')} "
                                              f"CA-drop {row['ca_drop']:.4f} FPR {row['fpr']:.4f} "

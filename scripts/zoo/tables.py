@@ -10,16 +10,32 @@ import json, sys
 rows = []
 for p in sys.argv[1:]:
     rows += json.load(open(p))
+# Rows at the paper's fixed rates become a column beside the defaults' rows.
+paper = {(r["model"], r["export"]): r for r in rows if r["rates"] == "paper"}
+rows = [r for r in rows if r["rates"] != "paper"]
+def paper_cell(r):
+    q = paper.get((r["model"], r["export"]))
+    if q is None: return "—"
+    if "error" in q: return f"error: {q['error']}"
+    auroc = f"{q['auroc']:.4f}" if q.get("auroc") is not None else "—"
+    return f"{auroc} / {pct(q.get('asr_defended'))} / {pct(q['ca_drop'])} / {pct(q['fpr'])}"
 ref = {r["name"]: r for r in json.load(open(os.path.join(ROOT, "docs/zoo-reference.json")))["results"]}
 def pct(v): return "—" if v is None else f"{100*v:.2f}"
 def drawn(rs):
     d = [r["fpr_expected"] for r in rs if r.get("fpr_expected") is not None]
     return f", over calibration draws {pct(sum(d)/len(d))} % (max {pct(max(d))})" if len(d) == len(rs) else ""
+def meets(r):
+    return r["ca_drop"] <= 0.015 and r["fpr"] <= 0.023 and (not r["attack"] or (r["auroc"] >= 0.995 and r["asr_defended"] <= 0.01))
+def summary(what, allr):
+    cnn = [r for r in allr if not (r["attack"] and "vit" in r["architecture"])]
+    return (f"{what}: {sum(map(meets, cnn))}/{len(cnn)} CNN and clean exports meet the bar; over all {len(allr)} exports "
+            f"mean CA drop {pct(sum(r['ca_drop'] for r in allr)/len(allr))} pt (max {pct(max(r['ca_drop'] for r in allr))}), "
+            f"mean realised FPR {pct(sum(r['fpr'] for r in allr)/len(allr))} % (max {pct(max(r['fpr'] for r in allr))})" + drawn(allr) + ".")
 out = []
 for part in ("dev", "test"):
     out += [f"### {part} part", "",
-            "| model | export | B lr | M′ lr | BN restored | CA | CA drop | FPR | FPR over draws | ASR | ASR guard | AUROC | bar | reference (paper's rates, PyTorch): AUROC / ASR guard / CA drop / FPR |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| model | export | B lr | M′ lr | BN restored | CA | CA drop | FPR | FPR over draws | ASR | ASR guard | AUROC | bar | our converter, paper's rates: AUROC / ASR guard / CA drop / FPR | reference (paper's rates, PyTorch): AUROC / ASR guard / CA drop / FPR |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     sel = [r for r in rows if r["part"] == part]
     order = json.load(open(os.path.join(ROOT, "models/zoo/zoo.json")))["parts"][part]
     sel.sort(key=lambda r: (order.index(r["model"]), ["folded", "bn", "dynamo"].index(r["export"])))
@@ -31,14 +47,14 @@ for part in ("dev", "test"):
         else: rs = f"— / — / {pct(f['ca_drop'])} / {pct(f['fpr'])}"
         vit = "vit" in r["architecture"]
         if "error" in r:
-            out.append(f"| {r['model']} | {r['export']} | | | | | | | | | | | **error** {r['error']} | {rs} |"); continue
-        ok = r["ca_drop"] <= 0.015 and r["fpr"] <= 0.023 and (not r["attack"] or (r["auroc"] >= 0.995 and r["asr_defended"] <= 0.01))
-        bar = "ViT: vs reference" if (r["attack"] and vit) else ("yes" if ok else "**miss**")
+            out.append(f"| {r['model']} | {r['export']} | | | | | | | | | | | **error** {r['error']} | {paper_cell(r)} | {rs} |"); continue
+        bar = "ViT: vs reference" if (r["attack"] and vit) else ("yes" if meets(r) else "**miss**")
         auroc = f"{r['auroc']:.4f}" if r.get("auroc") is not None else "—"
-        out.append(f"| {r['model']} | {r['export']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} | {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('fpr_expected'))} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} | {auroc} | {bar} | {rs} |")
-    cnn = [r for r in sel if "error" not in r and not (r["attack"] and "vit" in r["architecture"])]
+        out.append(f"| {r['model']} | {r['export']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} | {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('fpr_expected'))} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} | {auroc} | {bar} | {paper_cell(r)} | {rs} |")
     allr = [r for r in sel if "error" not in r]
     if allr:
-        okn = sum(1 for r in cnn if r["ca_drop"] <= 0.015 and r["fpr"] <= 0.023 and (not r["attack"] or (r["auroc"] >= 0.995 and r["asr_defended"] <= 0.01)))
-        out += ["", f"{part} part: {okn}/{len(cnn)} CNN and clean exports meet the bar; over all {len(allr)} exports mean CA drop {pct(sum(r['ca_drop'] for r in allr)/len(allr))} pt (max {pct(max(r['ca_drop'] for r in allr))}), mean realised FPR {pct(sum(r['fpr'] for r in allr)/len(allr))} % (max {pct(max(r['fpr'] for r in allr))})" + drawn(allr) + ".", ""]
+        out += ["", summary(f"{part} part", allr), ""]
+    pp = [q for q in paper.values() if q["part"] == part and "error" not in q]
+    if pp:
+        out += [summary(f"{part} part at the paper's fixed rates (our converter)", pp), ""]
 print("\n".join(out))
