@@ -120,20 +120,20 @@ pub struct Conversion {
 
 /// Splits a labelled reserve into (fit, holdout) by a seeded shuffle.
 pub fn split_reserve(reserve: &FrameSet, holdout_fraction: f64, seed: u64) -> Result<(FrameSet, FrameSet)> {
-    if !(holdout_fraction > 0.0 && holdout_fraction < 1.0) {
-        return Err(Error::Invalid(format!("holdout fraction {holdout_fraction} must be in (0, 1)")));
-    }
-    let (rest, held) = shuffled_parts(reserve, seed, holdout_fraction);
+    let (rest, held) = shuffled_parts(reserve, seed, holdout_fraction)?;
     Ok((reserve.select(&rest), reserve.select(&held)))
 }
 
 /// (rest, held) indices of a seeded shuffle; `rest` keeps the shuffled order.
-fn shuffled_parts(set: &FrameSet, seed: u64, held_fraction: f64) -> (Vec<usize>, Vec<usize>) {
+fn shuffled_parts(set: &FrameSet, seed: u64, held_fraction: f64) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(held_fraction > 0.0 && held_fraction < 1.0) {
+        return Err(Error::Invalid(format!("holdout fraction {held_fraction} must be in (0, 1)")));
+    }
     let mut idx: Vec<usize> = (0..set.len()).collect();
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x68_6f6c_646f_7574));
     let n_held = (set.len() as f64 * held_fraction).round() as usize;
     let rest = idx.split_off(n_held.min(idx.len()));
-    (rest, idx)
+    Ok((rest, idx))
 }
 
 /// The reserve's disjoint parts: fine-tuning, rate selection and calibration.
@@ -160,10 +160,7 @@ impl ReserveSplit {
                 "selection fraction {selection_fraction} must be in [0, 1) and leave frames to fine-tune on beside the {calibration_fraction} held out for calibration"
             )));
         }
-        if !(calibration_fraction > 0.0 && calibration_fraction < 1.0) {
-            return Err(Error::Invalid(format!("holdout fraction {calibration_fraction} must be in (0, 1)")));
-        }
-        let (mut rest, held) = shuffled_parts(reserve, seed, calibration_fraction);
+        let (mut rest, held) = shuffled_parts(reserve, seed, calibration_fraction)?;
         // The tail of the (already shuffled) rest: the fit part keeps the
         // order it has without a selection part.
         let n_select = ((reserve.len() as f64 * selection_fraction).round() as usize).min(rest.len());
@@ -278,7 +275,7 @@ pub fn convert(
     // both rates fixed), on the calibration part.
     let judged = if selection.is_empty() { &holdout } else { &selection };
     let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(shape.height, true));
-    let model_accuracy = accuracy(&model, judged, judged.require_labels("selection")?, &pre)?;
+    let model_accuracy = accuracy(&model, judged, judged.require_labels("the held-out frames")?, &pre)?;
 
     // Fresh copies of M to fine-tune, with BatchNorm restored from the fine-tuning split.
     let load = || -> Result<TchGraph> {

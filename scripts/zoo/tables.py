@@ -7,6 +7,8 @@ Usage: python3 scripts/zoo/tables.py docs/zoo-results/dev-default-*.json docs/zo
 import os
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import json, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from evaluate import is_vit, meets_bar as meets, pct, verdict
 rows = []
 for p in sys.argv[1:]:
     rows += json.load(open(p))
@@ -20,14 +22,11 @@ def paper_cell(r):
     auroc = f"{q['auroc']:.4f}" if q.get("auroc") is not None else "—"
     return f"{auroc} / {pct(q.get('asr_defended'))} / {pct(q['ca_drop'])} / {pct(q['fpr'])}"
 ref = {r["name"]: r for r in json.load(open(os.path.join(ROOT, "docs/zoo-reference.json")))["results"]}
-def pct(v): return "—" if v is None else f"{100*v:.2f}"
 def drawn(rs):
     d = [r["fpr_expected"] for r in rs if r.get("fpr_expected") is not None]
     return f", over calibration draws {pct(sum(d)/len(d))} % (max {pct(max(d))})" if len(d) == len(rs) else ""
-def meets(r):
-    return r["ca_drop"] <= 0.015 and r["fpr"] <= 0.023 and (not r["attack"] or (r["auroc"] >= 0.995 and r["asr_defended"] <= 0.01))
 def summary(what, allr):
-    cnn = [r for r in allr if not (r["attack"] and "vit" in r["architecture"])]
+    cnn = [r for r in allr if not (r["attack"] and is_vit(r))]
     return (f"{what}: {sum(map(meets, cnn))}/{len(cnn)} CNN and clean exports meet the bar; over all {len(allr)} exports "
             f"mean CA drop {pct(sum(r['ca_drop'] for r in allr)/len(allr))} pt (max {pct(max(r['ca_drop'] for r in allr))}), "
             f"mean realised FPR {pct(sum(r['fpr'] for r in allr)/len(allr))} % (max {pct(max(r['fpr'] for r in allr))})" + drawn(allr) + ".")
@@ -45,10 +44,9 @@ for part in ("dev", "test"):
         elif f.get("diverged"): rs = "M′ diverged: no guard"
         elif r["attack"]: rs = f"{f['auroc']:.4f} / {pct(f['asr_guard'])} / {pct(f['ca_drop'])} / {pct(f['fpr'])}"
         else: rs = f"— / — / {pct(f['ca_drop'])} / {pct(f['fpr'])}"
-        vit = "vit" in r["architecture"]
         if "error" in r:
             out.append(f"| {r['model']} | {r['export']} | | | | | | | | | | | **error** {r['error']} | {paper_cell(r)} | {rs} |"); continue
-        bar = "ViT: vs reference" if (r["attack"] and vit) else ("yes" if meets(r) else "**miss**")
+        bar = verdict(r)
         auroc = f"{r['auroc']:.4f}" if r.get("auroc") is not None else "—"
         out.append(f"| {r['model']} | {r['export']} | {r['expert_lr']:.0e} | {r['aux_lr']:g} | {r['restored_norms']} | {pct(r['ca'])} | {pct(r['ca_drop'])} | {pct(r['fpr'])} | {pct(r.get('fpr_expected'))} | {pct(r.get('asr'))} | {pct(r.get('asr_defended'))} | {auroc} | {bar} | {paper_cell(r)} | {rs} |")
     allr = [r for r in sel if "error" not in r]
