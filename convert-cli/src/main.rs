@@ -145,7 +145,10 @@ struct BundleArgs {
     /// Target clean false-positive rate of the threshold.
     #[arg(long, default_value_t = 0.01)]
     fpr: f64,
-    #[arg(long, default_value_t = 0.5)]
+    /// γ of the ensemble score: how confident M′ must be in M's class before its agreement
+    /// stops counting as evidence of a clean frame (docs/design.md §3.3; the reference code's
+    /// 0.5 lets more triggered frames through on the zoo's development part).
+    #[arg(long, default_value_t = 0.8)]
     gamma: f32,
     /// ensemble (default) or ratio.
     #[arg(long, default_value = "ensemble")]
@@ -172,6 +175,11 @@ struct BundleArgs {
     /// trainable BatchNorm after each convolution.
     #[arg(long)]
     no_restore_norm: bool,
+    /// After an automatic rate search, train B and M′ once more at the chosen rates on a new
+    /// order of the fine-tuning frames and keep those, so the threshold is not calibrated on the
+    /// frames the models were chosen on (docs/design.md §3.4). Unused with --selection.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    refit: bool,
     #[arg(long, default_value_t = 10)]
     aux_epochs: usize,
     /// Fine-tuning augmentation: crop-flip (random crop with padding + horizontal flip),
@@ -451,6 +459,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.precision = args.precision;
     opts.camera = CameraPreprocessing { resize: args.resize, channel_order: args.channel_order, yuv: args.yuv };
     opts.restore_normalization = !args.no_restore_norm;
+    opts.refit = args.refit;
     opts.augmentation = Some(match args.augmentation.as_str() {
         "none" => Augmentation::NONE,
         flip => Augmentation::standard(reserve.shape().height, flip == "crop-flip"),

@@ -162,6 +162,37 @@ fn tiny_model_converts_end_to_end() {
     assert!(m.decision.threshold.is_finite());
 }
 
+#[test]
+fn refit_trains_the_chosen_rates_afresh_unless_a_selection_part_chose_them() {
+    let dir = scratch("refit");
+    let model = dir.join("m.onnx");
+    write_model(&tiny_model(), &model).unwrap();
+    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let common = ["--aux-epochs", "2", "--seed", "4", "--fpr", "0.2", "--overwrite", "--refit", "true"];
+    let out = dir.join("bundle");
+    let o = convert_bin(&model, &reserve, &out, &common);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ft = badexpert_runtime::GuardBundle::open(&out).unwrap().manifest().fine_tune.clone();
+    for record in [&ft.expert, &ft.auxiliary] {
+        let (last, searched) = record.rate_search.split_last().expect("an automatic search was recorded");
+        assert!(last.outcome.starts_with("kept: the chosen rate trained afresh"), "{last:?}");
+        assert_eq!(last.learning_rate, record.learning_rate);
+        assert_eq!(last.holdout_accuracy, Some(record.holdout_accuracy));
+        let chosen: Vec<_> = searched.iter().filter(|t| t.outcome.starts_with("chosen")).collect();
+        assert_eq!(chosen.len(), 1, "{searched:?}");
+        assert_eq!(chosen[0].learning_rate, record.learning_rate);
+        assert!(searched.iter().all(|t| !t.outcome.starts_with("kept")), "{searched:?}");
+    }
+    // With a selection part the rates were not chosen on the calibration frames: nothing is refit.
+    let o = convert_bin(&model, &reserve, &out, &[&common[..], &["--selection", "0.1"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ft = badexpert_runtime::GuardBundle::open(&out).unwrap().manifest().fine_tune.clone();
+    for record in [&ft.expert, &ft.auxiliary] {
+        assert!(record.rate_search.iter().any(|t| t.outcome.starts_with("kept")), "{:?}", record.rate_search);
+        assert!(record.rate_search.iter().all(|t| !t.outcome.contains("afresh")), "{:?}", record.rate_search);
+    }
+}
+
 /// `badexpert-convert --device <device> bundle …` on `model`, logging at the default level.
 fn convert_on(device: &str, model: &Path, reserve: &Path, out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_badexpert-convert"))

@@ -33,7 +33,7 @@ use crate::calibration::{calibrate, Calibration};
 use crate::expert::BackdoorExpert;
 use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use crate::onnx::{read_model, TchGraph};
-use crate::train::{accuracy, predict_logits, Progress};
+use crate::train::{accuracy, class_indices, fine_tune, predict_logits, Progress, TrainConfig};
 use crate::{Error, Result};
 
 /// Files of the stored clean frames inside a bundle.
@@ -56,6 +56,7 @@ pub struct ConvertOptions {
     /// them on the calibration part. Unused when both rates are fixed.
     pub selection_fraction: f64,
     pub target_fpr: f64,
+    /// γ of the ensemble score (docs/design.md §3.3).
     pub gamma: f32,
     pub score: ScoreMode,
     pub seed: u64,
@@ -73,6 +74,11 @@ pub struct ConvertOptions {
     /// Give convolutions without BatchNorm (a folded export) a trainable one
     /// for fine-tuning, folded back at export ([`TchGraph::restore_normalization`]).
     pub restore_normalization: bool,
+    /// After an automatic rate search judged on the calibration part, train B
+    /// and M′ once more at the chosen rates on a new order of the fine-tuning
+    /// frames and keep those ([`refit`]): no kept model was then chosen on the
+    /// frames τ is calibrated on. Unused with a selection part or a fixed rate.
+    pub refit: bool,
 }
 
 impl ConvertOptions {
@@ -84,7 +90,7 @@ impl ConvertOptions {
             holdout_fraction: 0.2,
             selection_fraction: 0.0,
             target_fpr: 0.01,
-            gamma: 0.5,
+            gamma: 0.8,
             score: ScoreMode::Ensemble,
             seed: 0,
             expert: BackdoorExpert::default(),
@@ -95,6 +101,7 @@ impl ConvertOptions {
             store_clean: 0,
             precision: Precision::F32,
             restore_normalization: true,
+            refit: false,
         }
     }
 }
@@ -222,6 +229,66 @@ fn class_count(graph: &TchGraph, reserve: &FrameSet, pre: &Preprocessor) -> Resu
     }
 }
 
+/// The seed of a refit: another order of the fine-tuning frames and other augmentations.
+fn refit_seed(seed: u64) -> u64 {
+    seed ^ 0x72_6566_6974
+}
+
+/// What [`refit`] kept, with its record in the manifest's rate search.
+type Refit = ((TchGraph, TrainConfig, f64), RateTrial);
+
+/// Fine-tunes a fresh copy of M at `chosen`'s rate with [`refit_seed`], and
+/// measures it on `holdout`; `None` when it diverged (the searched model is
+/// then kept, and so is the bias this avoids).
+#[allow(clippy::too_many_arguments)]
+fn refit(
+    fresh: &dyn Fn() -> Result<TchGraph>,
+    fit: &FrameSet,
+    labels: &[i64],
+    holdout: &FrameSet,
+    hold_labels: &[u32],
+    pre: &Preprocessor,
+    chosen: &TrainConfig,
+    progress: &dyn Progress,
+    what: &str,
+) -> Result<Option<Refit>> {
+    let config = TrainConfig { seed: refit_seed(chosen.seed), ..chosen.clone() };
+    let graph = fresh()?;
+    match fine_tune(&graph, fit, labels, pre, &config, progress, what) {
+        Err(Error::Diverged { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let acc = accuracy(&graph, holdout, hold_labels, pre)?;
+    log::info!("{what}: held-out clean accuracy {:.1}%", 100.0 * acc);
+    let trial = RateTrial {
+        learning_rate: config.learning_rate,
+        holdout_accuracy: Some(acc),
+        outcome: format!(
+            "kept: the chosen rate trained afresh (seed {}), so τ is not calibrated on the frames the model was chosen on",
+            config.seed
+        ),
+    };
+    Ok(Some(((graph, config, acc), trial)))
+}
+
+/// The search's "kept" trial becomes "chosen": its rate is kept, its model is not.
+fn mark_chosen(trials: &mut [RateTrial]) {
+    for t in trials {
+        if let Some(rest) = t.outcome.strip_prefix("kept") {
+            t.outcome = format!("chosen{rest}");
+        }
+    }
+}
+
+fn refit_diverged(chosen: &TrainConfig) -> RateTrial {
+    RateTrial {
+        learning_rate: chosen.learning_rate,
+        holdout_accuracy: None,
+        outcome: format!("refit (seed {}) diverged: the searched model was kept", refit_seed(chosen.seed)),
+    }
+}
+
 fn digest(dir: &Path, file: &str) -> Result<FileDigest> {
     Ok(FileDigest { file: file.into(), sha256: sha256_file(&dir.join(file))? })
 }
@@ -287,7 +354,7 @@ pub fn convert(
     };
     let chosen =
         opts.expert.make(&load, &fit, judged, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
-    let (expert, expert_cfg, expert_trials, expert_accuracy) =
+    let (mut expert, mut expert_cfg, mut expert_trials, mut expert_accuracy) =
         (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
     let made = opts.auxiliary.make(
         &load,
@@ -299,8 +366,35 @@ pub fn convert(
         opts.seed.wrapping_add(1),
         progress,
     )?;
-    let (auxiliary, aux_cfg, aux_trials, auxiliary_accuracy) =
+    let (mut auxiliary, mut aux_cfg, mut aux_trials, mut auxiliary_accuracy) =
         (made.graph, made.config, made.trials, made.holdout_accuracy);
+    // The searches judged the rates on the calibration part: train the chosen
+    // rates afresh so that τ is calibrated on frames no kept model was chosen on.
+    if opts.refit && selection.is_empty() {
+        let hold_labels = holdout.require_labels("the held-out frames")?;
+        if opts.expert.rate.is_auto() {
+            let wrong = opts.expert.mislabel.apply(fit.require_labels("fit")?, classes, opts.seed);
+            let what = format!("backdoor expert B, refit (lr {:.0e})", expert_cfg.learning_rate);
+            if let Some(r) = refit(&load, &fit, &wrong, &holdout, hold_labels, &pre, &expert_cfg, progress, &what)? {
+                (expert, expert_cfg, expert_accuracy) = r.0;
+                mark_chosen(&mut expert_trials);
+                expert_trials.push(r.1);
+            } else {
+                expert_trials.push(refit_diverged(&expert_cfg));
+            }
+        }
+        if opts.auxiliary.rate.is_auto() {
+            let labels = class_indices(fit.require_labels("fit")?);
+            let what = format!("auxiliary model M′, refit (lr {})", aux_cfg.learning_rate);
+            if let Some(r) = refit(&load, &fit, &labels, &holdout, hold_labels, &pre, &aux_cfg, progress, &what)? {
+                (auxiliary, aux_cfg, auxiliary_accuracy) = r.0;
+                mark_chosen(&mut aux_trials);
+                aux_trials.push(r.1);
+            } else {
+                aux_trials.push(refit_diverged(&aux_cfg));
+            }
+        }
+    }
     // Every fresh copy gets the same ones.
     let restored_norms = expert.restored_normalizations();
     if restored_norms > 0 {
