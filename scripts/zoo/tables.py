@@ -2,7 +2,7 @@
 """Builds docs/zoo.md's result tables from evaluate.py results (JSON files given as arguments)
 beside the plain-PyTorch reference (docs/zoo-reference.json).
 
-Usage: python3 scripts/zoo/tables.py docs/zoo-results/dev-default-*.json docs/zoo-results/test-default.json
+Usage: python3 scripts/zoo/tables.py docs/zoo-results/dev-default-g08.json docs/zoo-results/dev-paper.json docs/zoo-results/test-default-g08.json docs/zoo-results/test-paper.json
 """
 import os
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +33,7 @@ def summary(what, allr):
 out = []
 for part in ("dev", "test"):
     out += [f"### {part} part", "",
-            "| model | export | B lr | M′ lr | BN restored | CA | CA drop | FPR | FPR over draws | ASR | ASR guard | AUROC | bar | our converter, paper's rates: AUROC / ASR guard / CA drop / FPR | reference (paper's rates, PyTorch): AUROC / ASR guard / CA drop / FPR |",
+            "| model | export | B lr | M′ lr | BN restored | CA | CA drop | FPR | FPR over draws | ASR | ASR guard | AUROC | bar | our converter, paper's rates and γ 0.5: AUROC / ASR guard / CA drop / FPR | reference (paper's rates, PyTorch): AUROC / ASR guard / CA drop / FPR |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     sel = [r for r in rows if r["part"] == part]
     order = json.load(open(os.path.join(ROOT, "models/zoo/zoo.json")))["parts"][part]
