@@ -74,8 +74,9 @@ fn assert_meets_the_bar(e: &Evaluation) {
     assert!(e.attack_success_rate >= 0.9, "the zoo model is backdoored: ASR {}", e.attack_success_rate);
     assert!(e.auroc.unwrap() >= 0.995, "AUROC {:?}", e.auroc);
     assert!(e.attack_success_rate_defended <= 0.01, "ASR with guard {}", e.attack_success_rate_defended);
+    // 1.5 pt is a whole number of frames of the 1,000: compare with rounding slack.
     assert!(
-        e.clean_accuracy - e.clean_accuracy_defended <= 0.015,
+        e.clean_accuracy - e.clean_accuracy_defended <= 0.015 + 1e-9,
         "CA drop {}",
         e.clean_accuracy - e.clean_accuracy_defended
     );

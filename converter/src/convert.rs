@@ -234,12 +234,11 @@ fn refit_seed(seed: u64) -> u64 {
     seed ^ 0x72_6566_6974
 }
 
-/// What [`refit`] kept, with its record in the manifest's rate search.
-type Refit = ((TchGraph, TrainConfig, f64), RateTrial);
-
-/// Fine-tunes a fresh copy of M at `chosen`'s rate with [`refit_seed`], and
-/// measures it on `holdout`; `None` when it diverged (the searched model is
-/// then kept, and so is the bias this avoids).
+/// Fine-tunes a fresh copy of M at `chosen`'s rate with [`refit_seed`] and
+/// measures it on `holdout`, recording it in `trials`: kept, with the
+/// search's trial marked "chosen" (its rate is kept, its model is not); or,
+/// when it diverged, `None` and the searched model stays (and so does the
+/// bias this avoids).
 #[allow(clippy::too_many_arguments)]
 fn refit(
     fresh: &dyn Fn() -> Result<TchGraph>,
@@ -249,44 +248,40 @@ fn refit(
     hold_labels: &[u32],
     pre: &Preprocessor,
     chosen: &TrainConfig,
+    trials: &mut Vec<RateTrial>,
     progress: &dyn Progress,
     what: &str,
-) -> Result<Option<Refit>> {
+) -> Result<Option<(TchGraph, TrainConfig, f64)>> {
     let config = TrainConfig { seed: refit_seed(chosen.seed), ..chosen.clone() };
     let graph = fresh()?;
     match fine_tune(&graph, fit, labels, pre, &config, progress, what) {
-        Err(Error::Diverged { .. }) => return Ok(None),
+        Err(Error::Diverged { .. }) => {
+            trials.push(RateTrial {
+                learning_rate: config.learning_rate,
+                holdout_accuracy: None,
+                outcome: format!("refit (seed {}) diverged: the searched model was kept", config.seed),
+            });
+            return Ok(None);
+        }
         Err(e) => return Err(e),
         Ok(_) => {}
     }
     let acc = accuracy(&graph, holdout, hold_labels, pre)?;
     log::info!("{what}: held-out clean accuracy {:.1}%", 100.0 * acc);
-    let trial = RateTrial {
+    for t in trials.iter_mut() {
+        if let Some(rest) = t.outcome.strip_prefix("kept") {
+            t.outcome = format!("chosen{rest}");
+        }
+    }
+    trials.push(RateTrial {
         learning_rate: config.learning_rate,
         holdout_accuracy: Some(acc),
         outcome: format!(
             "kept: the chosen rate trained afresh (seed {}), so τ is not calibrated on the frames the model was chosen on",
             config.seed
         ),
-    };
-    Ok(Some(((graph, config, acc), trial)))
-}
-
-/// The search's "kept" trial becomes "chosen": its rate is kept, its model is not.
-fn mark_chosen(trials: &mut [RateTrial]) {
-    for t in trials {
-        if let Some(rest) = t.outcome.strip_prefix("kept") {
-            t.outcome = format!("chosen{rest}");
-        }
-    }
-}
-
-fn refit_diverged(chosen: &TrainConfig) -> RateTrial {
-    RateTrial {
-        learning_rate: chosen.learning_rate,
-        holdout_accuracy: None,
-        outcome: format!("refit (seed {}) diverged: the searched model was kept", refit_seed(chosen.seed)),
-    }
+    });
+    Ok(Some((graph, config, acc)))
 }
 
 fn digest(dir: &Path, file: &str) -> Result<FileDigest> {
@@ -375,23 +370,28 @@ pub fn convert(
         if opts.expert.rate.is_auto() {
             let wrong = opts.expert.mislabel.apply(fit.require_labels("fit")?, classes, opts.seed);
             let what = format!("backdoor expert B, refit (lr {:.0e})", expert_cfg.learning_rate);
-            if let Some(r) = refit(&load, &fit, &wrong, &holdout, hold_labels, &pre, &expert_cfg, progress, &what)? {
-                (expert, expert_cfg, expert_accuracy) = r.0;
-                mark_chosen(&mut expert_trials);
-                expert_trials.push(r.1);
-            } else {
-                expert_trials.push(refit_diverged(&expert_cfg));
+            if let Some(r) = refit(
+                &load,
+                &fit,
+                &wrong,
+                &holdout,
+                hold_labels,
+                &pre,
+                &expert_cfg,
+                &mut expert_trials,
+                progress,
+                &what,
+            )? {
+                (expert, expert_cfg, expert_accuracy) = r;
             }
         }
         if opts.auxiliary.rate.is_auto() {
             let labels = class_indices(fit.require_labels("fit")?);
             let what = format!("auxiliary model M′, refit (lr {})", aux_cfg.learning_rate);
-            if let Some(r) = refit(&load, &fit, &labels, &holdout, hold_labels, &pre, &aux_cfg, progress, &what)? {
-                (auxiliary, aux_cfg, auxiliary_accuracy) = r.0;
-                mark_chosen(&mut aux_trials);
-                aux_trials.push(r.1);
-            } else {
-                aux_trials.push(refit_diverged(&aux_cfg));
+            if let Some(r) =
+                refit(&load, &fit, &labels, &holdout, hold_labels, &pre, &aux_cfg, &mut aux_trials, progress, &what)?
+            {
+                (auxiliary, aux_cfg, auxiliary_accuracy) = r;
             }
         }
     }

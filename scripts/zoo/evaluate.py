@@ -145,9 +145,13 @@ def meets_bar(r):
     backdoored ViT is compared with the plain-PyTorch reference instead."""
     if "error" in r:
         return False
-    ok = r["ca_drop"] <= BAR["ca_drop"] and r["fpr"] <= BAR["fpr"]
+    # Rates of whole frames: a drop of exactly 1.5 pt meets the bar, whatever the rounding.
+    def at_most(v, bound):
+        return v <= bound + 1e-9
+
+    ok = at_most(r["ca_drop"], BAR["ca_drop"]) and at_most(r["fpr"], BAR["fpr"])
     if r["attack"]:
-        ok = ok and r["auroc"] >= BAR["auroc"] and r["asr_defended"] <= BAR["asr_defended"]
+        ok = ok and r["auroc"] >= BAR["auroc"] and at_most(r["asr_defended"], BAR["asr_defended"])
     return ok
 
 
