@@ -37,6 +37,15 @@ fn write_set(dir: &Path, n: usize, label: impl Fn(usize) -> u32) -> PathBuf {
     p
 }
 
+/// A scratch directory holding the tiny model (`m.onnx`) and a 600-frame reserve of 10 classes.
+fn tiny_conversion_inputs(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let model = dir.join("m.onnx");
+    write_model(&tiny_model(), &model).unwrap();
+    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    (dir, model, reserve)
+}
+
 fn convert_bin(model: &Path, reserve: &Path, out: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_badexpert-convert"))
         .args(["--quiet", "--cpu", "bundle", "--model"])
@@ -126,10 +135,7 @@ fn wrong_frame_size_for_the_model_is_refused() {
 
 #[test]
 fn existing_bundle_is_kept_unless_overwrite() {
-    let dir = scratch("keep");
-    let model = dir.join("m.onnx");
-    write_model(&tiny_model(), &model).unwrap();
-    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let (dir, model, reserve) = tiny_conversion_inputs("keep");
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("precious"), b"x").unwrap();
@@ -140,10 +146,7 @@ fn existing_bundle_is_kept_unless_overwrite() {
 
 #[test]
 fn tiny_model_converts_end_to_end() {
-    let dir = scratch("tiny");
-    let model = dir.join("m.onnx");
-    write_model(&tiny_model(), &model).unwrap();
-    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let (dir, model, reserve) = tiny_conversion_inputs("tiny");
     let out = dir.join("bundle");
     let o = convert_bin(
         &model,
@@ -164,10 +167,7 @@ fn tiny_model_converts_end_to_end() {
 
 #[test]
 fn refit_trains_the_chosen_rates_afresh_unless_a_selection_part_chose_them() {
-    let dir = scratch("refit");
-    let model = dir.join("m.onnx");
-    write_model(&tiny_model(), &model).unwrap();
-    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let (dir, model, reserve) = tiny_conversion_inputs("refit");
     let common = ["--aux-epochs", "2", "--seed", "4", "--fpr", "0.2", "--overwrite", "--refit", "true"];
     let out = dir.join("bundle");
     let o = convert_bin(&model, &reserve, &out, &common);
@@ -212,10 +212,7 @@ fn cuda_is_refused_with_its_reason_and_auto_says_it_falls_back() {
         eprintln!("skipped: this libtorch has CUDA support (scripts/gpu-check.sh checks that path)");
         return;
     }
-    let dir = scratch("device");
-    let model = dir.join("m.onnx");
-    write_model(&tiny_model(), &model).unwrap();
-    let reserve = write_set(&dir, 600, |i| (i % 10) as u32);
+    let (dir, model, reserve) = tiny_conversion_inputs("device");
     let out = dir.join("out");
     let o = convert_on("cuda", &model, &reserve, &out);
     assert_clean_failure(&o, &["--device cuda", "no CUDA support", "BADEXPERT_TORCH=cuda"]);

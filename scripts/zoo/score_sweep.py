@@ -24,7 +24,7 @@ import os
 import random
 import subprocess
 
-from evaluate import ROOT, idx_labels, threshold_at_fpr
+from evaluate import ROOT, idx_labels, rejected, threshold_at_fpr
 
 EPS = 1e-8
 GAMMAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
@@ -81,9 +81,9 @@ def sweep(binaries, work, bundle, clean, triggered, target, fpr):
             rng.shuffle(pool)
             t = threshold_at_fpr(pool[:len(c)], fpr)
             rest = pool[len(c):]
-            fprs.append(sum(s < t for s in rest) / len(rest))
+            fprs.append(rejected(rest, t))
             asrs.append(sum(s >= t for s in hits) / nontarget)
-        out[name] = dict(fpr=sum(s < tau for s in e) / len(e), asr_defended=sum(s >= tau for s in hits) / nontarget,
+        out[name] = dict(fpr=rejected(e, tau), asr_defended=sum(s >= tau for s in hits) / nontarget,
                          fpr_draws=sum(fprs) / DRAWS, asr_defended_draws=sum(asrs) / DRAWS,
                          auroc=auroc(e, hits) if hits else None)
     return out
