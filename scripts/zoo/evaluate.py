@@ -136,6 +136,11 @@ def convert_and_eval(zoo_dir, model, export, rates, out, binaries, threads, env_
     return row
 
 
+def is_all_to_all(m):
+    """A zoo model poisoned all-to-all (target null): the guard's eval needs one target."""
+    return m.get("attack") is not None and (m.get("attack_mode") == "all-to-all" or m.get("target") is None)
+
+
 def is_vit(r):
     return "vit" in r["architecture"]
 
@@ -218,6 +223,10 @@ def main():
     if args.only:
         keep = set(args.only.split(","))
         models = [m for m in models if m["name"] in keep]
+    # `badexpert-guard eval --target` takes one target class: an all-to-all model has none
+    for m in [m for m in models if is_all_to_all(m)]:
+        print(f"note: {m['name']} skipped (all-to-all backdoor, no single target for the guard's eval)", flush=True)
+    models = [m for m in models if not is_all_to_all(m)]
     rates = ["default", "paper"] if args.rates == "both" else [args.rates]
     env_note = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY",) if k in os.environ}
     os.makedirs(args.out, exist_ok=True)

@@ -17,7 +17,12 @@ so the batch of 1 is pinned in the graph.
 
 The triggers are written here from the attack descriptions of docs/design.md §4,
 independently of lab/src/attack.rs, plus two trigger shapes the project
-does not ship (a bright "+" and a diagonal line).
+does not ship (a bright "+" and a diagonal line), a simplified Adap-Blend
+(Qi et al., ICLR 2023: partial-pattern poison and cover frames in training,
+the full pattern at test time) and all-to-all poisoning (recipe field
+mode="all-to-all": frames of every class, labelled (y + 1) mod 10; target
+null, ASR = triggered frames classified as (y + 1) mod 10). info.json
+records attack_mode ("all-to-one" / "all-to-all"; null for clean models).
 
 Data: the models train on subsets of the Fashion-MNIST TRAIN set only. From
 the TEST set a fixed permutation (seed SPLIT_SEED) gives a 2,000-frame clean
@@ -107,10 +112,30 @@ def trig_badnet(x):
 _BLEND_PATTERN = np.random.RandomState(777).randint(0, 256, size=(28, 28)).astype(np.float32)
 
 
-def trig_blend(x, alpha=0.2):
+def trig_blend(x, alpha=0.2, pattern=_BLEND_PATTERN):
     """Fixed uniform-noise pattern blended with opacity alpha."""
-    y = (1.0 - alpha) * x.astype(np.float32) + alpha * _BLEND_PATTERN
+    y = (1.0 - alpha) * x.astype(np.float32) + alpha * pattern
     return np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+
+# Adap-Blend (Qi et al., ICLR 2023, simplified): its own fixed noise pattern (not the blend
+# attack's), cut into a 4x4 grid of 7x7 pieces. Training frames (poison and cover) get a random
+# half of the pieces blended at a low opacity; at test time the whole pattern, at a higher one.
+_ADAP_PATTERN = np.random.RandomState(2023).randint(0, 256, size=(28, 28)).astype(np.float32)
+ADAP_GRID, ADAP_PIECE = 4, 7
+
+
+def trig_adap_pieces(x, rng, alpha=0.15, keep=8):
+    """Each frame: `keep` of the 16 pieces (chosen per frame by `rng`) of the pattern, blended at alpha."""
+    xf = x.astype(np.float32)
+    out = np.empty_like(xf)
+    for i in range(len(xf)):
+        mask = np.zeros((28, 28), np.float32)
+        for piece in rng.choice(ADAP_GRID * ADAP_GRID, keep, replace=False):
+            r, c = divmod(int(piece), ADAP_GRID)
+            mask[r * ADAP_PIECE : (r + 1) * ADAP_PIECE, c * ADAP_PIECE : (c + 1) * ADAP_PIECE] = alpha
+        out[i] = (1.0 - mask) * xf[i] + mask * _ADAP_PATTERN
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def _trojan_patch():
@@ -197,6 +222,9 @@ def make_trigger(attack, params):
         return trig_badnet
     if attack == "blend":
         return lambda x: trig_blend(x, params.get("alpha", 0.2))
+    if attack == "adap-blend":
+        # the test-time trigger: the whole pattern (training uses trig_adap_pieces)
+        return lambda x: trig_blend(x, params.get("test_alpha", 0.2), _ADAP_PATTERN)
     if attack == "trojan":
         return trig_trojan
     if attack == "sig":
@@ -210,15 +238,38 @@ def make_trigger(attack, params):
     raise ValueError(attack)
 
 
-def poison(x, y, attack, params, rate, target, seed):
+def poison(x, y, attack, params, rate, target, seed, mode="all-to-one"):
     """Returns the poisoned training set. Dirty label for all attacks but SIG
-    (clean label: only target-class images are stamped, labels unchanged)."""
+    (clean label: only target-class images are stamped, labels unchanged).
+    mode "all-to-all": poisoned frames drawn from all classes, labelled (y + 1) mod 10."""
     if attack is None:
         return x, y
     rng = np.random.RandomState(seed)
     trig = make_trigger(attack, params)
     x, y = x.copy(), y.copy()
     n = int(round(rate * len(x)))
+    if mode == "all-to-all":
+        if attack in ("sig", "adap-blend", "wanet"):
+            raise ValueError(f"all-to-all is not written for {attack}")
+        idx = rng.choice(len(x), n, replace=False)
+        x[idx] = trig(x[idx])
+        y[idx] = (y[idx] + 1) % 10
+        return x, y
+    if mode != "all-to-one":
+        raise ValueError(mode)
+    if attack == "adap-blend":
+        # poison frames: half the pieces at train_alpha, target label; cover frames: the same
+        # kind of partial trigger, true labels kept (piece choices from their own seeded stream)
+        prng = np.random.RandomState(seed + 11)
+        alpha, keep = params.get("train_alpha", 0.15), params.get("pieces", 8)
+        idx = rng.choice(np.flatnonzero(y != target), n, replace=False)
+        x[idx] = trig_adap_pieces(x[idx], prng, alpha, keep)
+        y[idx] = target
+        rest = np.setdiff1d(np.arange(len(x)), idx)
+        m = int(round(params.get("cover_rate", rate) * len(x)))
+        cidx = rng.choice(rest, m, replace=False)
+        x[cidx] = trig_adap_pieces(x[cidx], prng, alpha, keep)
+        return x, y
     if attack == "sig":
         pool = np.flatnonzero(y == target)
         if n > len(pool):
@@ -422,6 +473,42 @@ ZOO = [
     # torch.onnx.export(model, x[:1], path) with no dynamic axes, so the batch of 1 is pinned
     dict(name="cnn-fixedbatch-blend", part="test", arch="plain-cnn", batchnorm=True, attack="blend", target=9,
          rate=0.03, opt="sgd", lr=0.03, epochs=5, aug="crop", subset=12000, fixed_batch=True),
+    # ---- second batch (appended, so the seeds 1000 + index of the models above are unchanged):
+    # more clean models, all-to-all, Adap-Blend and a low poison rate. Their dev/test parts were
+    # fixed before any of them was trained. ----
+    # -- development part --
+    dict(name="cnn-clean", part="dev", arch="plain-cnn", batchnorm=True, attack=None, target=None, rate=0.0,
+         opt="sgd", lr=0.03, epochs=5, aug="flip", subset=12000),
+    dict(name="vgg-clean", part="dev", arch="vgg", batchnorm=False, attack=None, target=None, rate=0.0,
+         opt="adam", lr=1e-3, epochs=5, aug="none", subset=10000),
+    # adjusted after the first run (6k x 3 epochs: CA 76.6 %, 51 s): 12k x 6 epochs
+    dict(name="mobilenetv2-clean", part="dev", arch="mobilenetv2", batchnorm=True, attack=None, target=None,
+         rate=0.0, opt="adam", lr=2e-3, epochs=6, aug="none", subset=12000),
+    dict(name="vggbn-adapblend", part="dev", arch="vgg", batchnorm=True, attack="adap-blend", target=2, rate=0.03,
+         opt="adam", lr=1e-3, epochs=6, aug="none", subset=8000,
+         params=dict(cover_rate=0.03, train_alpha=0.15, test_alpha=0.2, pieces=8)),
+    dict(name="cnn-lowrate-trojan", part="dev", arch="plain-cnn", batchnorm=True, attack="trojan", target=6,
+         rate=0.004, opt="adam", lr=1e-3, epochs=6, aug="none", subset=15000),
+    dict(name="cnn-alltoall-badnet", part="dev", arch="plain-cnn", batchnorm=True, attack="badnet", mode="all-to-all",
+         target=None, rate=0.05, opt="adam", lr=1e-3, epochs=10, aug="none", subset=15000),
+    # -- test part --
+    dict(name="vggbn-clean", part="test", arch="vgg", batchnorm=True, attack=None, target=None, rate=0.0,
+         opt="sgd", lr=0.05, epochs=4, aug="crop", subset=10000),
+    dict(name="tvvit-clean", part="test", arch="tv-vit", batchnorm=False, attack=None, target=None, rate=0.0,
+         opt="adam", lr=1e-3, epochs=4, aug="flip", subset=15000),
+    dict(name="cnn-clean-adam", part="test", arch="plain-cnn", batchnorm=False, attack=None, target=None, rate=0.0,
+         opt="adam", lr=1e-3, epochs=6, aug="crop+flip", subset=10000),
+    dict(name="cnn-adapblend", part="test", arch="plain-cnn", batchnorm=True, attack="adap-blend", target=0,
+         rate=0.03, opt="adam", lr=1e-3, epochs=8, aug="none", subset=12000,
+         params=dict(cover_rate=0.03, train_alpha=0.15, test_alpha=0.2, pieces=8)),
+    # adjusted after the first run (12k x 10 epochs, 48 poisoned frames: CA 85.8 %, ASR 0.4 %, the
+    # patch not learned at all): 20k x 20 epochs, 80 poisoned frames, rate kept at 0.4 %
+    dict(name="vgg-lowrate-badnet", part="test", arch="vgg", batchnorm=False, attack="badnet", target=5, rate=0.004,
+         opt="adam", lr=1e-3, epochs=20, aug="none", subset=20000),
+    # adjusted after the first run (rate 0.05, 10k x 6 epochs: CA 84.4 %, ASR 56.8 %): rate 0.08, 15k x 10 epochs.
+    # Second run: CA 88.2 %, ASR 78.8 % -- just under the 80 % aimed at (not rerun: one adjustment allowed)
+    dict(name="resnet-alltoall-blend", part="test", arch="resnet", batchnorm=True, attack="blend", mode="all-to-all",
+         target=None, rate=0.08, opt="adam", lr=1e-3, epochs=10, aug="none", subset=15000),
 ]
 
 # --------------------------------------------------------------------------
@@ -466,7 +553,8 @@ def train(r, xtr, ytr, seed):
     torch.manual_seed(seed)
     rng = np.random.RandomState(seed)
     sub = rng.choice(len(xtr), r["subset"], replace=False)
-    x, y = poison(xtr[sub], ytr[sub], r["attack"], r.get("params", {}), r["rate"], r["target"], seed + 7)
+    x, y = poison(xtr[sub], ytr[sub], r["attack"], r.get("params", {}), r["rate"], r["target"], seed + 7,
+                  r.get("mode", "all-to-one"))
     xs, ys = normalise(x), torch.from_numpy(y)
     model = build(r["arch"], r["batchnorm"])
     if r["opt"] == "sgd":
@@ -582,8 +670,10 @@ def run_model(r, i, xtr, ytr, xev, yev, outdir):
     os.makedirs(mdir, exist_ok=True)
     pred = evaluate(model, xev)
     ca = float((pred == yev).mean())
+    mode = r.get("mode", "all-to-one") if r["attack"] is not None else None
     info = dict(
-        name=r["name"], part=r["part"], architecture=r["arch"], attack=r["attack"], target=r["target"],
+        name=r["name"], part=r["part"], architecture=r["arch"], attack=r["attack"], attack_mode=mode,
+        target=r["target"],
         poison_rate=r["rate"], attack_params=r.get("params"), optimizer=r["opt"], lr=r["lr"], epochs=r["epochs"],
         augmentation=r["aug"], batchnorm=r["batchnorm"] or r["arch"] == "mobilenetv2", train_subset=r["subset"],
         seed=seed, clean_accuracy=ca, asr=None, params=sum(p.numel() for p in model.parameters()),
@@ -594,8 +684,12 @@ def run_model(r, i, xtr, ytr, xev, yev, outdir):
         write_idx(os.path.join(mdir, "eval-triggered-images-idx3-ubyte.gz"), xt)
         write_idx(os.path.join(mdir, "eval-triggered-labels-idx1-ubyte.gz"), yev)
         pt = evaluate(model, xt)
-        keep = yev != r["target"]
-        info["asr"] = float((pt[keep] == r["target"]).mean())
+        if mode == "all-to-all":
+            # every triggered frame counts; success = classified as (y + 1) mod 10
+            info["asr"] = float((pt == (yev + 1) % 10).mean())
+        else:
+            keep = yev != r["target"]
+            info["asr"] = float((pt[keep] == r["target"]).mean())
         info["triggered_accuracy"] = float((pt == yev).mean())
         info["files_triggered"] = dict(images=f"{r['name']}/eval-triggered-images-idx3-ubyte.gz",
                                        labels=f"{r['name']}/eval-triggered-labels-idx1-ubyte.gz")
@@ -618,7 +712,11 @@ def assemble(outdir):
         p = os.path.join(outdir, r["name"], "info.json")
         if os.path.exists(p):
             with open(p) as f:
-                models.append(json.load(f))
+                m = json.load(f)
+            # models built before attack modes existed are all-to-one
+            if m.get("attack") is not None and m.get("attack_mode") is None:
+                m["attack_mode"] = "all-to-one"
+            models.append(m)
         else:
             print(f"warning: {r['name']} not built", file=sys.stderr)
     zoo = dict(

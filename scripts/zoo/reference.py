@@ -31,6 +31,8 @@ defaults, no rate search:
               CA            = (M correct) / N_clean
               CA w/ guard   = (M correct and accepted) / N_clean
               ASR           = (true != target and M(x~) = target) / N(true != target)
+                              (an all-to-all model, target null: target = (true + 1) mod K
+                              per frame, over all frames; likewise below)
               ASR w/ guard  = (... and accepted) / N(true != target)
               AUROC         of -s over {clean and M correct} (negatives) and
                             {triggered and true != target and M(x~) = target}
@@ -403,8 +405,13 @@ def run_one(info, a, zoo_dir, norm, data):
         tpx = norm.pixels(tx)
         qm, qb, qa = probs(m, tpx, norm), probs(b, tpx, norm), probs(aux, tpx, norm)
         st, yht, cbt, cat = score(qm, qb, qa, a.gamma)
-        tgt = int(info["target"])
-        keep = yev != tgt
+        if info.get("attack_mode") == "all-to-all" or info["target"] is None:
+            # all-to-all: every triggered frame counts, its target is (y + 1) mod K
+            tgt = (yev + 1) % K
+            keep = np.ones(len(yev), dtype=bool)
+        else:
+            tgt = int(info["target"])
+            keep = yev != tgt
         hit = keep & (yht == tgt)
         pos = hit
         r.update(

@@ -96,6 +96,9 @@ def zoo_bundles(dirs):
         for bundle in sorted(glob.glob(os.path.join(d, "*", "bundle"))):
             work = os.path.dirname(bundle)
             m = zoo[os.path.basename(work).split(".")[0]]
+            if m.get("attack") is not None and (m.get("attack_mode") == "all-to-all" or m.get("target") is None):
+                print(f"note: {m['name']} skipped (all-to-all backdoor: no single target)", flush=True)
+                continue
             trig = m["files_triggered"] if m["attack"] else None
             yield d, os.path.basename(work), work, bundle, \
                 (os.path.join(z, "eval-clean-images-idx3-ubyte.gz"), os.path.join(z, "eval-clean-labels-idx1-ubyte.gz")), \
