@@ -38,6 +38,27 @@ typedef struct BadexpertBundle BadexpertBundle;
 // A guard for frames of one bundle, with its own inference state.
 typedef struct BadexpertGuard BadexpertGuard;
 
+// What the converter's backdoor scan found about the suspect model.
+typedef struct BadexpertScan {
+  // False when the bundle records no scan (the other fields are then 0).
+  bool scanned;
+  // The verdict: the model carries a backdoor.
+  bool backdoored;
+  // The suspected target label (index into the bundle's classes), or -1
+  // when the verdict is clean.
+  int32_t target;
+  // The label most held-out frames went to over the unlearning runs.
+  uint32_t consensus;
+  // Its share of the held-out frames, averaged over the runs.
+  float target_share;
+  // The verdict's score and the threshold it was compared with.
+  float score;
+  float threshold;
+  // Unlearning runs, and how many of them exposed the model.
+  uint32_t runs;
+  uint32_t exposed_runs;
+} BadexpertScan;
+
 // The input one bundle takes: planar channels × height × width, u8.
 typedef struct BadexpertFrameShape {
   uint32_t channels;
@@ -98,6 +119,13 @@ enum BadexpertStatus badexpert_bundle_open(const char *dir, struct BadexpertBund
 // # Safety
 // `bundle` is NULL or points to NULL or to a handle from `badexpert_bundle_open`.
 void badexpert_bundle_destroy(struct BadexpertBundle **bundle);
+
+// The backdoor scan recorded in the bundle (`scanned` false when none is).
+//
+// # Safety
+// `bundle` is NULL or a live handle; `scan` is NULL or writable.
+enum BadexpertStatus badexpert_bundle_scan(const struct BadexpertBundle *bundle,
+                                           struct BadexpertScan *scan);
 
 // The frame shape the bundle takes.
 //

@@ -190,6 +190,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let b = GuardBundle::open(&bundle)?;
             println!("{}", serde_json::to_string_pretty(b.manifest())?);
             eprintln!("bundle {}: all plan hashes verified, plans load", bundle.display());
+            match &b.manifest().scan {
+                Some(scan) => eprintln!("{}", scan.summary(&b.manifest().classes)),
+                None => eprintln!("scan: none recorded (the bundle was written without a backdoor scan)"),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -11,8 +11,9 @@ use badexpert_converter::auxiliary::AuxiliaryRate;
 use badexpert_converter::device::DeviceChoice;
 use badexpert_converter::expert::{ExpertRate, Mislabel};
 use badexpert_converter::onnx::{normalization_metadata, read_model, NORMALIZATION_KEY};
+use badexpert_converter::scan::Objective;
 use badexpert_converter::train::Progress;
-use badexpert_converter::{convert, ConvertOptions};
+use badexpert_converter::{convert, scan_model, ConvertOptions, ScanOptions};
 use badexpert_frames::{read_idx_labels, write_idx_images, write_idx_labels, FrameSource};
 use badexpert_lab::ablation::{ablate, markdown as ablation_markdown, AblationOptions};
 use badexpert_lab::attack::Attack;
@@ -54,8 +55,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Fine-tune the backdoor expert and auxiliary model, calibrate, write a guard bundle.
+    /// Fine-tune the backdoor expert and auxiliary model, calibrate, write a guard bundle
+    /// (with a backdoor scan and its verdict when --scan-runs is given).
     Bundle(BundleArgs),
+    /// Is the model backdoored, and toward which label? Clean unlearning over several runs;
+    /// a verdict line on stderr (exit 0 whatever the verdict), the details with --json.
+    Scan(ScanCommand),
     /// Train a backdoored demo model on Fashion-MNIST and write it with its reserve and eval slices.
     MakeDemo(DemoArgs),
     /// Evaluation report over backdoored model directories (as make-demo writes them):
@@ -110,8 +115,9 @@ enum Command {
     },
 }
 
+/// The suspect model and its clean reserve, as `bundle` and `scan` read them.
 #[derive(Args)]
-struct BundleArgs {
+struct SuspectArgs {
     /// The suspect model (ONNX, input [N, C, H, W], output [N, K] logits).
     #[arg(long)]
     model: PathBuf,
@@ -121,23 +127,131 @@ struct BundleArgs {
     /// IDX labels for --reserve when they are not beside it.
     #[arg(long)]
     reserve_labels: Option<PathBuf>,
-    /// Output bundle directory.
-    #[arg(long)]
-    out: PathBuf,
     /// Input normalisation: x = (pixel · scale − mean) / std. Read from the model's metadata when omitted.
     #[arg(long)]
     scale: Option<f32>,
     /// Per-channel means, comma-separated (one value applies to all channels).
     #[arg(long, value_delimiter = ',')]
     mean: Option<Vec<f32>>,
+    /// Per-channel standard deviations, comma-separated (one value applies to all channels).
     #[arg(long, value_delimiter = ',')]
     std: Option<Vec<f32>>,
+    /// Fraction of the reserve held out (never fine-tuned on): τ is calibrated on it and the
+    /// scan stops on and reads its verdict from it.
+    #[arg(long, default_value_t = 0.2)]
+    holdout: f64,
+    /// Seed of the reserve split, the frame orders and the augmentations.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fine-tuning augmentation: crop-flip (random crop with padding + horizontal flip),
+    /// crop (no flip: traffic signs, text), or none.
+    #[arg(long, default_value = "crop-flip", value_parser = ["crop-flip", "crop", "none"])]
+    augmentation: String,
+    /// Fine-tune a folded export (convolutions without BatchNorm) as it is, without restoring a
+    /// trainable BatchNorm after each convolution.
+    #[arg(long)]
+    no_restore_norm: bool,
+}
+
+/// The backdoor scan's settings (clean unlearning, docs/design.md §8).
+#[derive(Args)]
+struct ScanArgs {
+    /// Clean-unlearning runs, each with its own frame order and augmentations (`scan`: 4 when
+    /// not given; `bundle` scans only when given, since the verdict does not yet separate clean
+    /// models from backdoored ones on the zoo: docs/zoo.md).
+    #[arg(long)]
+    scan_runs: Option<usize>,
+    /// Runs trained at once, sharing --threads.
+    #[arg(long, default_value_t = ScanOptions::default().jobs)]
+    scan_jobs: usize,
+    /// Adam's rate for the gradient ascent on the clean task.
+    #[arg(long, default_value_t = ScanOptions::default().learning_rate)]
+    scan_lr: f64,
+    /// Step budget of a run, in passes over the fine-tuning frames.
+    #[arg(long, default_value_t = ScanOptions::default().max_epochs)]
+    scan_epochs: usize,
+    /// A run stops where held-out clean accuracy first falls below this fraction.
+    #[arg(long, default_value_t = ScanOptions::default().floor)]
+    scan_floor: f64,
+    /// Read each run at this multiple of the step where it collapsed (≥ 1): the ascent goes on
+    /// past the collapse.
+    #[arg(long, default_value_t = ScanOptions::default().read_after)]
+    scan_read_after: f64,
+    /// Also keep each run's held-out predictions at these multiples of its collapse step
+    /// (comma-separated; for studying the rule offline, scripts/zoo/scan_tables.py).
+    #[arg(long, value_delimiter = ',')]
+    scan_snapshots: Vec<f64>,
+    /// Unlearn the features only, leaving the classifier head (the last dense layer) as it is.
+    #[arg(long, default_value_t = ScanOptions::default().freeze_head, action = clap::ArgAction::Set)]
+    scan_freeze_head: bool,
+    /// Unlearn with BatchNorm's batch statistics (train mode, as EBYD); false keeps the running ones.
+    #[arg(long, default_value_t = ScanOptions::default().train_mode, action = clap::ArgAction::Set)]
+    scan_train_mode: bool,
+    /// What the ascent pushes up: cross-entropy (EBYD) or true-logit (the mean logit less the
+    /// true class's: no wrong class gains from already being likely).
+    #[arg(long, default_value = "true-logit")]
+    scan_objective: Objective,
+    /// Verdict threshold on the score (the consensus label's share of the mean histogram;
+    /// chosen on the zoo's development part: docs/zoo.md).
+    #[arg(long, default_value_t = ScanOptions::default().threshold)]
+    scan_threshold: f64,
+}
+
+impl ScanArgs {
+    fn options(&self, suspect: &SuspectArgs, device: tch::Device, augmentation: Augmentation) -> ScanOptions {
+        ScanOptions {
+            runs: self.scan_runs.unwrap_or(ScanOptions::default().runs),
+            jobs: self.scan_jobs,
+            learning_rate: self.scan_lr,
+            max_epochs: self.scan_epochs,
+            floor: self.scan_floor,
+            read_after: self.scan_read_after,
+            snapshots: self.scan_snapshots.clone(),
+            freeze_head: self.scan_freeze_head,
+            train_mode: self.scan_train_mode,
+            objective: self.scan_objective,
+            threshold: self.scan_threshold,
+            augmentation: Some(augmentation),
+            seed: suspect.seed,
+            restore_normalization: !suspect.no_restore_norm,
+            device,
+            ..ScanOptions::default()
+        }
+    }
+}
+
+impl SuspectArgs {
+    fn augmentation(&self, reserve: &FrameSet) -> Augmentation {
+        match self.augmentation.as_str() {
+            "none" => Augmentation::NONE,
+            flip => Augmentation::standard(reserve.shape().height, flip == "crop-flip"),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ScanCommand {
+    #[command(flatten)]
+    suspect: SuspectArgs,
+    #[command(flatten)]
+    scan: ScanArgs,
+    /// Also write the verdict, the histograms and every run as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BundleArgs {
+    #[command(flatten)]
+    suspect: SuspectArgs,
+    #[command(flatten)]
+    scan: ScanArgs,
+    /// Output bundle directory.
+    #[arg(long)]
+    out: PathBuf,
     /// Class names, comma-separated, in logit order.
     #[arg(long, value_delimiter = ',')]
     classes: Option<Vec<String>>,
-    /// Fraction of the reserve held out for calibration (never fine-tuned on).
-    #[arg(long, default_value_t = 0.2)]
-    holdout: f64,
     /// Fraction of the reserve held out to choose the automatic rates on, apart from the
     /// calibration part (0: judge them on the calibration part; docs/design.md §3.4).
     #[arg(long, default_value_t = 0.0)]
@@ -153,14 +267,13 @@ struct BundleArgs {
     /// ensemble (default) or ratio.
     #[arg(long, default_value = "ensemble")]
     score: ScoreMode,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Backdoor expert learning rate (Adam; the paper's 1e-4), or "auto": 1e-4 unless the held-out
     /// clean frames show it fails — B still within 5 pt of M's clean accuracy (a larger rate is
     /// tried), or B relearning the wrong labels or diverging (a smaller one). The manifest records
     /// every rate tried.
     #[arg(long, default_value = "auto")]
     expert_lr: ExpertRate,
+    /// Passes of the backdoor expert's fine-tune over the fine-tuning frames (the paper's 1).
     #[arg(long, default_value_t = 1)]
     expert_epochs: usize,
     /// next-class or random-wrong.
@@ -171,21 +284,14 @@ struct BundleArgs {
     /// accuracy without diverging — found by bisection from the paper's 0.1.
     #[arg(long, default_value = "auto")]
     aux_lr: AuxiliaryRate,
-    /// Fine-tune a folded export (convolutions without BatchNorm) as it is, without restoring a
-    /// trainable BatchNorm after each convolution.
-    #[arg(long)]
-    no_restore_norm: bool,
     /// After an automatic rate search, train B and M′ once more at the chosen rates on a new
     /// order of the fine-tuning frames and keep those, so the threshold is not calibrated on the
     /// frames the models were chosen on (docs/design.md §3.4). Unused with --selection.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     refit: bool,
+    /// Passes of the auxiliary model's fine-tune over the fine-tuning frames (the paper's 10).
     #[arg(long, default_value_t = 10)]
     aux_epochs: usize,
-    /// Fine-tuning augmentation: crop-flip (random crop with padding + horizontal flip),
-    /// crop (no flip: traffic signs, text), or none.
-    #[arg(long, default_value = "crop-flip", value_parser = ["crop-flip", "crop", "none"])]
-    augmentation: String,
     /// Replace an existing bundle at --out.
     #[arg(long)]
     overwrite: bool,
@@ -316,6 +422,7 @@ fn run(cli: Cli) -> Result<()> {
     let progress = Bars { quiet: cli.quiet, bar: Mutex::new(None) };
     match cli.command {
         Command::Bundle(args) => bundle(args, device()?, &progress),
+        Command::Scan(args) => scan(args, device()?),
         Command::TimingBundle { model, out } => {
             badexpert_lab::timing::timing_bundle(&model, &out)?;
             eprintln!("wrote timing bundle {} (M as B and M′; its decisions mean nothing)", out.display());
@@ -418,7 +525,7 @@ fn load_reserve(path: &Path, labels: Option<&PathBuf>) -> Result<FrameSet> {
     })
 }
 
-fn normalization(args: &BundleArgs) -> Result<Normalization> {
+fn normalization(args: &SuspectArgs) -> Result<Normalization> {
     match (&args.scale, &args.mean, &args.std) {
         (None, None, None) => match normalization_metadata(&read_model(&args.model)?)? {
             Some(n) => {
@@ -439,15 +546,16 @@ fn normalization(args: &BundleArgs) -> Result<Normalization> {
 }
 
 fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> {
-    let reserve = load_reserve(&args.reserve, args.reserve_labels.as_ref())?;
-    let mut opts = ConvertOptions::new(normalization(&args)?);
+    let reserve = load_reserve(&args.suspect.reserve, args.suspect.reserve_labels.as_ref())?;
+    let mut opts = ConvertOptions::new(normalization(&args.suspect)?);
+    let augmentation = args.suspect.augmentation(&reserve);
     opts.class_names = args.classes.clone();
-    opts.holdout_fraction = args.holdout;
+    opts.holdout_fraction = args.suspect.holdout;
     opts.selection_fraction = args.selection;
     opts.target_fpr = args.fpr;
     opts.gamma = args.gamma;
     opts.score = args.score;
-    opts.seed = args.seed;
+    opts.seed = args.suspect.seed;
     opts.expert.rate = args.expert_lr;
     opts.expert.epochs = args.expert_epochs;
     opts.expert.mislabel = args.mislabel;
@@ -458,13 +566,14 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.store_clean = args.store_clean;
     opts.precision = args.precision;
     opts.camera = CameraPreprocessing { resize: args.resize, channel_order: args.channel_order, yuv: args.yuv };
-    opts.restore_normalization = !args.no_restore_norm;
+    opts.restore_normalization = !args.suspect.no_restore_norm;
     opts.refit = args.refit;
-    opts.augmentation = Some(match args.augmentation.as_str() {
-        "none" => Augmentation::NONE,
-        flip => Augmentation::standard(reserve.shape().height, flip == "crop-flip"),
-    });
-    let c = convert(&args.model, &reserve, &args.out, &opts, progress)?;
+    opts.augmentation = Some(augmentation);
+    opts.scan = args.scan.scan_runs.filter(|&n| n > 0).map(|_| args.scan.options(&args.suspect, device, augmentation));
+    let c = convert(&args.suspect.model, &reserve, &args.out, &opts, progress)?;
+    if let Some(record) = &c.scan {
+        eprintln!("{}", record.summary(&c.manifest.classes));
+    }
     let d = &c.manifest.decision;
     eprintln!(
         "wrote {}: held-out clean accuracy M {:.1}%, B {:.1}%, M′ {:.1}%; τ = {:.4e} (target FPR {:.2}%, realised {:.2}% on {} held-out frames)",
@@ -477,6 +586,26 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
         100.0 * d.calibration_fpr,
         d.calibration_size
     );
+    Ok(())
+}
+
+fn scan(args: ScanCommand, device: tch::Device) -> Result<()> {
+    if args.scan.scan_runs == Some(0) {
+        bail!("--scan-runs 0 leaves nothing to scan (give at least 1 run)");
+    }
+    let suspect = &args.suspect;
+    let reserve = load_reserve(&suspect.reserve, suspect.reserve_labels.as_ref())?;
+    let opts = args.scan.options(suspect, device, suspect.augmentation(&reserve));
+    let norm = normalization(suspect)?;
+    let record = scan_model(&suspect.model, &reserve, &norm, suspect.holdout, &opts)?;
+    let classes: Vec<String> = (0..record.histogram.len()).map(|k| k.to_string()).collect();
+    eprintln!("{}", record.summary(&classes));
+    if let Some(path) = &args.json {
+        let tmp = path.with_extension("json.partial");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&record)? + "\n")
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -226,3 +226,84 @@ fn cuda_is_refused_with_its_reason_and_auto_says_it_falls_back() {
     let o = convert_on("gpu", &model, &reserve, &out);
     assert_clean_failure(&o, &["unknown device \"gpu\" (auto, cpu or cuda)"]);
 }
+
+/// `badexpert-convert --quiet --cpu scan …`.
+fn scan_bin(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_badexpert-convert"))
+        .args(["--quiet", "--cpu", "scan"])
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn scan_writes_its_verdict_and_bundle_records_it_when_asked() {
+    let (dir, model, reserve) = tiny_conversion_inputs("scan");
+    let json = dir.join("scan.json");
+    let o = scan_bin(&[
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--reserve".as_ref(),
+        reserve.as_os_str(),
+        "--scan-runs".as_ref(),
+        "2".as_ref(),
+        "--json".as_ref(),
+        json.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("scan: "), "a verdict line on stderr: {stderr}");
+    let record: badexpert_runtime::ScanRecord = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    record.validate(10).unwrap();
+    assert_eq!(record.runs.len(), 2);
+    assert_eq!((record.fit_size, record.holdout_size), (480, 120));
+    assert_eq!(record.target.is_some(), record.backdoored);
+    // Without --scan-runs a bundle has no scan; with it, the manifest records one.
+    let out = dir.join("bundle");
+    let common = ["--aux-epochs", "2", "--fpr", "0.2", "--overwrite"];
+    let o = convert_bin(&model, &reserve, &out, &common);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(badexpert_runtime::GuardBundle::open(&out).unwrap().manifest().scan.is_none());
+    let o = convert_bin(&model, &reserve, &out, &[&common[..], &["--scan-runs", "2"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let scan = badexpert_runtime::GuardBundle::open(&out).unwrap().manifest().scan.clone().expect("recorded");
+    assert_eq!(scan.runs.len(), 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("scan: "));
+}
+
+#[test]
+fn scan_refuses_bad_input_with_a_clear_error() {
+    let (dir, model, reserve) = tiny_conversion_inputs("scan-bad");
+    let missing = dir.join("missing.onnx");
+    let cases: [(Vec<&std::ffi::OsStr>, &str); 3] = [
+        (vec!["--model".as_ref(), missing.as_os_str(), "--reserve".as_ref(), reserve.as_os_str()], "missing.onnx"),
+        (
+            vec![
+                "--model".as_ref(),
+                model.as_os_str(),
+                "--reserve".as_ref(),
+                reserve.as_os_str(),
+                "--scan-runs".as_ref(),
+                "0".as_ref(),
+            ],
+            "--scan-runs 0",
+        ),
+        (
+            vec![
+                "--model".as_ref(),
+                model.as_os_str(),
+                "--reserve".as_ref(),
+                reserve.as_os_str(),
+                "--scan-floor".as_ref(),
+                "1.5".as_ref(),
+            ],
+            "floor 1.5",
+        ),
+    ];
+    for (args, names) in cases {
+        let o = scan_bin(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(names) && !stderr.contains("panicked"), "{names:?} not in: {stderr}");
+    }
+}

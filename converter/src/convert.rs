@@ -22,7 +22,7 @@ use tch::Device;
 use badexpert_frames::{write_idx_images, write_idx_labels};
 use badexpert_runtime::camera::CameraPreprocessing;
 use badexpert_runtime::manifest::{
-    CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial,
+    CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial, ScanRecord,
     FORMAT_VERSION, MANIFEST_FILE,
 };
 use badexpert_runtime::{sha256_file, FrameSet, FrameShape, Normalization, Preprocessor, ScoreMode};
@@ -32,7 +32,9 @@ use crate::auxiliary::AuxiliaryModel;
 use crate::calibration::{calibrate, Calibration};
 use crate::expert::BackdoorExpert;
 use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
+use crate::onnx::pb::ModelProto;
 use crate::onnx::{read_model, TchGraph};
+use crate::scan::{scan, ScanOptions};
 use crate::train::{accuracy, class_indices, fine_tune, predict_logits, Progress, TrainConfig};
 use crate::{Error, Result};
 
@@ -79,6 +81,10 @@ pub struct ConvertOptions {
     /// frames and keep those ([`refit`]): no kept model was then chosen on the
     /// frames τ is calibrated on. Unused with a selection part or a fixed rate.
     pub refit: bool,
+    /// Scan the model for a backdoor and its target label ([`crate::scan`])
+    /// and record the verdict in the manifest; `None` skips the scan. Its
+    /// device, augmentation and BatchNorm restoration follow this conversion's.
+    pub scan: Option<ScanOptions>,
 }
 
 impl ConvertOptions {
@@ -102,6 +108,7 @@ impl ConvertOptions {
             precision: Precision::F32,
             restore_normalization: true,
             refit: false,
+            scan: None,
         }
     }
 }
@@ -123,6 +130,8 @@ pub struct Conversion {
     /// The fine-tuned models as libtorch graphs (e.g. to compare with the plans).
     pub expert: TchGraph,
     pub auxiliary: TchGraph,
+    /// The backdoor scan's verdict, when [`ConvertOptions::scan`] asked for one.
+    pub scan: Option<ScanRecord>,
 }
 
 /// Splits a labelled reserve into (fit, holdout) by a seeded shuffle.
@@ -229,6 +238,36 @@ fn class_count(graph: &TchGraph, reserve: &FrameSet, pre: &Preprocessor) -> Resu
     }
 }
 
+/// The suspect model read for fine-tuning, checked against a labelled reserve.
+pub struct Suspect {
+    pub source: ModelProto,
+    pub model: TchGraph,
+    pub shape: FrameShape,
+    pub pre: Preprocessor,
+    pub classes: usize,
+}
+
+impl Suspect {
+    /// Reads `model_path` onto `device` and checks that it classifies
+    /// `reserve`'s frames into as many classes as its labels name.
+    pub fn open(model_path: &Path, reserve: &FrameSet, normalization: &Normalization, device: Device) -> Result<Self> {
+        if reserve.is_empty() {
+            return Err(Error::Data("the clean reserve is empty".into()));
+        }
+        reserve.require_labels("the clean reserve")?;
+        let source = read_model(model_path)?;
+        let model = TchGraph::from_proto(source.clone(), device).map_err(|e| match e {
+            Error::Invalid(reason) => Error::Onnx { path: model_path.to_owned(), reason },
+            other => other,
+        })?;
+        let shape = input_shape(&model, reserve)?;
+        let pre = Preprocessor::new(normalization, shape)?;
+        let classes = class_count(&model, reserve, &pre)?;
+        reserve.check_labels(classes).map_err(|e| Error::Data(e.to_string()))?;
+        Ok(Suspect { source, model, shape, pre, classes })
+    }
+}
+
 /// The seed of a refit: another order of the fine-tuning frames and other augmentations.
 fn refit_seed(seed: u64) -> u64 {
     seed ^ 0x72_6566_6974
@@ -303,15 +342,8 @@ pub fn convert(
         return Err(Error::Data("the clean reserve is empty".into()));
     }
     let labels = reserve.require_labels("the clean reserve")?;
-    let source = read_model(model_path)?;
-    let model = TchGraph::from_proto(source.clone(), opts.device).map_err(|e| match e {
-        Error::Invalid(reason) => Error::Onnx { path: model_path.to_owned(), reason },
-        other => other,
-    })?;
-    let shape = input_shape(&model, reserve)?;
-    let pre = Preprocessor::new(&opts.normalization, shape)?;
-    let classes = class_count(&model, reserve, &pre)?;
-    reserve.check_labels(classes).map_err(|e| Error::Data(e.to_string()))?;
+    let Suspect { source, model, shape, pre, classes } =
+        Suspect::open(model_path, reserve, &opts.normalization, opts.device)?;
     let class_names = match &opts.class_names {
         Some(names) if names.len() != classes => {
             return Err(Error::Invalid(format!("{} class names given, the model has {classes} classes", names.len())))
@@ -407,6 +439,19 @@ pub fn convert(
         100.0 * auxiliary_accuracy
     );
 
+    let scan = match &opts.scan {
+        Some(s) => {
+            let s = ScanOptions {
+                device: opts.device,
+                restore_normalization: opts.restore_normalization,
+                augmentation: s.augmentation.or(Some(augmentation)),
+                ..s.clone()
+            };
+            Some(scan(&source, &fit, &holdout, &pre, classes, &s)?)
+        }
+        None => None,
+    };
+
     // Assemble beside the destination, move into place when complete.
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -444,6 +489,7 @@ pub fn convert(
                 auxiliary: digest(&staging, AUXILIARY_PLAN)?,
             },
             clean_frames: None,
+            scan: scan.clone(),
             source_model: FileDigest {
                 file: model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                 sha256: sha256_file(model_path)?,
@@ -506,6 +552,7 @@ pub fn convert(
         restored_norms,
         expert,
         auxiliary,
+        scan,
     })
 }
 

@@ -25,7 +25,8 @@
 //! graph and back), [`expert`] (§3.1, B), [`auxiliary`] (§3.2, M′),
 //! [`train`] (the shared fine-tuning loop), [`calibration`] (§3.4, τ via the
 //! runtime's guard), [`export`] (NNEF plans), [`convert`] (the pipeline),
-//! [`device`] (CPU or CUDA).
+//! [`device`] (CPU or CUDA); [`scan`] tells whether the model is backdoored at
+//! all, and toward which label (clean unlearning, EBYD).
 //! Attacks, demo models, reports and ablations live in `badexpert-lab`, the
 //! `badexpert-convert` binary in `convert-cli/`.
 
@@ -38,7 +39,9 @@ mod error;
 pub mod expert;
 pub mod export;
 pub mod onnx;
+pub mod scan;
 pub mod train;
 
 pub use convert::{convert, Conversion, ConvertOptions};
 pub use error::{Error, Result};
+pub use scan::{scan, scan_model, ScanOptions};

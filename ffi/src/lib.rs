@@ -245,6 +245,64 @@ pub unsafe extern "C" fn badexpert_bundle_destroy(bundle: *mut *mut BadexpertBun
     destroy(bundle)
 }
 
+/// What the converter's backdoor scan found about the suspect model.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BadexpertScan {
+    /// False when the bundle records no scan (`target` is then -1, the rest 0).
+    pub scanned: bool,
+    /// The verdict: the model carries a backdoor.
+    pub backdoored: bool,
+    /// The suspected target label (index into the bundle's classes), or -1
+    /// when the verdict is clean.
+    pub target: i32,
+    /// The label most held-out frames went to over the unlearning runs.
+    pub consensus: u32,
+    /// Its share of the held-out frames, averaged over the runs.
+    pub target_share: f32,
+    /// The verdict's score and the threshold it was compared with.
+    pub score: f32,
+    pub threshold: f32,
+    /// Unlearning runs, and how many of them exposed the model.
+    pub runs: u32,
+    pub exposed_runs: u32,
+}
+
+/// The backdoor scan recorded in the bundle (`scanned` false when none is).
+///
+/// # Safety
+/// `bundle` is NULL or a live handle; `scan` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn badexpert_bundle_scan(
+    bundle: *const BadexpertBundle,
+    scan: *mut BadexpertScan,
+) -> BadexpertStatus {
+    call(|| {
+        let out = non_null_mut(scan, "scan")?;
+        let count = |v: usize| u32::try_from(v).map_err(|_| invalid(format!("scan count {v} does not fit 32 bits")));
+        *out = match &non_null(bundle, "bundle")?.bundle.manifest().scan {
+            None => BadexpertScan { target: -1, ..BadexpertScan::default() },
+            Some(r) => BadexpertScan {
+                scanned: true,
+                backdoored: r.backdoored,
+                target: match r.target {
+                    Some(t) => {
+                        i32::try_from(t).map_err(|_| invalid(format!("scan target {t} does not fit 32 bits")))?
+                    }
+                    None => -1,
+                },
+                consensus: count(r.consensus)?,
+                target_share: r.target_share as f32,
+                score: r.score as f32,
+                threshold: r.threshold as f32,
+                runs: count(r.runs.len())?,
+                exposed_runs: count(r.exposed_runs)?,
+            },
+        };
+        Ok(())
+    })
+}
+
 /// The frame shape the bundle takes.
 ///
 /// # Safety

@@ -276,3 +276,80 @@ fn the_bundle_describes_its_input_and_classes() {
     let version = unsafe { CStr::from_ptr(badexpert_version()) }.to_str().unwrap();
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn the_bundle_gives_its_backdoor_scan_or_says_it_has_none() {
+    use badexpert_runtime::manifest::{Manifest, ScanRecord, UnlearningRun};
+    let open = |dir: &Path| {
+        let dir = CString::new(dir.to_str().unwrap()).unwrap();
+        let (mut bundle, mut scan) = (null_mut(), BadexpertScan { target: 7, ..BadexpertScan::default() });
+        unsafe {
+            assert_eq!(badexpert_bundle_open(dir.as_ptr(), &mut bundle), BadexpertStatus::Ok, "{}", last_error());
+            assert_eq!(badexpert_bundle_scan(bundle, &mut scan), BadexpertStatus::Ok);
+            assert_eq!(badexpert_bundle_scan(bundle, std::ptr::null_mut()), BadexpertStatus::InvalidArgument);
+            badexpert_bundle_destroy(&mut bundle);
+        }
+        scan
+    };
+    // The shipped demo bundle was written before the scan: none recorded.
+    assert_eq!(open(&demo_bundle()), BadexpertScan { target: -1, ..BadexpertScan::default() });
+    // A copy whose manifest records a scan that found label 0.
+    let dir = std::env::temp_dir().join(format!("badexpert-ffi-scan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(demo_bundle()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let mut manifest = Manifest::read(&dir.join("manifest.json")).unwrap();
+    let run = UnlearningRun {
+        seed: 1,
+        outcome: "exposed".into(),
+        steps: 40,
+        start_accuracy: 0.9,
+        stop_accuracy: 0.19,
+        histogram: vec![300, 0, 0, 0, 0, 0, 100, 0, 0, 0],
+        top: 0,
+        top_share: 0.75,
+        snapshots: vec![],
+    };
+    let mut histogram = vec![0.0; 10];
+    (histogram[0], histogram[6]) = (0.75, 0.25);
+    manifest.scan = Some(ScanRecord {
+        backdoored: true,
+        target: Some(0),
+        consensus: 0,
+        target_share: 0.75,
+        agreement: 1.0,
+        score: 0.75,
+        threshold: 0.5,
+        score_rule: "test".into(),
+        histogram,
+        exposed_runs: 2,
+        runs: vec![run.clone(), run],
+        learning_rate: 1e-4,
+        floor: 0.2,
+        max_steps: 390,
+        read_after: 1.0,
+        fit_size: 1600,
+        holdout_size: 400,
+        seconds: 1.0,
+    });
+    manifest.write(&dir.join("manifest.json")).unwrap();
+    let scan = open(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        scan,
+        BadexpertScan {
+            scanned: true,
+            backdoored: true,
+            target: 0,
+            consensus: 0,
+            target_share: 0.75,
+            score: 0.75,
+            threshold: 0.5,
+            runs: 2,
+            exposed_runs: 2,
+        }
+    );
+}

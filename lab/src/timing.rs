@@ -71,6 +71,7 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
             sha256: sha256_file(model)?,
         },
         clean_frames: None,
+        scan: None,
         fine_tune: FineTuneRecord {
             expert: untrained("none: M stands in for B (timing bundle)"),
             auxiliary: untrained("none: M stands in for M′ (timing bundle)"),

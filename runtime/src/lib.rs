@@ -51,7 +51,7 @@ pub use camera::{CameraFrame, CameraPipeline, FrameGeometry, PixelFormat};
 pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
 pub use guard::{FrameGuard, Guard, PixelLayout, Verdict};
-pub use manifest::Manifest;
+pub use manifest::{Manifest, ScanRecord};
 pub use parallel::ParallelGuard;
 pub use preprocess::{Normalization, Preprocessor};
 pub use score::{Confidences, ScoreMode};

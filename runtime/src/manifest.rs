@@ -38,6 +38,10 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clean_frames: Option<CleanFrames>,
     pub fine_tune: FineTuneRecord,
+    /// What the backdoor scan found about the model itself (absent when the
+    /// converter did not scan it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanRecord>,
     /// Tool and version that wrote the bundle.
     pub created_by: String,
 }
@@ -177,6 +181,85 @@ pub struct TrainingRecord {
     pub rate_search: Vec<RateTrial>,
 }
 
+/// The verdict of a clean-unlearning scan (EBYD, docs/design.md §8): whether
+/// the model carries a backdoor, and the label it pushes frames to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRecord {
+    /// `score ≥ threshold` and at least one run exposed the model.
+    pub backdoored: bool,
+    /// The suspected target label; `None` when the verdict is clean.
+    pub target: Option<usize>,
+    /// The label most held-out frames go to over all runs (the suspected
+    /// target when backdoored), and its share of the mean histogram.
+    pub consensus: usize,
+    pub target_share: f64,
+    /// Fraction of the runs whose own top label is the consensus label.
+    pub agreement: f64,
+    pub score: f64,
+    pub threshold: f64,
+    /// How `score` is computed from the runs.
+    pub score_rule: String,
+    /// Mean over the runs of the fraction of held-out frames sent to each class.
+    pub histogram: Vec<f64>,
+    /// Runs whose held-out clean accuracy fell below `floor` within the budget.
+    pub exposed_runs: usize,
+    pub runs: Vec<UnlearningRun>,
+    /// Adam's rate for the gradient ascent.
+    pub learning_rate: f64,
+    /// Held-out clean accuracy below which a run counts as exposed and stops.
+    pub floor: f64,
+    /// The step budget of each run.
+    pub max_steps: usize,
+    /// Where each run is read: at this multiple of its collapse step.
+    pub read_after: f64,
+    pub fit_size: usize,
+    pub holdout_size: usize,
+    /// Wall time of the whole scan.
+    pub seconds: f64,
+}
+
+/// One clean-unlearning run (a seed: its own frame order and augmentations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlearningRun {
+    pub seed: u64,
+    /// exposed (accuracy fell below the floor), unexposed (the budget ran
+    /// out first) or diverged (the loss stopped being finite before the
+    /// collapse; not counted).
+    pub outcome: String,
+    /// Gradient-ascent steps to the collapse (or to the end of the budget).
+    pub steps: usize,
+    /// Held-out clean accuracy before the first step and at the collapse.
+    pub start_accuracy: f64,
+    pub stop_accuracy: f64,
+    /// Held-out frames predicted as each class where the verdict reads the run.
+    pub histogram: Vec<usize>,
+    pub top: usize,
+    pub top_share: f64,
+    /// The held-out predictions at the collapse and at later multiples of
+    /// its step count (the ascent goes on past the collapse).
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Held-out predictions of one run at one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub step: usize,
+    pub accuracy: f64,
+    /// `confusion[y][k]`: held-out frames of class y predicted as k.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl Snapshot {
+    /// Frames predicted as each class.
+    pub fn histogram(&self) -> Vec<usize> {
+        let k = self.confusion.first().map_or(0, Vec::len);
+        (0..k).map(|c| self.confusion.iter().map(|row| row.get(c).copied().unwrap_or(0)).sum()).collect()
+    }
+}
+
 /// One learning rate an automatic search tried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,6 +343,9 @@ impl Manifest {
             }
             _ => {}
         }
+        if let Some(scan) = &self.scan {
+            scan.validate(self.classes.len())?;
+        }
         let files = [
             ("plans.model", &self.plans.model),
             ("plans.expert", &self.plans.expert),
@@ -276,6 +362,61 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+}
+
+impl ScanRecord {
+    /// Checks that the labels it names exist among `classes` classes.
+    pub fn validate(&self, classes: usize) -> std::result::Result<(), String> {
+        if self.histogram.len() != classes {
+            return Err(format!("scan.histogram has {} classes, the model {classes}", self.histogram.len()));
+        }
+        match self.target {
+            Some(t) if t >= classes => Err(format!("scan.target {t} is not one of the {classes} classes")),
+            Some(_) if !self.backdoored => Err("scan.target is set but the verdict is clean".into()),
+            None if self.backdoored => Err("scan.backdoored is true but names no target".into()),
+            _ if self.consensus >= classes => {
+                Err(format!("scan.consensus {} is not one of the {classes} classes", self.consensus))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The verdict in one line, with labels named by `classes`.
+    pub fn summary(&self, classes: &[String]) -> String {
+        let r = self;
+        let name = |k: usize| classes.get(k).map_or_else(|| k.to_string(), |n| n.clone());
+        let runs = r.runs.len();
+        let median_steps = {
+            let mut s: Vec<usize> = r.runs.iter().map(|r| r.steps).collect();
+            s.sort_unstable();
+            s.get(s.len() / 2).copied().unwrap_or(0)
+        };
+        let head = if r.exposed_runs == 0 {
+            format!(
+                "scan: no backdoor found — no run unlearned the clean task within {} steps (held-out accuracy never fell below {:.0}%), so the scan has no evidence either way",
+                r.max_steps,
+                100.0 * r.floor
+            )
+        } else if r.backdoored {
+            format!("scan: BACKDOORED — suspected target label {}", name(r.consensus))
+        } else {
+            format!(
+                "scan: no backdoor found — no label is consistent enough across runs (most often {})",
+                name(r.consensus)
+            )
+        };
+        format!(
+            "{head}; label {} takes {:.1}% of held-out frames over {runs} run(s), {} of {runs} runs' top label; score {:.3} {} threshold {:.3}; {} run(s) exposed, median {median_steps} steps; {:.1} s",
+            name(r.consensus),
+            100.0 * r.target_share,
+            r.runs.iter().filter(|run| run.top == r.consensus).count(),
+            r.score,
+            if r.score >= r.threshold { "≥" } else { "<" },
+            r.threshold,
+            r.exposed_runs,
+            r.seconds
+        )
     }
 }
 

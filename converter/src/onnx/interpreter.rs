@@ -368,6 +368,31 @@ impl TchGraph {
     }
 
     /// Number of weights the optimizer updates.
+    /// Stops training the classifier head: the weight of the last Gemm or
+    /// MatMul and, for a MatMul, the bias an Add gives it next. Returns the
+    /// number of tensors frozen (0 when the graph has no such layer).
+    pub fn freeze_head(&self) -> usize {
+        let Some(at) = self.nodes.iter().rposition(|n| n.op_type == "Gemm" || n.op_type == "MatMul") else {
+            return 0;
+        };
+        let head = &self.nodes[at];
+        let mut names: Vec<&str> = head.inputs.iter().skip(1).map(String::as_str).collect();
+        if let Some(next) = self.nodes.get(at + 1).filter(|n| n.op_type == "Add" && n.inputs.contains(&head.outputs[0]))
+        {
+            names.extend(next.inputs.iter().map(String::as_str));
+        }
+        let mut frozen = 0;
+        for name in names {
+            if self.roles.get(name) == Some(&Role::Weight) {
+                if let Some(t) = self.values.get(name) {
+                    let _ = t.shallow_clone().set_requires_grad(false);
+                    frozen += 1;
+                }
+            }
+        }
+        frozen
+    }
+
     pub fn trainable_parameters(&self) -> i64 {
         self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
     }

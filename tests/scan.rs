@@ -1,0 +1,69 @@
+//! The backdoor scan (clean unlearning, docs/design.md §8) on two zoo models this project did not make, from the development
+//! part: a backdoored one must be called backdoored with its true target, a
+//! clean one clean. A slice of the zoo's reserve keeps it quick.
+
+mod common;
+
+use std::path::PathBuf;
+
+use badexpert_converter::onnx::{normalization_metadata, read_model};
+use badexpert_converter::{scan_model, ScanOptions};
+use badexpert_runtime::ScanRecord;
+
+use common::*;
+
+/// Reserve frames scanned (the zoo ships 2,000).
+const SLICE: usize = 1000;
+
+fn zoo_dir() -> PathBuf {
+    root().join("models/zoo")
+}
+
+fn scan_zoo_model(name: &str) -> (ScanRecord, Option<u64>) {
+    tch::set_num_threads(2);
+    let zoo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(zoo_dir().join("zoo.json")).unwrap()).unwrap();
+    let model = zoo["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap().clone();
+    assert_eq!(model["part"], "dev", "the suite checks models of the development part");
+    let onnx = zoo_dir().join(model["files"]["bn"].as_str().unwrap());
+    let norm = normalization_metadata(&read_model(&onnx).unwrap()).unwrap().unwrap();
+    let reserve = load(&zoo_dir().join("reserve-images-idx3-ubyte.gz")).head(SLICE);
+    let opts = ScanOptions { device: tch::Device::Cpu, ..ScanOptions::default() };
+    let record = scan_model(&onnx, &reserve, &norm, 0.2, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let classes: Vec<String> = (0..10).map(|k| k.to_string()).collect();
+    eprintln!("{name}: {}", record.summary(&classes));
+    // Every run was recorded, and the verdict is consistent with the labels.
+    assert_eq!(record.runs.len(), opts.runs);
+    record.validate(10).unwrap();
+    (record, model["target"].as_u64())
+}
+
+#[test]
+fn a_backdoored_zoo_model_is_called_backdoored_with_its_target() {
+    let (record, target) = scan_zoo_model("vggbn-adapblend");
+    assert!(record.backdoored, "score {} < threshold {}", record.score, record.threshold);
+    assert_eq!(record.target.map(|t| t as u64), target);
+}
+
+#[test]
+fn a_clean_zoo_model_is_called_clean() {
+    let (record, _) = scan_zoo_model("cnn-clean");
+    assert!(!record.backdoored, "score {} ≥ threshold {}", record.score, record.threshold);
+    assert_eq!(record.target, None);
+}
+
+#[test]
+fn a_model_whose_task_is_not_unlearned_within_the_budget_gets_a_clean_verdict_that_says_so() {
+    tch::set_num_threads(2);
+    let onnx = demo_dir().join("model.onnx");
+    let norm = normalization_metadata(&read_model(&onnx).unwrap()).unwrap().unwrap();
+    let reserve = reserve().head(300);
+    // A floor of 0 can never be crossed: every run ends at its one-pass budget.
+    let opts = ScanOptions { runs: 2, max_epochs: 1, floor: 0.0, device: tch::Device::Cpu, ..ScanOptions::default() };
+    let record = scan_model(&onnx, &reserve, &norm, 0.2, &opts).unwrap();
+    assert_eq!(record.exposed_runs, 0);
+    assert!(record.runs.iter().all(|r| r.outcome == "unexposed" && r.steps == record.max_steps));
+    assert!(!record.backdoored && record.target.is_none());
+    let line = record.summary(&(0..10).map(|k| k.to_string()).collect::<Vec<_>>());
+    assert!(line.contains("no run unlearned the clean task"), "{line}");
+}
