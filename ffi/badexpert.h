@@ -40,7 +40,7 @@ typedef struct BadexpertGuard BadexpertGuard;
 
 // What the converter's backdoor scan found about the suspect model.
 typedef struct BadexpertScan {
-  // False when the bundle records no scan (the other fields are then 0).
+  // False when the bundle records no scan (`target` is then -1, the rest 0).
   bool scanned;
   // The verdict: the model carries a backdoor.
   bool backdoored;

@@ -180,3 +180,38 @@ fn run_parallel_prints_the_same_lines_as_sequential() {
     assert_eq!(String::from_utf8_lossy(&seq.stdout).lines().count(), 100);
     assert_eq!(seq.stdout, par.stdout);
 }
+
+#[test]
+fn info_says_what_the_backdoor_scan_found_or_that_there_was_none() {
+    let bundle = demo().join("bundle");
+    let o = guard_bin(&["info", "--bundle", bundle.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("scan: none recorded"), "{}", stderr(&o));
+    // A copy whose manifest records a scan that found nothing.
+    let dir = std::env::temp_dir().join(format!("badexpert-info-scan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&bundle).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let run = serde_json::json!({"seed": 1, "outcome": "unexposed", "steps": 26, "start_accuracy": 0.9,
+        "stop_accuracy": 0.8, "histogram": [40, 40, 40, 40, 40, 40, 40, 40, 40, 40], "top": 0, "top_share": 0.1,
+        "snapshots": []});
+    let histogram = vec![0.1f64; 10];
+    manifest["scan"] = serde_json::json!({"backdoored": false, "target": null, "consensus": 0, "target_share": 0.1,
+        "agreement": 1.0, "score": 0.1, "threshold": 0.835, "score_rule": "share", "histogram": histogram,
+        "exposed_runs": 0, "runs": [run], "learning_rate": 1e-4, "floor": 0.2, "max_steps": 26, "read_after": 1.0,
+        "fit_size": 1600, "holdout_size": 400, "seconds": 3.0});
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    let o = guard_bin(&["info", "--bundle", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("scan: no backdoor found — no run unlearned the clean task within 26 steps"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -84,7 +84,9 @@ impl Default for ScanOptions {
             floor: 0.2,
             read_after: 1.0,
             snapshots: vec![],
-            threshold: 0.5,
+            // Midway between the highest score of a clean export of the zoo's
+            // development part and the lowest backdoored one above it (docs/zoo.md).
+            threshold: 0.835,
             augmentation: None,
             seed: 0,
             restore_normalization: true,
