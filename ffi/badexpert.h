@@ -99,19 +99,31 @@ typedef struct BadexpertImage {
 extern "C" {
 #endif // __cplusplus
 
-// The message of the last failed call on this thread, or NULL if none
-// failed. Valid until the next failing call on this thread.
+// The message of the last call on this thread if it failed, NULL if it
+// succeeded (or none was made). Valid until the next call on this thread.
 const char *badexpert_last_error(void);
 
 // This library's version, e.g. `"0.1.0"` (static storage).
 const char *badexpert_version(void);
 
-// Opens the bundle directory `dir` (UTF-8 path), verifies every file's
-// sha256 against the manifest and loads the three plans into `*bundle`.
+// Opens the bundle directory `dir` (UTF-8 path), checks its seal (any
+// change to the manifest is refused) and every file's sha256 against the
+// manifest, and loads the three plans into `*bundle`.
 //
 // # Safety
 // `dir` is NULL or a NUL-terminated string; `bundle` is NULL or writable.
 enum BadexpertStatus badexpert_bundle_open(const char *dir, struct BadexpertBundle **bundle);
+
+// As `badexpert_bundle_open`, and when `public_key` (the path of a public
+// key file from `badexpert-convert keygen`) is not NULL, only a bundle
+// signed by that key opens: an unsigned bundle, another signer or a bad
+// signature fails with `BADEXPERT_STATUS_BUNDLE` and the reason.
+//
+// # Safety
+// `dir` and `public_key` are NULL or NUL-terminated strings; `bundle` is NULL or writable.
+enum BadexpertStatus badexpert_bundle_open_trusted(const char *dir,
+                                                   const char *public_key,
+                                                   struct BadexpertBundle **bundle);
 
 // Frees a bundle and sets `*bundle` to NULL; a NULL handle is ignored.
 // Guards made from it stay usable.

@@ -12,7 +12,8 @@ use badexpert_eval::profile::Schedule;
 use badexpert_frames::{decode_camera_image, read_camera_image, read_idx_labels, FrameSource};
 use badexpert_runtime::manifest::MANIFEST_FILE;
 use badexpert_runtime::{
-    CameraFrame, FrameGuard, FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout, Verdict,
+    CameraFrame, FrameGuard, FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout,
+    TrustedKey, Verdict,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -25,6 +26,10 @@ mod stream;
     about = "Guard camera frames against backdoor triggers (BaDExpert) with a guard bundle"
 )]
 struct Cli {
+    /// Public key file (from `badexpert-convert keygen`) to trust: only bundles it signed load.
+    /// Without it the bundle's seal is still checked (any edit of the manifest is refused).
+    #[arg(long, global = true)]
+    trusted_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -141,6 +146,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match run(Cli::parse()) {
         Ok(code) => code,
+        // The reader went away (`run … | head -1`): nothing is wrong with the bundle or the frames.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -148,11 +155,23 @@ fn main() -> ExitCode {
     }
 }
 
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
+    let trusted_key = match &cli.trusted_key {
+        Some(path) => Some(TrustedKey::read(path).context("--trusted-key")?),
+        None => None,
+    };
+    let load = LoadOptions { trusted_key, ..LoadOptions::default() };
     match cli.command {
-        Command::Run { bundle, inputs, parallel } => guard_inputs(&bundle, &inputs, parallel),
-        Command::Eval(args) => evaluate(&args).map(|()| ExitCode::SUCCESS),
+        Command::Run { bundle, inputs, parallel } => guard_inputs(&bundle, load, &inputs, parallel),
+        Command::Eval(args) => evaluate(&args, load).map(|()| ExitCode::SUCCESS),
         Command::Bench { bundle, frames, runs, batches } => {
+            if trusted_key.is_some() {
+                open(&bundle, load)?;
+            }
             // The manifest alone gives the shape; `measure` opens (and verifies) the bundle.
             let shape = Manifest::read(&bundle.join(MANIFEST_FILE))?.input.shape;
             let frames = match frames {
@@ -167,14 +186,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Profile { bundle, runs, batch, tract_only, in_turn, nodes } => {
-            let b = GuardBundle::open_with(&bundle, LoadOptions { batch, own_kernels: !tract_only })?;
+            let b = GuardBundle::open_with(&bundle, LoadOptions { batch, own_kernels: !tract_only, ..load })?;
             let schedule = if in_turn { Schedule::InTurn } else { Schedule::Alone };
             let profiles = badexpert_eval::profile::profile(&b, runs, schedule, nodes)?;
             println!("{}", serde_json::to_string_pretty(&profiles)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Agree { bundle, reference, frames } => {
-            let (candidate, reference) = (GuardBundle::open(&bundle)?, GuardBundle::open(&reference)?);
+            let (candidate, reference) =
+                (GuardBundle::open_with(&bundle, load)?, GuardBundle::open_with(&reference, load)?);
             let mut rows = Vec::new();
             for path in &frames {
                 let set = FrameSource::detect(path).load()?;
@@ -185,11 +205,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stream(args) => stream::stream(args),
+        Command::Stream(args) => stream::stream(args, load),
         Command::Info { bundle } => {
-            let b = GuardBundle::open(&bundle)?;
+            let b = GuardBundle::open_with(&bundle, load)?;
             println!("{}", serde_json::to_string_pretty(b.manifest())?);
-            eprintln!("bundle {}: all plan hashes verified, plans load", bundle.display());
+            let seal = b.seal();
+            let signed = match (&seal.signer, seal.trusted) {
+                (Some(key), true) => format!("signed by the trusted key {key}"),
+                (Some(key), false) => format!("signed by key {key} (no --trusted-key given: not checked against one)"),
+                (None, _) => "unsigned".to_owned(),
+            };
+            eprintln!(
+                "bundle {}: seal verified (digest {}), {signed}; all plan hashes verified, plans load",
+                bundle.display(),
+                &seal.digest[..16]
+            );
             match &b.manifest().scan {
                 Some(scan) => eprintln!("{}", scan.summary(&b.manifest().classes)),
                 None => eprintln!("scan: none recorded (the bundle was written without a backdoor scan)"),
@@ -199,8 +229,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn open(path: &Path) -> Result<(GuardBundle, Guard)> {
-    let bundle = GuardBundle::open(path).with_context(|| format!("cannot open bundle {}", path.display()))?;
+fn open(path: &Path, load: LoadOptions) -> Result<(GuardBundle, Guard)> {
+    let bundle =
+        GuardBundle::open_with(path, load).with_context(|| format!("cannot open bundle {}", path.display()))?;
     let guard = Guard::new(&bundle)?;
     Ok((bundle, guard))
 }
@@ -245,8 +276,8 @@ fn expand(path: &Path) -> Result<Vec<Input>> {
     }
 }
 
-fn guard_inputs(bundle: &Path, inputs: &[PathBuf], parallel: bool) -> Result<ExitCode> {
-    let (bundle, guard) = open(bundle)?;
+fn guard_inputs(bundle: &Path, load: LoadOptions, inputs: &[PathBuf], parallel: bool) -> Result<ExitCode> {
+    let (bundle, guard) = open(bundle, load)?;
     let mut guard: Box<dyn FrameGuard> =
         if parallel { Box::new(ParallelGuard::new(&bundle)?) } else { Box::new(guard) };
     let classes = &bundle.manifest().classes;
@@ -322,8 +353,8 @@ fn load_labelled(path: &Path, labels: Option<&PathBuf>, what: &str) -> Result<Fr
     Ok(set)
 }
 
-fn evaluate(args: &EvalArgs) -> Result<()> {
-    let (bundle, mut guard) = open(&args.bundle)?;
+fn evaluate(args: &EvalArgs, load: LoadOptions) -> Result<()> {
+    let (bundle, mut guard) = open(&args.bundle, load)?;
     let m = bundle.manifest();
     let cap = |set: FrameSet| match args.max_frames {
         Some(n) => set.head(n),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use badexpert_runtime::camera::DEFAULT_MAX_FRAME_BYTES;
-use badexpert_runtime::{FrameGeometry, FrameGuard, Guard, GuardBundle, ParallelGuard, PixelFormat};
+use badexpert_runtime::{FrameGeometry, FrameGuard, Guard, GuardBundle, LoadOptions, ParallelGuard, PixelFormat};
 use badexpert_stream::{guard_stream, DropPolicy, StreamEnd, StreamOptions};
 use clap::Args;
 
@@ -57,13 +57,13 @@ pub struct StreamArgs {
 }
 
 /// Runs the stream; `Err` is a usage or bundle error (exit 2).
-pub fn stream(args: StreamArgs) -> Result<ExitCode> {
+pub fn stream(args: StreamArgs, load: LoadOptions) -> Result<ExitCode> {
     let geometry = FrameGeometry::new(args.format, args.width, args.height, args.stride, args.max_frame_bytes)?;
     if !(args.stats_every.is_finite() && args.stats_every >= 0.0) {
         anyhow::bail!("--stats-every {} must be a number of seconds ≥ 0", args.stats_every);
     }
-    let bundle =
-        GuardBundle::open(&args.bundle).with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
+    let bundle = GuardBundle::open_with(&args.bundle, load)
+        .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
     let mut guard: Box<dyn FrameGuard> =
         if args.parallel { Box::new(ParallelGuard::new(&bundle)?) } else { Box::new(Guard::new(&bundle)?) };
     let input: Box<dyn Read + Send> = if args.input.as_os_str() == "-" {

@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 
 use badexpert_runtime::{Guard, GuardBundle, PixelLayout};
 
+#[path = "../../runtime/tests/support/tamper.rs"]
+mod tamper;
+
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/badnet-fmnist")
 }
@@ -87,6 +90,12 @@ fn corrupt_plan_with_matching_hash_is_refused() {
     let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
     m["plans"]["auxiliary"]["sha256"] = badexpert_runtime::sha256_file(&path).unwrap().into();
     std::fs::write(&mpath, m.to_string()).unwrap();
+    // The seal names the manifest field that changed...
+    let o = guard_bin(&["info", "--bundle", dir.to_str().unwrap()]);
+    assert_clean_failure(&o, &["changed after the bundle was sealed", "plans differs"]);
+    assert_eq!(o.status.code(), Some(2));
+    // ...and with the seal "fixed" too, the plan itself is refused.
+    tamper::reseal(&dir, None);
     assert_clean_failure(&guard_bin(&["info", "--bundle", dir.to_str().unwrap()]), &["auxiliary.nnef.tar", "NNEF"]);
 }
 
@@ -206,6 +215,7 @@ fn info_says_what_the_backdoor_scan_found_or_that_there_was_none() {
         "exposed_runs": 0, "runs": [run], "learning_rate": 1e-4, "floor": 0.2, "max_steps": 26, "read_after": 1.0,
         "fit_size": 1600, "holdout_size": 400, "seconds": 3.0});
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    tamper::reseal(&dir, None);
     let o = guard_bin(&["info", "--bundle", dir.to_str().unwrap()]);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -214,4 +224,84 @@ fn info_says_what_the_backdoor_scan_found_or_that_there_was_none() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn every_tampering_is_refused_by_info_run_and_stream_naming_its_cause() {
+    let scratch = bundle_copy("seal-scratch");
+    let key = tamper::trusted_key_file(&scratch).display().to_string();
+    let frame = scratch.join("frame.gray");
+    std::fs::write(&frame, vec![0u8; 28 * 28]).unwrap();
+    let png = scratch.join("frame.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([90])).save(&png).unwrap();
+    // info, run and stream on bundle `b`, with the trusted key or without.
+    let commands = |b: &Path, trusted: bool| -> Vec<Vec<String>> {
+        let b = b.display().to_string();
+        let (png, frame) = (png.display().to_string(), frame.display().to_string());
+        let key: Vec<&str> = if trusted { vec!["--trusted-key", &key] } else { vec![] };
+        [
+            vec!["info", "--bundle", &b],
+            vec!["run", "--bundle", &b, &png],
+            vec!["stream", "--bundle", &b, "--format", "gray8", "--width", "28", "--height", "28", "--input", &frame],
+        ]
+        .into_iter()
+        .map(|args| key.iter().chain(&args).map(|s| s.to_string()).collect())
+        .collect()
+    };
+    let guard = |args: &[String]| guard_bin(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // The untouched signed copy runs everywhere with the trusted key.
+    let ok = tamper::signed_copy(&demo().join("bundle"), "cli-ok");
+    for args in commands(&ok, true) {
+        let o = guard(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        if args[2] == "info" {
+            assert!(stderr(&o).contains("signed by the trusted key"), "{}", stderr(&o));
+        }
+    }
+    for case in tamper::CASES {
+        let dir = tamper::signed_copy(&demo().join("bundle"), "cli");
+        tamper::apply(case.name, &dir);
+        for args in commands(&dir, true) {
+            let o = guard(&args);
+            assert_clean_failure(&o, &[case.expect, "refusing to guard"]);
+            assert_eq!(o.status.code(), Some(2), "{} {args:?}", case.name);
+        }
+        for args in commands(&dir, false) {
+            let o = guard(&args);
+            if case.needs_key {
+                assert!(o.status.success(), "{} {args:?} without a key: {}", case.name, stderr(&o));
+            } else {
+                assert_clean_failure(&o, &[case.expect]);
+                assert_eq!(o.status.code(), Some(2), "{} {args:?}", case.name);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // A key file that is no key names itself.
+    let bad = scratch.join("bad.pub");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    let o = guard_bin(&["--trusted-key", bad.to_str().unwrap(), "info", "--bundle", ok.to_str().unwrap()]);
+    assert_clean_failure(&o, &["--trusted-key", "bad.pub", "64 hex digits"]);
+    let _ = std::fs::remove_dir_all(&ok);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_bundle_problem() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_badexpert-guard"))
+        .args(["run", "--bundle"])
+        .arg(demo().join("bundle"))
+        .arg(demo().join("eval-clean-images-idx3-ubyte.gz"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("\"class\""), "{first}");
+    // The reader is dropped here, as `| head -1` closes the pipe.
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }

@@ -12,8 +12,9 @@ use badexpert_converter::device::DeviceChoice;
 use badexpert_converter::expert::{ExpertRate, Mislabel};
 use badexpert_converter::onnx::{normalization_metadata, read_model, NORMALIZATION_KEY};
 use badexpert_converter::scan::Objective;
+use badexpert_converter::signing::seal_bundle;
 use badexpert_converter::train::Progress;
-use badexpert_converter::{convert, scan_model, ConvertOptions, ScanOptions};
+use badexpert_converter::{convert, scan_model, ConvertOptions, ScanOptions, SecretKey};
 use badexpert_frames::{read_idx_labels, write_idx_images, write_idx_labels, FrameSource};
 use badexpert_lab::ablation::{ablate, markdown as ablation_markdown, AblationOptions};
 use badexpert_lab::attack::Attack;
@@ -38,7 +39,7 @@ struct Cli {
     /// Same as --device cpu.
     #[arg(long, global = true, hide = true)]
     cpu: bool,
-    /// No progress bars.
+    /// No progress bars and no log lines but errors.
     #[arg(long, global = true)]
     quiet: bool,
     #[command(subcommand)]
@@ -61,6 +62,24 @@ enum Command {
     /// Is the model backdoored, and toward which label? Clean unlearning over several runs;
     /// a verdict line on stderr (exit 0 whatever the verdict), the details with --json.
     Scan(ScanCommand),
+    /// Make an Ed25519 key pair for signing bundles: KEY (secret, mode 600) and KEY.pub
+    /// (for the devices' --trusted-key).
+    Keygen {
+        /// Where to write the secret key; the public key goes to the same path + ".pub".
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Seal a bundle again after checking its files against the manifest, and sign it
+    /// with --sign-key: how a bundle written elsewhere, or before bundles were sealed, is
+    /// vouched for. Whoever runs it vouches for the manifest's values.
+    Seal {
+        /// The bundle directory.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Secret key (from keygen) to sign the seal with; unsigned without it.
+        #[arg(long)]
+        sign_key: Option<PathBuf>,
+    },
     /// Train a backdoored demo model on Fashion-MNIST and write it with its reserve and eval slices.
     MakeDemo(DemoArgs),
     /// Evaluation report over backdoored model directories (as make-demo writes them):
@@ -143,6 +162,10 @@ struct SuspectArgs {
     /// Seed of the reserve split, the frame orders and the augmentations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Seed of bundle's reserve split alone (default: --seed): bundles made with one
+    /// --split-seed and several --seed values calibrate on the same held-out frames.
+    #[arg(long)]
+    split_seed: Option<u64>,
     /// Fine-tuning augmentation: crop-flip (random crop with padding + horizontal flip),
     /// crop (no flip: traffic signs, text), or none.
     #[arg(long, default_value = "crop-flip", value_parser = ["crop-flip", "crop", "none"])]
@@ -295,6 +318,10 @@ struct BundleArgs {
     /// Replace an existing bundle at --out.
     #[arg(long)]
     overwrite: bool,
+    /// Sign the bundle with this secret key (from keygen); devices given its public key
+    /// (--trusted-key) load only bundles it signed.
+    #[arg(long)]
+    sign_key: Option<PathBuf>,
     /// Store this many held-out clean frames in the bundle, for run-time detectors such as
     /// STRIP and for calibrating baselines on the device.
     #[arg(long, default_value_t = 0)]
@@ -403,8 +430,11 @@ fn main() -> ExitCode {
     if std::env::var_os("OMP_WAIT_POLICY").is_none() {
         std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // --quiet: errors only (no progress bars, no CPU-fallback notice); RUST_LOG still wins.
+    let level = if cli.quiet { "error" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -423,6 +453,25 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bundle(args) => bundle(args, device()?, &progress),
         Command::Scan(args) => scan(args, device()?),
+        Command::Keygen { out } => {
+            let public = SecretKey::generate().write_new(&out)?;
+            eprintln!("wrote the secret key to {} and the public key to {}", out.display(), public.display());
+            Ok(())
+        }
+        Command::Seal { bundle, sign_key } => {
+            let key = sign_key.as_deref().map(SecretKey::read).transpose()?;
+            let seal = seal_bundle(&bundle, key.as_ref())?;
+            match &key {
+                Some(k) => eprintln!(
+                    "sealed {} (digest {}), signed by key {}",
+                    bundle.display(),
+                    &seal.digest[..16],
+                    k.public().fingerprint()
+                ),
+                None => eprintln!("sealed {} (digest {}), unsigned", bundle.display(), &seal.digest[..16]),
+            }
+            Ok(())
+        }
         Command::TimingBundle { model, out } => {
             badexpert_lab::timing::timing_bundle(&model, &out)?;
             eprintln!("wrote timing bundle {} (M as B and M′; its decisions mean nothing)", out.display());
@@ -548,6 +597,8 @@ fn normalization(args: &SuspectArgs) -> Result<Normalization> {
 fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> {
     let reserve = load_reserve(&args.suspect.reserve, args.suspect.reserve_labels.as_ref())?;
     let mut opts = ConvertOptions::new(normalization(&args.suspect)?);
+    // Read the key before hours of fine-tuning, not after.
+    opts.sign_key = args.sign_key.as_deref().map(SecretKey::read).transpose()?;
     let augmentation = args.suspect.augmentation(&reserve);
     opts.class_names = args.classes.clone();
     opts.holdout_fraction = args.suspect.holdout;
@@ -556,6 +607,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.gamma = args.gamma;
     opts.score = args.score;
     opts.seed = args.suspect.seed;
+    opts.split_seed = args.suspect.split_seed;
     opts.expert.rate = args.expert_lr;
     opts.expert.epochs = args.expert_epochs;
     opts.expert.mislabel = args.mislabel;

@@ -142,6 +142,61 @@ fn existing_bundle_is_kept_unless_overwrite() {
     let o = convert_bin(&model, &reserve, &out, &[]);
     assert_clean_failure(&o, &["already exists", "--overwrite"]);
     assert!(out.join("precious").exists());
+    // --overwrite replaces only a bundle or an empty directory: other files are never deleted.
+    let o = convert_bin(&model, &reserve, &out, &["--overwrite"]);
+    assert_clean_failure(&o, &["replaces only a bundle", "precious", "not deleting them"]);
+    assert!(out.join("precious").exists());
+    // Nor beside a bundle's own files.
+    let bundle = dir.join("bundle");
+    let fast = ["--aux-epochs", "1", "--fpr", "0.2", "--expert-lr", "1e-4", "--aux-lr", "0.1"];
+    let o = convert_bin(&model, &reserve, &bundle, &fast);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(bundle.join("notes.txt"), b"mine").unwrap();
+    let o = convert_bin(&model, &reserve, &bundle, &[&fast[..], &["--overwrite"]].concat());
+    assert_clean_failure(&o, &["this bundle's files", "notes.txt"]);
+    std::fs::remove_file(bundle.join("notes.txt")).unwrap();
+    // An empty directory and a bundle are replaced.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for target in [&empty, &bundle] {
+        let o = convert_bin(&model, &reserve, target, &[&fast[..], &["--overwrite", "--seed", "3"]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(badexpert_runtime::GuardBundle::open(target).unwrap().manifest().fine_tune.seed, 3);
+    }
+}
+
+#[test]
+fn a_conversion_killed_mid_write_leaves_the_old_bundle_whole() {
+    let (dir, model, reserve) = tiny_conversion_inputs("kill");
+    let out = dir.join("bundle");
+    let fast = ["--aux-epochs", "1", "--fpr", "0.2", "--expert-lr", "1e-4", "--aux-lr", "0.1"];
+    let o = convert_bin(&model, &reserve, &out, &fast);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = std::fs::read(out.join("manifest.json")).unwrap();
+    // Kill replacements at several points of their run (fine-tuning, writing plans, calibrating).
+    for delay_ms in [50u64, 300, 800, 1500] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_badexpert-convert"))
+            .args(["--quiet", "--cpu", "bundle", "--model"])
+            .arg(&model)
+            .arg("--reserve")
+            .arg(&reserve)
+            .arg("--out")
+            .arg(&out)
+            .args(["--overwrite", "--aux-epochs", "20", "--seed", "9", "--fpr", "0.2"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let bundle = badexpert_runtime::GuardBundle::open(&out)
+            .unwrap_or_else(|e| panic!("after a kill at {delay_ms} ms ({status}): {e}"));
+        if !status.success() {
+            // Killed before the move: the old bundle, untouched.
+            assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before, "killed at {delay_ms} ms");
+            assert_eq!(bundle.manifest().fine_tune.seed, 0);
+        }
+    }
 }
 
 #[test]
@@ -306,4 +361,81 @@ fn scan_refuses_bad_input_with_a_clear_error() {
         assert_eq!(o.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(names) && !stderr.contains("panicked"), "{names:?} not in: {stderr}");
     }
+}
+
+fn convert_cmd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_badexpert-convert")).args(args).output().expect("runs")
+}
+
+#[test]
+fn keygen_bundle_sign_key_and_seal_make_bundles_only_the_key_holder_could() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, model, reserve) = tiny_conversion_inputs("sign");
+    let key = dir.join("release.key");
+    let o = convert_cmd(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let public = badexpert_runtime::TrustedKey::read(&dir.join("release.key.pub")).unwrap();
+    // keygen never overwrites a key.
+    assert_clean_failure(&convert_cmd(&["keygen", "--out", key.to_str().unwrap()]), &["already exists"]);
+    let trusted = badexpert_runtime::LoadOptions { trusted_key: Some(public), ..Default::default() };
+
+    // bundle --sign-key: signed before it is moved into place.
+    let out = dir.join("bundle");
+    let o = convert_bin(
+        &model,
+        &reserve,
+        &out,
+        &["--aux-epochs", "1", "--fpr", "0.2", "--sign-key", key.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = badexpert_runtime::GuardBundle::open_with(&out, trusted).unwrap();
+    assert!(b.seal().trusted && b.seal().signer == Some(public.fingerprint()));
+
+    // A bundle written unsigned is refused with the key until `seal --sign-key` signs it.
+    let plain = dir.join("plain");
+    let o = convert_bin(&model, &reserve, &plain, &["--aux-epochs", "1", "--fpr", "0.2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = badexpert_runtime::GuardBundle::open_with(&plain, trusted).expect_err("unsigned refused").to_string();
+    assert!(e.contains("is not signed"), "{e}");
+    let o = convert_cmd(&["seal", "--bundle", plain.to_str().unwrap(), "--sign-key", key.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(badexpert_runtime::GuardBundle::open_with(&plain, trusted).is_ok());
+
+    // seal refuses a bundle whose files do not match its manifest.
+    std::fs::write(plain.join("expert.nnef.tar"), b"swapped").unwrap();
+    let o = convert_cmd(&["seal", "--bundle", plain.to_str().unwrap(), "--sign-key", key.to_str().unwrap()]);
+    assert_clean_failure(&o, &["expert.nnef.tar", "not sealing"]);
+
+    // A key others can read is refused before any fine-tuning, with the fix.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = convert_bin(&model, &reserve, &dir.join("never"), &["--sign-key", key.to_str().unwrap()]);
+    assert_clean_failure(&o, &["permissions 644", "chmod 600"]);
+    assert!(!dir.join("never").exists());
+    // So is a file that holds no key.
+    std::fs::write(dir.join("junk.key"), "hello\n").unwrap();
+    std::fs::set_permissions(dir.join("junk.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o =
+        convert_cmd(&["seal", "--bundle", out.to_str().unwrap(), "--sign-key", dir.join("junk.key").to_str().unwrap()]);
+    assert_clean_failure(&o, &["junk.key", "64 hex digits"]);
+}
+
+#[test]
+fn a_reserve_that_cannot_support_a_guard_is_refused_with_the_reason() {
+    let dir = scratch("degenerate");
+    let model = dir.join("m.onnx");
+    write_model(&tiny_model(), &model).unwrap();
+    // One class (the reviewer's 1,092 frames of one class reported 0.5 % FPR and rejected 88.7 %).
+    let one = write_set(&dir, 600, |_| 3);
+    let o = convert_bin(&model, &one, &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["holds frames of 1 class of the model's 10", "every class"]);
+    // One class far below a tenth of an even share (600 / 10 = 60: at least 6 frames).
+    let thin = write_set(&dir, 600, |i| if i < 5 { 9 } else { (i % 9) as u32 });
+    let o = convert_bin(&model, &thin, &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["too thin in 1 of the model's 10 classes", "class 9: 5", "at least 6 frames"]);
+    // A missing class counts as thin.
+    let missing = write_set(&dir, 600, |i| (i % 9) as u32);
+    let o = convert_bin(&model, &missing, &dir.join("out"), &[]);
+    assert_clean_failure(&o, &["class 9: 0"]);
+    assert!(!dir.join("out").exists());
 }

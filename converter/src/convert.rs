@@ -34,7 +34,9 @@ use crate::expert::BackdoorExpert;
 use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use crate::onnx::pb::ModelProto;
 use crate::onnx::{read_model, TchGraph};
+use crate::output::{check_destination, move_into_place, staging_dir};
 use crate::scan::{scan, ScanOptions};
+use crate::signing::SecretKey;
 use crate::train::{accuracy, class_indices, fine_tune, predict_logits, Progress, TrainConfig};
 use crate::{Error, Result};
 
@@ -61,7 +63,14 @@ pub struct ConvertOptions {
     /// γ of the ensemble score (docs/design.md §3.3).
     pub gamma: f32,
     pub score: ScoreMode,
+    /// Seed of the frame orders and augmentations, and of the reserve split
+    /// unless `split_seed` is given.
     pub seed: u64,
+    /// Seed of the reserve split alone: conversions that differ only in
+    /// `seed` then fine-tune on the same frames in other orders and calibrate
+    /// on the same held-out frames, so their guards can be compared or
+    /// combined frame by frame.
+    pub split_seed: Option<u64>,
     pub expert: BackdoorExpert,
     pub auxiliary: AuxiliaryModel,
     /// Training augmentation; `None` = random crop + horizontal flip.
@@ -85,6 +94,9 @@ pub struct ConvertOptions {
     /// and record the verdict in the manifest; `None` skips the scan. Its
     /// device, augmentation and BatchNorm restoration follow this conversion's.
     pub scan: Option<ScanOptions>,
+    /// Sign the bundle's seal with this key (devices holding its public key
+    /// then load only bundles it signed).
+    pub sign_key: Option<SecretKey>,
 }
 
 impl ConvertOptions {
@@ -99,6 +111,7 @@ impl ConvertOptions {
             gamma: 0.8,
             score: ScoreMode::Ensemble,
             seed: 0,
+            split_seed: None,
             expert: BackdoorExpert::default(),
             auxiliary: AuxiliaryModel::default(),
             augmentation: None,
@@ -109,8 +122,49 @@ impl ConvertOptions {
             restore_normalization: true,
             refit: false,
             scan: None,
+            sign_key: None,
         }
     }
+}
+
+/// A reserve class with fewer frames than this fraction of an even share
+/// (reserve size / classes) cannot hold its share of the calibration frames
+/// or of M′'s fine-tune, and M′ forgets it: refused. Real imbalance passes
+/// (GTSRB's rarest class holds ~0.5 % of the frames against an even share of
+/// 2.3 %, a fraction of 0.2).
+pub const MIN_CLASS_SHARE: f64 = 0.1;
+
+/// Refuses a reserve that cannot support a guard: fewer than two classes,
+/// or a class of the model with fewer than [`MIN_CLASS_SHARE`] of an even
+/// share (absent classes included). Such a reserve converts into a guard
+/// that rejects most clean frames of the missing classes.
+pub fn check_reserve_supports_guard(labels: &[u32], classes: usize) -> Result<()> {
+    let mut counts = vec![0usize; classes];
+    for &y in labels {
+        if let Some(c) = counts.get_mut(y as usize) {
+            *c += 1;
+        }
+    }
+    let present = counts.iter().filter(|&&c| c > 0).count();
+    if present < 2 {
+        return Err(Error::Data(format!(
+            "the clean reserve holds frames of {present} class{} of the model's {classes}; a guard needs clean frames of every class (M′ relearns the task from them and τ is calibrated over them)",
+            if present == 1 { "" } else { "es" }
+        )));
+    }
+    let even = labels.len() as f64 / classes as f64;
+    let floor = (MIN_CLASS_SHARE * even).ceil() as usize;
+    let small: Vec<String> =
+        counts.iter().enumerate().filter(|(_, &c)| c < floor).map(|(k, c)| format!("class {k}: {c}")).collect();
+    if !small.is_empty() {
+        return Err(Error::Data(format!(
+            "the clean reserve is too thin in {} of the model's {classes} classes ({}; each needs at least {floor} frames, a tenth of an even share of {} frames): M′ would forget them and the guard reject their clean frames; add frames of those classes",
+            small.len(),
+            small.join(", "),
+            labels.len()
+        )));
+    }
+    Ok(())
 }
 
 /// What a conversion produced.
@@ -335,15 +389,14 @@ pub fn convert(
     opts: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<Conversion> {
-    if out.exists() && !opts.overwrite {
-        return Err(Error::Invalid(format!("{} already exists; pass --overwrite to replace it", out.display())));
-    }
+    check_destination(out, opts.overwrite)?;
     if reserve.is_empty() {
         return Err(Error::Data("the clean reserve is empty".into()));
     }
     let labels = reserve.require_labels("the clean reserve")?;
     let Suspect { source, model, shape, pre, classes } =
         Suspect::open(model_path, reserve, &opts.normalization, opts.device)?;
+    check_reserve_supports_guard(labels, classes)?;
     let class_names = match &opts.class_names {
         Some(names) if names.len() != classes => {
             return Err(Error::Invalid(format!("{} class names given, the model has {classes} classes", names.len())))
@@ -354,7 +407,7 @@ pub fn convert(
     let searches = opts.expert.rate.is_auto() || opts.auxiliary.rate.is_auto();
     let selection_fraction = if searches { opts.selection_fraction } else { 0.0 };
     let ReserveSplit { fit, selection, calibration: holdout } =
-        ReserveSplit::new(reserve, opts.holdout_fraction, selection_fraction, opts.seed)?;
+        ReserveSplit::new(reserve, opts.holdout_fraction, selection_fraction, opts.split_seed.unwrap_or(opts.seed))?;
     if ((holdout.len() + 1) as f64 * opts.target_fpr) < 1.0 {
         return Err(Error::Data(format!(
             "a reserve of {} frames holds out {} for calibration, too few for a {:.2}% false-positive rate (need ≥ {} held out)",
@@ -453,15 +506,7 @@ pub fn convert(
     };
 
     // Assemble beside the destination, move into place when complete.
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let staging = parent.join(format!(
-        ".{}.partial-{}",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    let staging = staging_dir(out)?;
     let result = (|| -> Result<(Manifest, Calibration)> {
         let precision = opts.precision;
         write_plan(&source, shape, &staging.join(MODEL_PLAN), "model M", precision)?;
@@ -502,6 +547,7 @@ pub fn convert(
                 selection_size: selection.len(),
                 holdout_size: holdout.len(),
                 seed: opts.seed,
+                split_seed: opts.split_seed,
                 device: format!("{:?}", opts.device),
                 restored_norms,
             },
@@ -527,6 +573,9 @@ pub fn convert(
         manifest.decision.calibration_fpr = calibration.realised_fpr;
         manifest.decision.calibration_size = calibration.frames_used;
         manifest.write(&staging.join(MANIFEST_FILE))?;
+        if let Some(key) = &opts.sign_key {
+            crate::signing::sign_sealed(&staging, &manifest, key)?;
+        }
         Ok((manifest, calibration))
     })();
     let (manifest, calibration) = match result {
@@ -536,10 +585,7 @@ pub fn convert(
             return Err(e);
         }
     };
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
-    }
-    std::fs::rename(&staging, out).map_err(|e| Error::io(out, e))?;
+    move_into_place(&staging, out, opts.overwrite)?;
     Ok(Conversion {
         bundle: out.to_owned(),
         manifest,

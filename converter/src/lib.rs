@@ -25,7 +25,7 @@
 //! graph and back), [`expert`] (§3.1, B), [`auxiliary`] (§3.2, M′),
 //! [`train`] (the shared fine-tuning loop), [`calibration`] (§3.4, τ via the
 //! runtime's guard), [`export`] (NNEF plans), [`convert`] (the pipeline),
-//! [`device`] (CPU or CUDA); [`scan`] tells whether the model is backdoored at
+//! [`device`] (CPU or CUDA), [`output`] (never losing a bundle or a user's files), [`signing`] (keys that sign bundles); [`scan`] tells whether the model is backdoored at
 //! all, and toward which label (clean unlearning, EBYD).
 //! Attacks, demo models, reports and ablations live in `badexpert-lab`, the
 //! `badexpert-convert` binary in `convert-cli/`.
@@ -39,9 +39,12 @@ mod error;
 pub mod expert;
 pub mod export;
 pub mod onnx;
+pub mod output;
 pub mod scan;
+pub mod signing;
 pub mod train;
 
 pub use convert::{convert, Conversion, ConvertOptions};
 pub use error::{Error, Result};
 pub use scan::{scan, scan_model, ScanOptions};
+pub use signing::SecretKey;

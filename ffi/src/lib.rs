@@ -30,7 +30,10 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use badexpert_runtime::camera::{ResizeMode, DEFAULT_MAX_FRAME_BYTES};
-use badexpert_runtime::{CameraFrame, Error, FrameGeometry, FrameShape, Guard, GuardBundle, PixelFormat, PixelLayout};
+use badexpert_runtime::{
+    CameraFrame, Error, FrameGeometry, FrameShape, Guard, GuardBundle, LoadOptions, PixelFormat, PixelLayout,
+    TrustedKey,
+};
 
 /// What a call did. Every call but the destroy functions and
 /// `badexpert_last_error` returns one; any other than `OK` leaves a message
@@ -138,6 +141,7 @@ impl From<Error> for Failure {
             | Error::Format { .. }
             | Error::Manifest { .. }
             | Error::HashMismatch { .. }
+            | Error::Seal { .. }
             | Error::Plan { .. } => BadexpertStatus::Bundle,
             Error::Frame(_) | Error::Inference { .. } => BadexpertStatus::FrameNotScored,
             Error::Invalid(_) => BadexpertStatus::InvalidArgument,
@@ -168,7 +172,10 @@ fn set_last_error(message: String) {
 /// bug) stopped at the boundary rather than unwinding into C.
 fn call(body: impl FnOnce() -> Result<(), Failure>) -> BadexpertStatus {
     match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => BadexpertStatus::Ok,
+        Ok(Ok(())) => {
+            LAST_ERROR.with(|slot| *slot.borrow_mut() = None);
+            BadexpertStatus::Ok
+        }
         Ok(Err(Failure(status, message))) => {
             set_last_error(message);
             status
@@ -193,8 +200,8 @@ unsafe fn non_null_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T, Fail
     ptr.as_mut().ok_or_else(|| invalid(format!("{what} is NULL")))
 }
 
-/// The message of the last failed call on this thread, or NULL if none
-/// failed. Valid until the next failing call on this thread.
+/// The message of the last call on this thread if it failed, NULL if it
+/// succeeded (or none was made). Valid until the next call on this thread.
 #[no_mangle]
 pub extern "C" fn badexpert_last_error() -> *const c_char {
     LAST_ERROR.with(|slot| slot.borrow().as_ref().map_or(std::ptr::null(), |m| m.as_ptr()))
@@ -206,8 +213,9 @@ pub extern "C" fn badexpert_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-/// Opens the bundle directory `dir` (UTF-8 path), verifies every file's
-/// sha256 against the manifest and loads the three plans into `*bundle`.
+/// Opens the bundle directory `dir` (UTF-8 path), checks its seal (any
+/// change to the manifest is refused) and every file's sha256 against the
+/// manifest, and loads the three plans into `*bundle`.
 ///
 /// # Safety
 /// `dir` is NULL or a NUL-terminated string; `bundle` is NULL or writable.
@@ -216,11 +224,34 @@ pub unsafe extern "C" fn badexpert_bundle_open(
     dir: *const c_char,
     bundle: *mut *mut BadexpertBundle,
 ) -> BadexpertStatus {
+    badexpert_bundle_open_trusted(dir, std::ptr::null(), bundle)
+}
+
+/// As `badexpert_bundle_open`, and when `public_key` (the path of a public
+/// key file from `badexpert-convert keygen`) is not NULL, only a bundle
+/// signed by that key opens: an unsigned bundle, another signer or a bad
+/// signature fails with `BADEXPERT_STATUS_BUNDLE` and the reason.
+///
+/// # Safety
+/// `dir` and `public_key` are NULL or NUL-terminated strings; `bundle` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn badexpert_bundle_open_trusted(
+    dir: *const c_char,
+    public_key: *const c_char,
+    bundle: *mut *mut BadexpertBundle,
+) -> BadexpertStatus {
     call(|| {
         let out = non_null_mut(bundle, "bundle (the handle's address)")?;
         *out = std::ptr::null_mut();
         let dir = CStr::from_ptr(non_null(dir, "dir")?).to_str().map_err(|_| invalid("dir is not UTF-8"))?;
-        let opened = GuardBundle::open(dir)?;
+        let trusted_key = match public_key.as_ref() {
+            None => None,
+            Some(_) => {
+                let path = CStr::from_ptr(public_key).to_str().map_err(|_| invalid("public_key is not UTF-8"))?;
+                Some(TrustedKey::read(std::path::Path::new(path)).map_err(|e| invalid(e.to_string()))?)
+            }
+        };
+        let opened = GuardBundle::open_with(dir, LoadOptions { trusted_key, ..LoadOptions::default() })?;
         let class_names = opened
             .manifest()
             .classes
@@ -482,8 +513,8 @@ unsafe fn guarded(
     }
     call(|| {
         let g = non_null_mut(guard, "guard")?;
-        let out = non_null_mut(verdict, "verdict")?;
         let v = score(g)?;
+        let Some(out) = verdict.as_mut() else { return Ok(()) };
         *out = BadexpertVerdict {
             class_index: u32::try_from(v.class)
                 .map_err(|_| invalid(format!("class {} does not fit 32 bits", v.class)))?,

@@ -10,7 +10,7 @@ use std::ptr::{null, null_mut};
 
 use badexpert::*;
 use badexpert_frames::FrameSource;
-use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout};
+use badexpert_runtime::{FrameSet, Guard, GuardBundle, Manifest, PixelLayout};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -136,6 +136,8 @@ fn other_sizes_and_encodings_take_the_camera_path() {
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     m["camera"] = serde_json::json!({ "resize": "none", "channel_order": "rgb", "yuv": "bt601_limited" });
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    // Sealed again: the test is about the camera setting, not tampering.
+    Manifest::read(&manifest).unwrap().write(&manifest).unwrap();
     let dir = CString::new(work.to_str().unwrap()).unwrap();
     let (mut b, mut g) = (null_mut(), null_mut());
     unsafe {
@@ -218,6 +220,10 @@ fn an_image_the_guard_cannot_take_gets_a_status_a_message_and_a_rejected_verdict
     let planar = unsafe { badexpert_guard_frame(guard, frame.as_ptr(), 28 * 28 - 1, &mut verdict) };
     assert_eq!(planar, BadexpertStatus::FrameNotScored);
     assert!(!verdict.accepted && last_error().contains("783 pixel values, the bundle expects 784"));
+    // A success clears the last error; the verdict may be NULL (the header allows it).
+    let ok = unsafe { badexpert_guard_image(guard, &image(28, 28, 28, c"mono8", &frame), null_mut()) };
+    assert_eq!(ok, BadexpertStatus::Ok);
+    assert!(badexpert_last_error().is_null(), "a success leaves no error: {}", last_error());
 
     let mut guard = guard;
     unsafe { badexpert_guard_destroy(&mut guard) };
@@ -352,4 +358,48 @@ fn the_bundle_gives_its_backdoor_scan_or_says_it_has_none() {
             exposed_runs: 2,
         }
     );
+}
+
+#[path = "../../runtime/tests/support/tamper.rs"]
+mod tamper;
+
+#[test]
+fn every_tampering_is_refused_through_the_c_abi_naming_its_cause() {
+    let scratch = std::env::temp_dir().join(format!("badexpert-ffi-seal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let key = CString::new(tamper::trusted_key_file(&scratch).to_str().unwrap()).unwrap();
+    let open = |dir: &Path, key: *const std::ffi::c_char| {
+        let dir = CString::new(dir.to_str().unwrap()).unwrap();
+        let mut b = null_mut();
+        let status = unsafe { badexpert_bundle_open_trusted(dir.as_ptr(), key, &mut b) };
+        unsafe { badexpert_bundle_destroy(&mut b) };
+        status
+    };
+    let ok = tamper::signed_copy(&demo_bundle(), "ffi-ok");
+    assert_eq!(open(&ok, key.as_ptr()), BadexpertStatus::Ok, "{}", last_error());
+    assert_eq!(open(&ok, null()), BadexpertStatus::Ok, "{}", last_error());
+    for case in tamper::CASES {
+        let dir = tamper::signed_copy(&demo_bundle(), "ffi");
+        tamper::apply(case.name, &dir);
+        assert_eq!(open(&dir, key.as_ptr()), BadexpertStatus::Bundle, "{}", case.name);
+        let message = last_error();
+        assert!(message.contains(case.expect) && message.contains("refusing to guard"), "{}: {message}", case.name);
+        let without = open(&dir, null());
+        if case.needs_key {
+            assert_eq!(without, BadexpertStatus::Ok, "{}: {}", case.name, last_error());
+        } else {
+            assert_eq!(without, BadexpertStatus::Bundle, "{}", case.name);
+            assert!(last_error().contains(case.expect), "{}: {}", case.name, last_error());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // A key path that holds no key is the caller's error, named.
+    let bad = scratch.join("bad.pub");
+    std::fs::write(&bad, "no key here\n").unwrap();
+    let bad = CString::new(bad.to_str().unwrap()).unwrap();
+    assert_eq!(open(&ok, bad.as_ptr()), BadexpertStatus::InvalidArgument);
+    assert!(last_error().contains("bad.pub"), "{}", last_error());
+    let _ = std::fs::remove_dir_all(&ok);
+    let _ = std::fs::remove_dir_all(&scratch);
 }

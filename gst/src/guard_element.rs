@@ -3,7 +3,8 @@
 use std::sync::Mutex;
 
 use badexpert_runtime::{
-    CameraFrame, FrameGeometry, FrameGuard, Guard, GuardBundle, ParallelGuard, PixelFormat, Verdict,
+    CameraFrame, FrameGeometry, FrameGuard, Guard, GuardBundle, LoadOptions, ParallelGuard, PixelFormat, TrustedKey,
+    Verdict,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -103,6 +104,7 @@ mod imp {
     #[derive(Debug, Clone, Default)]
     struct Settings {
         bundle: Option<String>,
+        trusted_key: Option<String>,
         action: Action,
         parallel: bool,
     }
@@ -140,6 +142,11 @@ mod imp {
                         .blurb("Directory of the guard bundle (badexpert-convert bundle --out)")
                         .mutable_ready()
                         .build(),
+                    glib::ParamSpecString::builder("trusted-key")
+                        .nick("Trusted key")
+                        .blurb("Public key file (badexpert-convert keygen): only bundles it signed start")
+                        .mutable_ready()
+                        .build(),
                     glib::ParamSpecEnum::builder_with_default("action", Action::Drop)
                         .nick("Action")
                         .blurb("What to do with a rejected frame: drop it, or tag every frame with its verdict")
@@ -165,6 +172,7 @@ mod imp {
             let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
             match pspec.name() {
                 "bundle" => s.bundle = value.get().expect("type checked upstream"),
+                "trusted-key" => s.trusted_key = value.get().expect("type checked upstream"),
                 "action" => s.action = value.get().expect("type checked upstream"),
                 "parallel" => s.parallel = value.get().expect("type checked upstream"),
                 other => gst::warning!(CAT, imp = self, "no writable property {other}"),
@@ -175,6 +183,7 @@ mod imp {
             let s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
             match pspec.name() {
                 "bundle" => s.bundle.to_value(),
+                "trusted-key" => s.trusted_key.to_value(),
                 "action" => s.action.to_value(),
                 "parallel" => s.parallel.to_value(),
                 _ => {
@@ -233,7 +242,13 @@ mod imp {
             let Some(dir) = settings.bundle else {
                 return Err(gst::error_msg!(gst::ResourceError::NotFound, ["no bundle set (bundle=DIR)"]));
             };
-            let bundle = GuardBundle::open(&dir)
+            let trusted_key = match &settings.trusted_key {
+                Some(path) => Some(TrustedKey::read(std::path::Path::new(path)).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::OpenRead, ["cannot read trusted-key {path}: {e}"])
+                })?),
+                None => None,
+            };
+            let bundle = GuardBundle::open_with(&dir, LoadOptions { trusted_key, ..LoadOptions::default() })
                 .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["cannot open bundle {dir}: {e}"]))?;
             let guard: Box<dyn FrameGuard + Send> = if settings.parallel {
                 Box::new(ParallelGuard::new(&bundle).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ["{e}"]))?)

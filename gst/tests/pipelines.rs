@@ -84,6 +84,43 @@ fn gst_launch_runs_a_camera_sized_source_through_the_element() {
     let _ = std::fs::remove_dir_all(&plugins);
 }
 
+#[path = "../../runtime/tests/support/tamper.rs"]
+mod tamper;
+
+#[test]
+fn the_element_refuses_every_tampering_naming_its_cause() {
+    let plugins = plugin_dir();
+    let registry = plugins.join("registry.bin");
+    let key = tamper::trusted_key_file(&plugins);
+    let launch = |bundle: &Path, trusted: bool| {
+        let mut cmd = Command::new("gst-launch-1.0");
+        cmd.args(["-q", "videotestsrc", "num-buffers=2", "!", "video/x-raw,format=GRAY8,width=64,height=48", "!"])
+            .args(["badexpertguard", &format!("bundle={}", bundle.display())]);
+        if trusted {
+            cmd.arg(format!("trusted-key={}", key.display()));
+        }
+        let out = cmd.args(["!", "fakesink"]).env("GST_PLUGIN_PATH", &plugins).env("GST_REGISTRY", &registry);
+        out.output().expect("gst-launch-1.0 runs")
+    };
+    let ok = tamper::signed_copy(&demo().join("bundle"), "gst-ok");
+    let out = launch(&ok, true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for case in tamper::CASES {
+        let dir = tamper::signed_copy(&demo().join("bundle"), "gst");
+        tamper::apply(case.name, &dir);
+        let out = launch(&dir, true);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(case.expect), "{}: {err}", case.name);
+        let out = launch(&dir, false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), case.needs_key, "{}: {err}", case.name);
+        assert!(case.needs_key || err.contains(case.expect), "{}: {err}", case.name);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&ok);
+    let _ = std::fs::remove_dir_all(&plugins);
+}
+
 /// Runs the upscaled frames of `raw` through the element; the verdicts it
 /// attached (tag) or the frames that came out (drop), and the rejections
 /// posted on the bus.

@@ -80,6 +80,7 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
             selection_size: 0,
             holdout_size: 0,
             seed: 0,
+            split_seed: None,
             device: "none".into(),
             restored_norms: 0,
         },

@@ -1,5 +1,6 @@
-//! A guard bundle on disk: `manifest.json` plus three tract NNEF plans, each
-//! verified against its sha256 before tract sees a byte of it.
+//! A guard bundle on disk: `manifest.json`, its seal (`seal.json`) and three
+//! tract NNEF plans; the seal and every file's sha256 are verified before
+//! tract sees a byte of a plan.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -11,6 +12,7 @@ use tract_core::prelude::*;
 use tract_onnx_opl::WithOnnx;
 
 use crate::manifest::{FileDigest, Manifest, MANIFEST_FILE};
+use crate::seal::{Seal, SealStatus, TrustedKey};
 use crate::{Error, Result};
 
 /// Name of the symbolic batch axis in every plan.
@@ -27,11 +29,14 @@ pub struct LoadOptions {
     /// Replace the ops badexpert has faster kernels for (`badexpert-kernels`);
     /// off gives tract's plan as is, to measure what the kernels bring.
     pub own_kernels: bool,
+    /// Load only bundles signed by this key ([`crate::seal`]); without one,
+    /// the seal's digest is still checked, and a signature against its own key.
+    pub trusted_key: Option<TrustedKey>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { batch: 1, own_kernels: true }
+        LoadOptions { batch: 1, own_kernels: true, trusted_key: None }
     }
 }
 
@@ -40,6 +45,7 @@ impl Default for LoadOptions {
 pub struct GuardBundle {
     dir: PathBuf,
     manifest: Manifest,
+    seal: SealStatus,
     options: LoadOptions,
     model: Plan,
     expert: Plan,
@@ -60,15 +66,20 @@ impl GuardBundle {
     /// Opens a bundle directory with plans built as `options` say.
     pub fn open_with(dir: impl AsRef<Path>, options: LoadOptions) -> Result<GuardBundle> {
         let dir = dir.as_ref().to_owned();
+        if !dir.exists() {
+            return Err(Error::format(&dir, "guard bundle", "no such directory"));
+        }
         if !dir.is_dir() {
-            return Err(Error::format(&dir, "guard bundle", "not a directory"));
+            return Err(Error::format(&dir, "guard bundle", "a file, not a bundle directory"));
         }
         if options.batch == 0 {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
         let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
+        // Verify everything before loading anything: the seal covers the
+        // manifest's values, the manifest every file's sha256.
+        let seal = Seal::read(&dir)?.check(&dir, &manifest, options.trusted_key)?;
         let plans = &manifest.plans;
-        // Verify everything before loading anything.
         let clean = manifest.clean_frames.iter().flat_map(|c| [&c.images, &c.labels]);
         for digest in [&plans.model, &plans.expert, &plans.auxiliary].into_iter().chain(clean) {
             verify(&dir, digest)?;
@@ -86,11 +97,16 @@ impl GuardBundle {
         let model = loader.load(&dir.join(&plans.model.file), Role::Model)?;
         let expert = loader.load(&dir.join(&plans.expert.file), Role::Expert)?;
         let auxiliary = loader.load(&dir.join(&plans.auxiliary.file), Role::Auxiliary)?;
-        Ok(GuardBundle { dir, manifest, options, model, expert, auxiliary })
+        Ok(GuardBundle { dir, manifest, seal, options, model, expert, auxiliary })
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// What the seal check at load established (digest, signer, trusted).
+    pub fn seal(&self) -> &SealStatus {
+        &self.seal
     }
 
     pub fn dir(&self) -> &Path {

@@ -24,6 +24,11 @@ pub enum Error {
     #[error("bundle file {}: sha256 mismatch (manifest says {expected}, file has {actual}); refusing to load a tampered or corrupt bundle", path.display())]
     HashMismatch { path: PathBuf, expected: String, actual: String },
 
+    /// The bundle's seal (`seal.json`) refuses it: a changed manifest, an
+    /// edited seal, a missing or foreign signature.
+    #[error("bundle {}: {reason}; refusing to guard with it", dir.display())]
+    Seal { dir: PathBuf, reason: String },
+
     #[error("plan {}: {reason}", path.display())]
     Plan { path: PathBuf, reason: String },
 

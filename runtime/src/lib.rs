@@ -24,7 +24,9 @@
 //! [`BatchGuard`] several frames per run, all behind [`FrameGuard`] — and
 //! [`score`] turns confidences into the statistic; [`metrics`] calibrates
 //! thresholds and computes CA / ASR / AUROC, [`quantization`] measures int8
-//! activation scales, [`manifest`] is the bundle's format and [`advanced`]
+//! activation scales, [`manifest`] is the bundle's format, [`seal`] its
+//! digest and signature (checked at load, against a [`TrustedKey`] when
+//! [`LoadOptions`] names one) and [`advanced`]
 //! the tract-level pieces for tools. Frame readers live in
 //! `badexpert-frames`, evaluation and timing tools in `badexpert-eval`, the
 //! C ABI in `badexpert-ffi`.
@@ -44,6 +46,7 @@ mod preprocess;
 pub mod quantization;
 mod resample;
 pub mod score;
+pub mod seal;
 
 pub use batch::BatchGuard;
 pub use bundle::{sha256_file, GuardBundle, LoadOptions, Role, BATCH_SYMBOL};
@@ -55,3 +58,4 @@ pub use manifest::{Manifest, ScanRecord};
 pub use parallel::ParallelGuard;
 pub use preprocess::{Normalization, Preprocessor};
 pub use score::{Confidences, ScoreMode};
+pub use seal::{SealStatus, TrustedKey};

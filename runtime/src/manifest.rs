@@ -151,6 +151,9 @@ pub struct FineTuneRecord {
     /// Part held out for calibration (never seen by fine-tuning).
     pub holdout_size: usize,
     pub seed: u64,
+    /// Seed of the reserve split when it differs from `seed`'s (absent: `seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
     /// libtorch device the fine-tunes ran on.
     pub device: String,
     /// BatchNorms restored for fine-tuning after convolutions that had none
@@ -300,10 +303,13 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// Writes the manifest as pretty JSON.
+    /// Writes the manifest as pretty JSON, and its unsigned seal
+    /// ([`crate::seal::Seal`]) beside it: every writer seals what it writes.
     pub fn write(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
-        std::fs::write(path, json + "\n").map_err(|e| Error::io(path, e))
+        std::fs::write(path, json + "\n").map_err(|e| Error::io(path, e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::seal::Seal::of(self)?.write(dir)
     }
 
     /// Checks the values the runtime relies on.

@@ -1,0 +1,123 @@
+//! Where a bundle goes: `--overwrite` replaces only a bundle (or an empty
+//! directory), and the new bundle is assembled beside the destination and
+//! moved into place whole, so a crash or a kill mid-conversion leaves the
+//! old bundle as it was and never deletes a user's files.
+
+use std::path::{Path, PathBuf};
+
+use badexpert_runtime::manifest::MANIFEST_FILE;
+use badexpert_runtime::seal::SEAL_FILE;
+
+use crate::{Error, Result};
+
+/// Files a bundle may hold besides the ones its manifest names.
+const BUNDLE_FILES: &[&str] = &[MANIFEST_FILE, SEAL_FILE];
+
+/// Checks, before any work, that `out` may be written: absent, or (with
+/// `overwrite`) an empty directory or a bundle holding nothing but the files
+/// its manifest names.
+pub fn check_destination(out: &Path, overwrite: bool) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(Error::Invalid(format!("{} already exists; pass --overwrite to replace it", out.display())));
+    }
+    if !out.is_dir() {
+        return Err(Error::Invalid(format!("{} is a file, not a bundle; not replacing it", out.display())));
+    }
+    let strangers = foreign_files(out)?;
+    if !strangers.is_empty() {
+        let shown: Vec<_> = strangers.iter().take(5).map(|p| p.display().to_string()).collect();
+        let what = if out.join(MANIFEST_FILE).is_file() { "this bundle's files" } else { "a bundle's files" };
+        return Err(Error::Invalid(format!(
+            "--overwrite replaces only a bundle or an empty directory, and {} holds files that are not {what}: {}{}; not deleting them",
+            out.display(),
+            shown.join(", "),
+            if strangers.len() > shown.len() { format!(" and {} more", strangers.len() - shown.len()) } else { String::new() }
+        )));
+    }
+    Ok(())
+}
+
+/// The entries of `dir` that are not files of the bundle its manifest
+/// describes (all of them when it has no readable manifest).
+fn foreign_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut known: Vec<String> = BUNDLE_FILES.iter().map(|s| s.to_string()).collect();
+    if let Ok(text) = std::fs::read_to_string(dir.join(MANIFEST_FILE)) {
+        // Read leniently: a bundle of another version is still ours to replace.
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let mut files = Vec::new();
+        collect_files(&value, &mut files);
+        known.extend(files);
+    } else {
+        known.clear();
+    }
+    let mut strangers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry.file_type().map_err(|e| Error::io(entry.path(), e))?.is_file();
+        if !(is_file && known.contains(&name)) {
+            strangers.push(entry.path());
+        }
+    }
+    strangers.sort();
+    Ok(strangers)
+}
+
+/// Every `"file"` string in a manifest (plans, stored frames, source model).
+fn collect_files(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("file", serde_json::Value::String(s)) if !s.contains('/') => out.push(s.clone()),
+                    _ => collect_files(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_files(v, out)),
+        _ => {}
+    }
+}
+
+/// A fresh staging directory beside `out` (hidden, named after it and this process).
+pub fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let staging = parent.join(format!(
+        ".{}.partial-{}",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    Ok(staging)
+}
+
+/// Moves the finished `staging` directory to `out`. An existing `out` (checked
+/// replaceable again: it may have changed during the conversion) is first
+/// renamed aside and deleted only once the new bundle is in place, so at
+/// every instant `out` is the old bundle or the new one, whole.
+pub fn move_into_place(staging: &Path, out: &Path, overwrite: bool) -> Result<()> {
+    if let Err(e) = check_destination(out, overwrite) {
+        let _ = std::fs::remove_dir_all(staging);
+        return Err(e);
+    }
+    if !out.exists() {
+        return std::fs::rename(staging, out).map_err(|e| Error::io(out, e));
+    }
+    let mut aside = staging.as_os_str().to_owned();
+    aside.push(".old");
+    let aside = PathBuf::from(aside);
+    let _ = std::fs::remove_dir_all(&aside);
+    std::fs::rename(out, &aside).map_err(|e| Error::io(out, e))?;
+    if let Err(e) = std::fs::rename(staging, out) {
+        // Put the old bundle back rather than leave nothing.
+        let _ = std::fs::rename(&aside, out);
+        return Err(Error::io(out, e));
+    }
+    let _ = std::fs::remove_dir_all(&aside);
+    Ok(())
+}

@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Score many guards from one set of fine-tunes (issue 30's offline loop, second half).
+
+Reads the per-frame caches expert_cache.py writes (M's class, c_B, c_A of one
+B/M′ pair, on the shared calibration frames, the clean evaluation slice and
+the triggered slice) and evaluates, in seconds, guards built from them:
+
+  single           each pair alone (the converter's guard today): its spread
+                   over seeds is the noise of one fine-tune
+  mean-conf        c_B and c_A averaged over the pairs, then the score
+                   (an ensemble of experts at the output; 1 + 2K models/frame)
+  mean-score       the pairs' scores averaged
+  min-p            conformal p-value of each pair's score against the
+                   calibration frames, the smallest kept (Šidák-like)
+  fisher           −2 Σ log p over the pairs
+
+Every rule is thresholded the converter's way (τ at the target FPR over the
+correctly classified calibration frames; a combined rule's own statistic is
+computed on the calibration frames leave-one-out, so it is calibrated like
+a single score), then judged on the evaluation slices: realised FPR, worst
+per-class FPR, CA drop, ASR with the guard, AUROC.
+
+Usage:
+  python3 scripts/zoo/offline_loop.py target/expert-cache [--rates paper] [--gamma 0.8] [--json out.json]
+"""
+
+import argparse
+import bisect
+import glob
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+
+EPS = 1e-8
+
+
+def ensemble(gamma):
+    """The guard's score (runtime/src/score.rs): low = suspicious, reject when < τ."""
+    return lambda b, a: min(a / (gamma * max(b, EPS)), (1 - b) / max(gamma - a, EPS))
+
+
+def threshold_at_fpr(scores, fpr):
+    """runtime/src/metrics.rs threshold_at_fpr: the j-th smallest, j = floor(fpr (n + 1))."""
+    j = int(fpr * (len(scores) + 1) + 1e-9)
+    return sorted(scores)[max(j, 1) - 1]
+
+
+def auroc(clean, hits):
+    """P(a triggered hit scores below a clean frame), ties half."""
+    if not hits or not clean:
+        return None
+    c = sorted(clean)
+    below = sum(bisect.bisect_left(c, h) + 0.5 * (bisect.bisect_right(c, h) - bisect.bisect_left(c, h)) for h in hits)
+    return 1 - below / (len(c) * len(hits))
+
+
+def load(cache_dir, rates):
+    """{model: [record, ...]} of the finished caches, pairs in seed order."""
+    by_model = defaultdict(list)
+    for path in sorted(glob.glob(os.path.join(cache_dir, "*", "cache.json"))):
+        with open(path) as f:
+            r = json.load(f)
+        if rates and r["rates"] not in rates:
+            continue
+        by_model[(r["model"], r["export"], r["rates"])].append(r)
+    for recs in by_model.values():
+        recs.sort(key=lambda r: r["seed"])
+    return by_model
+
+
+def frames(recs, part):
+    """Per frame: (label, M's class, [(c_B, c_A) per pair]); M's class is the same in every pair."""
+    first = recs[0]["slices"].get(part)
+    if first is None:
+        return []
+    out = []
+    for i, y in enumerate(first["labels"]):
+        rows = [r["slices"][part]["rows"][i] for r in recs]
+        k = rows[0][0]
+        if k is None or any(row[0] != k or row[1] is None for row in rows):
+            out.append((y, None, None))  # fail closed: an unscorable frame is rejected
+        else:
+            out.append((y, k, [(row[1], row[2]) for row in rows]))
+    return out
+
+
+class Rule:
+    """A guard built from the pairs' confidences: `stat(pairs)` per frame, low = suspicious."""
+
+    def __init__(self, name, make):
+        self.name, self.make = name, make
+
+
+def p_value(sorted_cal, s):
+    """Conformal p-value of score s (low = suspicious) against sorted calibration scores."""
+    return (1 + bisect.bisect_right(sorted_cal, s)) / (len(sorted_cal) + 1)
+
+
+def rules(gamma):
+    f = ensemble(gamma)
+
+    def single(i):
+        return lambda cal: (lambda pairs: f(*pairs[i]))
+
+    def mean_conf(cal):
+        return lambda pairs: f(sum(b for b, _ in pairs) / len(pairs), sum(a for _, a in pairs) / len(pairs))
+
+    def mean_score(cal):
+        return lambda pairs: sum(f(b, a) for b, a in pairs) / len(pairs)
+
+    def pvals(cal):
+        ref = [sorted(f(*pairs[i]) for pairs in cal) for i in range(len(cal[0]))]
+        return lambda pairs: [p_value(ref[i], f(*pairs[i])) for i in range(len(pairs))]
+
+    def min_p(cal):
+        pv = pvals(cal)
+        return lambda pairs: min(pv(pairs))
+
+    def fisher(cal):
+        pv = pvals(cal)
+        # Larger −2Σlog p = more suspicious; negate so that low = suspicious.
+        return lambda pairs: 2 * sum(math.log(p) for p in pv(pairs))
+
+    return single, [Rule("mean-conf", mean_conf), Rule("mean-score", mean_score), Rule("min-p", min_p),
+                    Rule("fisher", fisher)]
+
+
+def judge(rule_make, cal, clean, trig, target, fpr, pair_count):
+    cal_ok = [p for y, k, p in cal if k == y]
+    stat = rule_make(cal_ok)
+    # Leave-one-out is what makes a p-value rule's calibration statistics exchangeable with new
+    # frames; with ~400 frames the difference from in-sample ranks is one rank, so in-sample it is.
+    cal_scores = [stat(p) for p in cal_ok]
+    tau = threshold_at_fpr(cal_scores, fpr)
+    accepted = lambda k, p: k is not None and stat(p) >= tau
+    ok = [(y, k, p) for y, k, p in clean if k == y]
+    clean_scores = [stat(p) for _, _, p in ok]
+    per_class = defaultdict(lambda: [0, 0])
+    for y, k, p in ok:
+        per_class[y][0] += 1
+        per_class[y][1] += not accepted(k, p)
+    ca = sum(k == y for y, k, _ in clean) / len(clean)
+    ca_guard = sum(k == y and accepted(k, p) for y, k, p in clean) / len(clean)
+    out = dict(pairs=pair_count, models_per_frame=1 + 2 * pair_count, tau=tau,
+               fpr=sum(not accepted(k, p) for _, k, p in ok) / max(len(ok), 1),
+               worst_class_fpr=max(r / n for n, r in per_class.values()) if per_class else None,
+               ca=ca, ca_drop=ca - ca_guard)
+    if trig:
+        nontarget = [(y, k, p) for y, k, p in trig if y != target]
+        hits = [(k, p) for y, k, p in nontarget if k == target]
+        out.update(asr=len(hits) / len(nontarget),
+                   asr_defended=sum(accepted(k, p) for k, p in hits) / len(nontarget),
+                   auroc=auroc(clean_scores, [stat(p) for _, p in hits]))
+    return out
+
+
+BAR = dict(auroc=0.995, asr_defended=0.01)
+
+
+def meets(r):
+    return r.get("auroc") is not None and r["auroc"] >= BAR["auroc"] and r["asr_defended"] <= BAR["asr_defended"]
+
+
+def evaluate(cache_dir, rates=None, gamma=0.8, fpr=0.01):
+    single, combined = rules(gamma)
+    results = {}
+    for (model, export, rate), recs in sorted(load(cache_dir, rates).items()):
+        target = recs[0]["target"]
+        cal, clean, trig = (frames(recs, part) for part in ("calibration", "clean", "triggered"))
+        row = {"seeds": [r["seed"] for r in recs]}
+        for i, r in enumerate(recs):
+            row[f"single s{r['seed']}"] = judge(single(i), cal, clean, trig, target, fpr, 1)
+        if len(recs) > 1:
+            for rule in combined:
+                row[rule.name] = judge(rule.make, cal, clean, trig, target, fpr, len(recs))
+        results[f"{model}.{export}.{rate}"] = row
+    return results
+
+
+def rate_parts(rates):
+    """(B's rate, M′'s rate) of a rate set name: paper is e1e-4_a0.1."""
+    if rates == "paper":
+        return "1e-4", "0.1"
+    e, _, a = rates.partition("_")
+    return e[1:], a[1:]
+
+
+def sources(cache_dir, part_filter=None):
+    """{model: {"target", "slices": {part: (labels, classes)}, "B": {(rate, seed): {part: [c]}}, "A": {...}}}.
+
+    B and M′ are fine-tuned independently from M, so the B of one conversion
+    and the M′ of another (same split, same M) make a valid guard: a grid of
+    rates is read from a diagonal of conversions.
+    """
+    out = {}
+    for path in sorted(glob.glob(os.path.join(cache_dir, "*", "cache.json"))):
+        with open(path) as f:
+            r = json.load(f)
+        if r["rates"] == "default":
+            continue  # automatic rates differ per conversion: not a grid point
+        m = out.setdefault(r["model"], dict(target=r["target"], slices={}, B={}, A={}))
+        rb, ra = rate_parts(r["rates"])
+        for part, sl in r["slices"].items():
+            classes = [row[0] for row in sl["rows"]]
+            if part not in m["slices"]:
+                m["slices"][part] = (sl["labels"], classes)
+            elif m["slices"][part][1] != classes:
+                raise ValueError(f"{path}: M's classes differ from another conversion's on {part}")
+            m["B"].setdefault((rb, r["seed"]), {})[part] = [row[1] for row in sl["rows"]]
+            m["A"].setdefault((ra, r["seed"]), {})[part] = [row[2] for row in sl["rows"]]
+    return out
+
+
+def guard_frames(m, part, bkeys, akeys):
+    """(label, class, [(mean c_B, mean c_A)]) per frame for B sources `bkeys` and M′ sources `akeys`."""
+    if part not in m["slices"]:
+        return []
+    labels, classes = m["slices"][part]
+    out = []
+    for i, (y, k) in enumerate(zip(labels, classes)):
+        bs = [m["B"][b][part][i] for b in bkeys]
+        as_ = [m["A"][a][part][i] for a in akeys]
+        if k is None or any(v is None for v in bs + as_):
+            out.append((y, None, None))
+        else:
+            out.append((y, k, [(sum(bs) / len(bs), sum(as_) / len(as_))]))
+    return out
+
+
+def grid(cache_dir, gamma=0.8, fpr=0.01):
+    """Per model and (B rate, M′ rate): every seed's single pair, and the seed-averaged guard."""
+    single, _ = rules(gamma)
+    results = {}
+    for name, m in sources(cache_dir).items():
+        brates = sorted({r for r, _ in m["B"]}, key=float)
+        arates = sorted({r for r, _ in m["A"]}, key=float)
+        row = {}
+        for rb in brates:
+            for ra in arates:
+                seeds = sorted({s for r, s in m["B"] if r == rb} & {s for r, s in m["A"] if r == ra})
+                if not seeds:
+                    continue
+                judged = lambda bk, ak: judge(single(0), *(guard_frames(m, p, bk, ak) for p in ("calibration", "clean", "triggered")),
+                                              m["target"], fpr, max(len(bk), len(ak)))
+                cell = {"seeds": seeds, "single": [judged([(rb, s)], [(ra, s)]) for s in seeds]}
+                if len(seeds) > 1:
+                    cell["averaged"] = judged([(rb, s) for s in seeds], [(ra, s) for s in seeds])
+                row[f"B {rb} / M′ {ra}"] = cell
+        results[name] = row
+    return results
+
+
+def print_grid(results):
+    cells = sorted({c for row in results.values() for c in row})
+    bd = {n: row for n, row in results.items() if any(x.get("auroc") is not None for c in row.values() for x in c["single"])}
+    print(f"{len(bd)} backdoored model(s); per (B rate, M′ rate): single pairs (all seeds) and seed-averaged guards")
+    print(f"  {'cell':24s} {'single: meets':>14s} {'AUROC':>7s} {'ASR-g':>7s} {'FPR':>6s} | {'avg: meets':>10s} {'AUROC':>7s} {'ASR-g':>7s} {'FPR':>6s} {'worst-cls':>9s}")
+    for c in cells:
+        singles = [x for row in bd.values() if c in row for x in row[c]["single"]]
+        avgs = [row[c]["averaged"] for row in bd.values() if c in row and "averaged" in row[c]]
+        line = f"  {c:24s} {sum(map(meets, singles)):>6d}/{len(singles):<7d} {sum(x['auroc'] or 0 for x in singles) / len(singles):7.4f} " \
+               f"{100 * sum(x['asr_defended'] for x in singles) / len(singles):6.2f}% {100 * sum(x['fpr'] for x in singles) / len(singles):5.2f}% |"
+        if avgs:
+            line += f" {sum(map(meets, avgs)):>4d}/{len(avgs):<5d} {sum(x['auroc'] or 0 for x in avgs) / len(avgs):7.4f} " \
+                    f"{100 * sum(x['asr_defended'] for x in avgs) / len(avgs):6.2f}% {100 * sum(x['fpr'] for x in avgs) / len(avgs):5.2f}% " \
+                    f"{100 * max(x['worst_class_fpr'] for x in avgs):8.1f}%"
+        print(line)
+
+
+def fmt(r):
+    if "auroc" in r and r["auroc"] is not None:
+        return f"{r['auroc']:.4f} {100 * r['asr_defended']:5.1f}% fpr {100 * r['fpr']:.1f}%"
+    return f"clean: fpr {100 * r['fpr']:.1f}% drop {100 * r['ca_drop']:.1f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cache", help="expert_cache.py --out directory")
+    ap.add_argument("--rates", help="comma-separated rate sets to read (default: all)")
+    ap.add_argument("--gamma", type=float, default=0.8)
+    ap.add_argument("--fpr", type=float, default=0.01)
+    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--grid", action="store_true",
+                    help="B and M′ rates crossed over conversions (e<lr>_a<lr> and paper rate sets)")
+    a = ap.parse_args()
+    if a.grid:
+        results = grid(a.cache, a.gamma, a.fpr)
+        print_grid(results)
+        if a.json:
+            json.dump({m: {c: v for c, v in row.items()} for m, row in results.items()}, open(a.json, "w"), indent=1)
+        return 0
+    results = evaluate(a.cache, set(a.rates.split(",")) if a.rates else None, a.gamma, a.fpr)
+    if not results:
+        print(f"no finished caches under {a.cache}", file=sys.stderr)
+        return 1
+    for name, row in results.items():
+        print(name)
+        for rule, r in row.items():
+            if rule != "seeds":
+                print(f"  {rule:12s} {fmt(r)}  worst-class fpr {100 * (r['worst_class_fpr'] or 0):.1f}%  "
+                      f"{'meets' if meets(r) else ''}")
+    # Summary over the backdoored models: how often each rule meets the bar, and mean figures.
+    names = sorted({k for row in results.values() for k in row if k != "seeds" and not k.startswith("single")})
+    bd = [row for row in results.values() if any(r.get("auroc") is not None for k, r in row.items() if k != "seeds")]
+    print(f"\n{len(bd)} backdoored model(s):")
+    singles = [r for row in bd for k, r in row.items() if k.startswith("single")]
+    if singles:
+        print(f"  {'single (each)':14s} meets {sum(map(meets, singles))}/{len(singles)}  "
+              f"mean AUROC {sum(r['auroc'] or 0 for r in singles) / len(singles):.4f}  "
+              f"mean ASR-g {100 * sum(r['asr_defended'] for r in singles) / len(singles):.2f}%")
+    for n in names:
+        rs = [row[n] for row in bd if n in row]
+        if rs:
+            print(f"  {n:14s} meets {sum(map(meets, rs))}/{len(rs)}  mean AUROC {sum(r['auroc'] or 0 for r in rs) / len(rs):.4f}  "
+                  f"mean ASR-g {100 * sum(r['asr_defended'] for r in rs) / len(rs):.2f}%  "
+                  f"mean FPR {100 * sum(r['fpr'] for r in rs) / len(rs):.2f}%")
+    if a.json:
+        json.dump(results, open(a.json, "w"), indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
