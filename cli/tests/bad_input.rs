@@ -9,6 +9,14 @@ use badexpert_runtime::{Guard, GuardBundle, PixelLayout};
 #[path = "../../runtime/tests/support/tamper.rs"]
 mod tamper;
 
+#[path = "../../runtime/tests/support/elf.rs"]
+mod elf;
+
+#[test]
+fn the_binary_has_no_executable_stack() {
+    elf::assert_no_executable_stack(Path::new(env!("CARGO_BIN_EXE_badexpert-guard")));
+}
+
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/badnet-fmnist")
 }

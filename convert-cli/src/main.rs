@@ -58,7 +58,7 @@ enum Command {
     },
     /// Fine-tune the backdoor expert and auxiliary model, calibrate, write a guard bundle
     /// (with a backdoor scan and its verdict when --scan-runs is given).
-    Bundle(BundleArgs),
+    Bundle(Box<BundleArgs>),
     /// Is the model backdoored, and toward which label? Clean unlearning over several runs;
     /// a verdict line on stderr (exit 0 whatever the verdict), the details with --json.
     Scan(ScanCommand),
@@ -312,12 +312,22 @@ struct BundleArgs {
     /// frames the models were chosen on (docs/design.md §3.4). Unused with --selection.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     refit: bool,
+    /// Use this ONNX model as the auxiliary model M′ instead of fine-tuning one: a repaired copy
+    /// of the model you already have (any model-repair defence's output), with the model's input,
+    /// normalisation and classes. The --aux-* options are then unused.
+    #[arg(long)]
+    auxiliary: Option<PathBuf>,
     /// Passes of the auxiliary model's fine-tune over the fine-tuning frames (the paper's 10).
     #[arg(long, default_value_t = 10)]
     aux_epochs: usize,
     /// Replace an existing bundle at --out.
     #[arg(long)]
     overwrite: bool,
+    /// Refuse a reserve with a class under this fraction of an even share of its frames
+    /// (M′ forgets such a class, and the guard rejects its clean frames), or of fewer than two
+    /// classes; 0 accepts any reserve.
+    #[arg(long, default_value_t = badexpert_converter::convert::MIN_CLASS_SHARE)]
+    min_class_share: f64,
     /// Sign the bundle with this secret key (from keygen); devices given its public key
     /// (--trusted-key) load only bundles it signed.
     #[arg(long)]
@@ -451,7 +461,7 @@ fn run(cli: Cli) -> Result<()> {
     let device = || choice.resolve();
     let progress = Bars { quiet: cli.quiet, bar: Mutex::new(None) };
     match cli.command {
-        Command::Bundle(args) => bundle(args, device()?, &progress),
+        Command::Bundle(args) => bundle(*args, device()?, &progress),
         Command::Scan(args) => scan(args, device()?),
         Command::Keygen { out } => {
             let public = SecretKey::generate().write_new(&out)?;
@@ -608,6 +618,8 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.score = args.score;
     opts.seed = args.suspect.seed;
     opts.split_seed = args.suspect.split_seed;
+    opts.min_class_share = args.min_class_share;
+    opts.auxiliary_model = args.auxiliary.clone();
     opts.expert.rate = args.expert_lr;
     opts.expert.epochs = args.expert_epochs;
     opts.expert.mislabel = args.mislabel;

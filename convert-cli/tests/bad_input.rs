@@ -8,6 +8,14 @@ use badexpert_converter::onnx::{builder, pb, set_normalization_metadata, write_m
 use badexpert_frames::{write_idx_images, write_idx_labels};
 use badexpert_runtime::{FrameSet, FrameShape, Normalization};
 
+#[path = "../../runtime/tests/support/elf.rs"]
+mod elf;
+
+#[test]
+fn the_binary_has_no_executable_stack() {
+    elf::assert_no_executable_stack(Path::new(env!("CARGO_BIN_EXE_badexpert-convert")));
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("badexpert-conv-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -433,9 +441,49 @@ fn a_reserve_that_cannot_support_a_guard_is_refused_with_the_reason() {
     let thin = write_set(&dir, 600, |i| if i < 5 { 9 } else { (i % 9) as u32 });
     let o = convert_bin(&model, &thin, &dir.join("out"), &[]);
     assert_clean_failure(&o, &["too thin in 1 of the model's 10 classes", "class 9: 5", "at least 6 frames"]);
+    assert_clean_failure(
+        &convert_bin(&model, &thin, &dir.join("out"), &["--min-class-share", "0.5"]),
+        &["at least 30 frames"],
+    );
     // A missing class counts as thin.
     let missing = write_set(&dir, 600, |i| (i % 9) as u32);
     let o = convert_bin(&model, &missing, &dir.join("out"), &[]);
     assert_clean_failure(&o, &["class 9: 0"]);
     assert!(!dir.join("out").exists());
+}
+
+#[test]
+fn a_users_own_auxiliary_model_stands_in_for_the_fine_tuned_one_when_it_fits() {
+    let (dir, model, reserve) = tiny_conversion_inputs("aux");
+    let out = dir.join("bundle");
+    let fast = ["--fpr", "0.2", "--expert-lr", "1e-4"];
+    // Here M itself plays the repaired model: it takes the same frames and gives the same classes.
+    let o = convert_bin(&model, &reserve, &out, &[&fast[..], &["--auxiliary", model.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = badexpert_runtime::GuardBundle::open(&out).unwrap();
+    let aux = &bundle.manifest().fine_tune.auxiliary;
+    assert!(aux.labels.starts_with("none: supplied by the user (m.onnx, sha256 "), "{}", aux.labels);
+    assert_eq!((aux.epochs, aux.rate_search.len()), (0, 0));
+    // Its plan is the supplied model, not a fine-tune: the same plan as M's.
+    let plans = &bundle.manifest().plans;
+    assert_eq!(plans.auxiliary.sha256, plans.model.sha256);
+
+    // Another class count or another input is refused, naming the file.
+    let mut b = builder::GraphBuilder::new(shape(), 3);
+    b.conv(4, 3).relu().max_pool(2).flatten().linear(5);
+    let five = dir.join("five.onnx");
+    write_model(&b.finish(), &five).unwrap();
+    let o =
+        convert_bin(&model, &reserve, &dir.join("x"), &[&fast[..], &["--auxiliary", five.to_str().unwrap()]].concat());
+    assert_clean_failure(&o, &["auxiliary model", "five.onnx", "gives 5 classes, the model 10"]);
+    let mut b = builder::GraphBuilder::new(FrameShape::new(1, 9, 9), 3);
+    b.flatten().linear(10);
+    let wide = dir.join("wide.onnx");
+    write_model(&b.finish(), &wide).unwrap();
+    let o =
+        convert_bin(&model, &reserve, &dir.join("x"), &[&fast[..], &["--auxiliary", wide.to_str().unwrap()]].concat());
+    assert_clean_failure(&o, &["auxiliary model", "wide.onnx", "axis"]);
+    let o = convert_bin(&model, &reserve, &dir.join("x"), &[&fast[..], &["--auxiliary", "/no/such.onnx"]].concat());
+    assert_clean_failure(&o, &["auxiliary model", "/no/such.onnx"]);
+    assert!(!dir.join("x").exists());
 }

@@ -23,7 +23,7 @@ use badexpert_frames::{write_idx_images, write_idx_labels};
 use badexpert_runtime::camera::CameraPreprocessing;
 use badexpert_runtime::manifest::{
     CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial, ScanRecord,
-    FORMAT_VERSION, MANIFEST_FILE,
+    TrainingRecord, FORMAT_VERSION, MANIFEST_FILE,
 };
 use badexpert_runtime::{sha256_file, FrameSet, FrameShape, Normalization, Preprocessor, ScoreMode};
 
@@ -97,6 +97,14 @@ pub struct ConvertOptions {
     /// Sign the bundle's seal with this key (devices holding its public key
     /// then load only bundles it signed).
     pub sign_key: Option<SecretKey>,
+    /// Use this ONNX model as M′ instead of fine-tuning one: a repaired model
+    /// the user already has (any model-repair defence's output), with M's
+    /// input, normalisation and classes ([`supplied_auxiliary`]).
+    pub auxiliary_model: Option<PathBuf>,
+    /// Refuse a reserve with a class under this fraction of an even share
+    /// ([`check_reserve_supports_guard`]; default [`MIN_CLASS_SHARE`]; 0
+    /// accepts any reserve, even of one class).
+    pub min_class_share: f64,
 }
 
 impl ConvertOptions {
@@ -123,22 +131,28 @@ impl ConvertOptions {
             refit: false,
             scan: None,
             sign_key: None,
+            min_class_share: MIN_CLASS_SHARE,
+            auxiliary_model: None,
         }
     }
 }
 
 /// A reserve class with fewer frames than this fraction of an even share
 /// (reserve size / classes) cannot hold its share of the calibration frames
-/// or of M′'s fine-tune, and M′ forgets it: refused. Real imbalance passes
-/// (GTSRB's rarest class holds ~0.5 % of the frames against an even share of
-/// 2.3 %, a fraction of 0.2).
+/// or of M′'s fine-tune, and M′ forgets it: refused by default. Real
+/// imbalance passes (GTSRB's rarest class holds ~0.5 % of the frames against
+/// an even share of 2.3 %, a fraction of 0.2).
 pub const MIN_CLASS_SHARE: f64 = 0.1;
 
 /// Refuses a reserve that cannot support a guard: fewer than two classes,
-/// or a class of the model with fewer than [`MIN_CLASS_SHARE`] of an even
-/// share (absent classes included). Such a reserve converts into a guard
-/// that rejects most clean frames of the missing classes.
-pub fn check_reserve_supports_guard(labels: &[u32], classes: usize) -> Result<()> {
+/// or a class of the model with fewer than `min_share` of an even share
+/// (absent classes included). Such a reserve converts into a guard that
+/// rejects most clean frames of the missing classes. `min_share` 0 checks
+/// nothing (a caller who knows better).
+pub fn check_reserve_supports_guard(labels: &[u32], classes: usize, min_share: f64) -> Result<()> {
+    if min_share <= 0.0 {
+        return Ok(());
+    }
     let mut counts = vec![0usize; classes];
     for &y in labels {
         if let Some(c) = counts.get_mut(y as usize) {
@@ -153,12 +167,12 @@ pub fn check_reserve_supports_guard(labels: &[u32], classes: usize) -> Result<()
         )));
     }
     let even = labels.len() as f64 / classes as f64;
-    let floor = (MIN_CLASS_SHARE * even).ceil() as usize;
+    let floor = (min_share * even).ceil() as usize;
     let small: Vec<String> =
         counts.iter().enumerate().filter(|(_, &c)| c < floor).map(|(k, c)| format!("class {k}: {c}")).collect();
     if !small.is_empty() {
         return Err(Error::Data(format!(
-            "the clean reserve is too thin in {} of the model's {classes} classes ({}; each needs at least {floor} frames, a tenth of an even share of {} frames): M′ would forget them and the guard reject their clean frames; add frames of those classes",
+            "the clean reserve is too thin in {} of the model's {classes} classes ({}; each needs at least {floor} frames, {min_share} of an even share of {} frames): M′ would forget them and the guard reject their clean frames; add frames of those classes (or lower --min-class-share)",
             small.len(),
             small.join(", "),
             labels.len()
@@ -268,6 +282,51 @@ fn input_shape(graph: &TchGraph, reserve: &FrameSet) -> Result<FrameShape> {
         }
     }
     Ok(s)
+}
+
+/// Loads the user's M′ (`ConvertOptions::auxiliary_model`) and checks that
+/// it takes M's frames and gives M's classes: the guard compares their
+/// confidences class by class, so anything else would be silently wrong.
+pub fn supplied_auxiliary(
+    path: &Path,
+    reserve: &FrameSet,
+    classes: usize,
+    pre: &Preprocessor,
+    device: Device,
+) -> Result<TchGraph> {
+    let what = |e: Error| Error::Invalid(format!("auxiliary model {}: {e}", path.display()));
+    let graph = TchGraph::load(path, device).map_err(what)?;
+    input_shape(&graph, reserve).map_err(what)?;
+    let theirs = class_count(&graph, reserve, pre).map_err(what)?;
+    if theirs != classes {
+        return Err(Error::Invalid(format!(
+            "auxiliary model {} gives {theirs} classes, the model {classes}: M′ must classify into M's classes",
+            path.display()
+        )));
+    }
+    Ok(graph)
+}
+
+/// The manifest's record of an M′ the user supplied: nothing was trained.
+fn supplied_record(path: Option<&Path>, holdout_accuracy: f64) -> Result<TrainingRecord> {
+    let path = path.ok_or_else(|| Error::Invalid("no auxiliary model was supplied".into()))?;
+    Ok(TrainingRecord {
+        optimizer: "none".into(),
+        learning_rate: 0.0,
+        epochs: 0,
+        batch_size: 0,
+        weight_decay: 0.0,
+        lr_milestones: Vec::new(),
+        lr_decay: 1.0,
+        labels: format!(
+            "none: supplied by the user ({}, sha256 {})",
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            sha256_file(path)?
+        ),
+        augmentation: "none".into(),
+        holdout_accuracy,
+        rate_search: Vec::new(),
+    })
 }
 
 /// Number of classes: the output width on two frames (one when the reserve
@@ -396,7 +455,7 @@ pub fn convert(
     let labels = reserve.require_labels("the clean reserve")?;
     let Suspect { source, model, shape, pre, classes } =
         Suspect::open(model_path, reserve, &opts.normalization, opts.device)?;
-    check_reserve_supports_guard(labels, classes)?;
+    check_reserve_supports_guard(labels, classes, opts.min_class_share)?;
     let class_names = match &opts.class_names {
         Some(names) if names.len() != classes => {
             return Err(Error::Invalid(format!("{} class names given, the model has {classes} classes", names.len())))
@@ -436,18 +495,27 @@ pub fn convert(
         opts.expert.make(&load, &fit, judged, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
     let (mut expert, mut expert_cfg, mut expert_trials, mut expert_accuracy) =
         (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
-    let made = opts.auxiliary.make(
-        &load,
-        &fit,
-        judged,
-        model_accuracy,
-        &pre,
-        augmentation,
-        opts.seed.wrapping_add(1),
-        progress,
-    )?;
-    let (mut auxiliary, mut aux_cfg, mut aux_trials, mut auxiliary_accuracy) =
-        (made.graph, made.config, made.trials, made.holdout_accuracy);
+    // M′: the user's own model, or fine-tuned (`aux_cfg` is None for the user's).
+    let (mut auxiliary, mut aux_cfg, mut aux_trials, mut auxiliary_accuracy) = match &opts.auxiliary_model {
+        Some(path) => {
+            let graph = supplied_auxiliary(path, reserve, classes, &pre, opts.device)?;
+            let acc = accuracy(&graph, judged, judged.require_labels("the held-out frames")?, &pre)?;
+            (graph, None, Vec::new(), acc)
+        }
+        None => {
+            let made = opts.auxiliary.make(
+                &load,
+                &fit,
+                judged,
+                model_accuracy,
+                &pre,
+                augmentation,
+                opts.seed.wrapping_add(1),
+                progress,
+            )?;
+            (made.graph, Some(made.config), made.trials, made.holdout_accuracy)
+        }
+    };
     // The searches judged the rates on the calibration part: train the chosen
     // rates afresh so that τ is calibrated on frames no kept model was chosen on.
     if opts.refit && selection.is_empty() {
@@ -470,13 +538,15 @@ pub fn convert(
                 (expert, expert_cfg, expert_accuracy) = r;
             }
         }
-        if opts.auxiliary.rate.is_auto() {
+        if let (true, Some(cfg)) = (opts.auxiliary.rate.is_auto(), &aux_cfg) {
             let labels = class_indices(fit.require_labels("fit")?);
-            let what = format!("auxiliary model M′, refit (lr {})", aux_cfg.learning_rate);
+            let what = format!("auxiliary model M′, refit (lr {})", cfg.learning_rate);
             if let Some(r) =
-                refit(&load, &fit, &labels, &holdout, hold_labels, &pre, &aux_cfg, &mut aux_trials, progress, &what)?
+                refit(&load, &fit, &labels, &holdout, hold_labels, &pre, cfg, &mut aux_trials, progress, &what)?
             {
-                (auxiliary, aux_cfg, auxiliary_accuracy) = r;
+                let cfg;
+                (auxiliary, cfg, auxiliary_accuracy) = r;
+                aux_cfg = Some(cfg);
             }
         }
     }
@@ -541,7 +611,10 @@ pub fn convert(
             },
             fine_tune: FineTuneRecord {
                 expert: expert_cfg.record(opts.expert.mislabel.describe(), expert_accuracy, expert_trials.clone()),
-                auxiliary: aux_cfg.record("true labels", auxiliary_accuracy, aux_trials.clone()),
+                auxiliary: match (&aux_cfg, &opts.auxiliary_model) {
+                    (Some(cfg), _) => cfg.record("true labels", auxiliary_accuracy, aux_trials.clone()),
+                    (None, path) => supplied_record(path.as_deref(), auxiliary_accuracy)?,
+                },
                 reserve_size: reserve.len(),
                 fit_size: fit.len(),
                 selection_size: selection.len(),

@@ -25,15 +25,22 @@ fn demo_frames(name: &str, n: usize) -> FrameSet {
     FrameSource::detect(&path).load().unwrap_or_else(|e| panic!("{}: {e}", path.display())).head(n)
 }
 
-/// `libbadexpert.a`, built by cargo beside this test's executable.
-fn static_library() -> PathBuf {
+/// `libbadexpert.a` (or `.so`), built by cargo beside this test's executable.
+fn built_library(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
-    [deps.join("libbadexpert.a"), deps.parent().unwrap().join("libbadexpert.a")]
+    [deps.join(name), deps.parent().unwrap().join(name)]
         .into_iter()
         .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("libbadexpert.a not found beside {}", exe.display()))
+        .unwrap_or_else(|| panic!("{name} not found beside {}", exe.display()))
 }
+
+fn static_library() -> PathBuf {
+    built_library("libbadexpert.a")
+}
+
+#[path = "../../runtime/tests/support/elf.rs"]
+mod elf;
 
 fn last_error() -> String {
     let p = badexpert_last_error();
@@ -70,6 +77,11 @@ fn the_c_example_agrees_with_the_rust_guard_on_tight_and_padded_frames() {
         .output()
         .unwrap_or_else(|e| panic!("{cc}: {e}"));
     assert!(built.status.success(), "compiling the C example failed:\n{}", String::from_utf8_lossy(&built.stderr));
+    // Linked statically, nothing of the library asks for an executable stack; nor does the .so.
+    let warnings = String::from_utf8_lossy(&built.stderr);
+    assert!(!warnings.contains("executable stack"), "{warnings}");
+    elf::assert_no_executable_stack(&exe);
+    elf::assert_no_executable_stack(&built_library("libbadexpert.so"));
 
     for padding in ["0", "13"] {
         let run = Command::new(&exe).arg(demo_bundle()).arg(&raw).args(["mono8", padding]).output().unwrap();

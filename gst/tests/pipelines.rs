@@ -26,15 +26,15 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A directory holding only this plugin, for GST_PLUGIN_PATH.
-fn plugin_dir() -> PathBuf {
+/// A directory holding only this plugin, for GST_PLUGIN_PATH (one per test: they run at once).
+fn plugin_dir(test: &str) -> PathBuf {
     // `cargo test` leaves the cdylib in deps/, beside the test binary;
     // `cargo build` also copies it one level up.
     let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
     let candidates = [deps.join("libgstbadexpert.so"), deps.parent().unwrap().join("libgstbadexpert.so")];
     let built = candidates.iter().find(|p| p.is_file());
     let built = built.unwrap_or_else(|| panic!("libgstbadexpert.so is built with the tests: not in {candidates:?}"));
-    let dir = scratch("plugin");
+    let dir = scratch(&format!("plugin-{test}"));
     std::fs::copy(built, dir.join("libgstbadexpert.so")).unwrap();
     dir
 }
@@ -55,7 +55,7 @@ fn upscaled(set: &FrameSet) -> Vec<u8> {
 
 #[test]
 fn gst_launch_runs_a_camera_sized_source_through_the_element() {
-    let plugins = plugin_dir();
+    let plugins = plugin_dir("launch");
     let registry = plugins.join("registry.bin");
     let bundle = demo().join("bundle");
     for (format, action) in [("RGB", "drop"), ("NV12", "tag"), ("YUY2", "drop"), ("GRAY8", "tag")] {
@@ -87,9 +87,19 @@ fn gst_launch_runs_a_camera_sized_source_through_the_element() {
 #[path = "../../runtime/tests/support/tamper.rs"]
 mod tamper;
 
+#[path = "../../runtime/tests/support/elf.rs"]
+mod elf;
+
+#[test]
+fn the_plugin_has_no_executable_stack() {
+    let plugins = plugin_dir("stack");
+    elf::assert_no_executable_stack(&plugins.join("libgstbadexpert.so"));
+    let _ = std::fs::remove_dir_all(&plugins);
+}
+
 #[test]
 fn the_element_refuses_every_tampering_naming_its_cause() {
-    let plugins = plugin_dir();
+    let plugins = plugin_dir("seal");
     let registry = plugins.join("registry.bin");
     let key = tamper::trusted_key_file(&plugins);
     let launch = |bundle: &Path, trusted: bool| {
