@@ -269,6 +269,27 @@ def print_grid(results):
         print(line)
 
 
+def compare(base_dir, other_dir, gamma=0.8, fpr=0.01):
+    """The same conversions (name for name) in two cache directories, e.g. the
+    fine-tuned M′ against a user's own (`--auxiliary`): each as a single pair."""
+    single, _ = rules(gamma)
+    out = {}
+    for path in sorted(glob.glob(os.path.join(other_dir, "*", "cache.json"))):
+        name = os.path.basename(os.path.dirname(path))
+        base = os.path.join(base_dir, name, "cache.json")
+        if not os.path.exists(base):
+            continue
+        row = {}
+        for label, p in (("base", base), ("other", path)):
+            with open(p) as f:
+                r = json.load(f)
+            parts = [frames([r], part) for part in ("calibration", "clean", "triggered")]
+            row[label] = judge(single(0), *parts, r["target"], fpr, 1)
+            row[label]["auxiliary_holdout_accuracy"] = r["auxiliary"]["holdout_accuracy"]
+        out[name] = row
+    return out
+
+
 def fmt(r):
     if "auroc" in r and r["auroc"] is not None:
         return f"{r['auroc']:.4f} {100 * r['asr_defended']:5.1f}% fpr {100 * r['fpr']:.1f}%"
@@ -284,7 +305,18 @@ def main():
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--grid", action="store_true",
                     help="B and M′ rates crossed over conversions (e<lr>_a<lr> and paper rate sets)")
+    ap.add_argument("--compare", metavar="DIR", help="the same conversions in another cache directory, side by side")
     a = ap.parse_args()
+    if a.compare:
+        results = compare(a.cache, a.compare, a.gamma, a.fpr)
+        for name, row in results.items():
+            for label in ("base", "other"):
+                r = row[label]
+                print(f"{name:32s} {label:5s} M′ acc {r['auxiliary_holdout_accuracy']:.3f}  {fmt(r)}  "
+                      f"worst-class fpr {100 * r['worst_class_fpr']:.1f}%  {'meets' if meets(r) else ''}")
+        if a.json:
+            json.dump(results, open(a.json, "w"), indent=1)
+        return 0
     if a.grid:
         results = grid(a.cache, a.gamma, a.fpr)
         print_grid(results)

@@ -86,6 +86,26 @@ class OfflineLoop(unittest.TestCase):
         # B of paper seed 0 forgot frame 0 and M′ of e3e-4 (0.05) does not agree: caught too.
         self.assertEqual(g["B 1e-4 / M′ 0.01"]["single"][0]["asr_defended"], 0.0)
 
+    def test_compare_puts_the_same_conversion_of_two_caches_side_by_side(self):
+        other = os.path.join(self.tmp.name, "other")
+        # The same conversion with an M′ that also sees frame 0 as suspect.
+        trig = [(2, TARGET, 0.05, 0.05)] + [(2, TARGET, 0.95, 0.05)] * 9 + [(TARGET, TARGET, 0.95, 0.05)]
+        clean = clean_rows(98) + [(1, 3, 0.5, 0.5), (1, None, None, None)]
+        write_cache(other, "paper", 0, clean_rows(99), clean, trig)
+        for d in (self.tmp.name, other):
+            for name in os.listdir(d):
+                path = os.path.join(d, name, "cache.json")
+                if os.path.exists(path):
+                    with open(path) as f:
+                        r = json.load(f)
+                    r["auxiliary"] = dict(holdout_accuracy=0.5)
+                    with open(path, "w") as f:
+                        json.dump(r, f)
+        c = ol.compare(self.tmp.name, other)
+        self.assertEqual(list(c), ["toy.bn.paper.s0"])
+        self.assertAlmostEqual(c["toy.bn.paper.s0"]["base"]["asr_defended"], 0.1)
+        self.assertEqual(c["toy.bn.paper.s0"]["other"]["asr_defended"], 0.0)
+
     def test_rate_names(self):
         self.assertEqual(ol.rate_parts("paper"), ("1e-4", "0.1"))
         self.assertEqual(ol.rate_parts("e3e-5_a0.03"), ("3e-5", "0.03"))
