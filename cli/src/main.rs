@@ -38,6 +38,7 @@ struct Cli {
 enum Command {
     /// Guard frames; prints one JSON line per frame. Exits 1 if any frame could not be scored.
     Run {
+        /// Guard bundle directory (badexpert-convert bundle --out).
         #[arg(long)]
         bundle: PathBuf,
         /// Image files (any size: resized as the bundle says), directories of images, IDX image
@@ -55,6 +56,7 @@ enum Command {
     /// with tract's ops only, measured in interleaved rounds on frames from a file (or zero
     /// frames); prints JSON.
     Bench {
+        /// Guard bundle directory (badexpert-convert bundle --out).
         #[arg(long)]
         bundle: PathBuf,
         /// Frames to cycle through (any frame set `run` reads); zero frames when absent.
@@ -69,6 +71,7 @@ enum Command {
     },
     /// Where each plan spends its time: every node timed, grouped by operator; prints JSON.
     Profile {
+        /// Guard bundle directory (badexpert-convert bundle --out).
         #[arg(long)]
         bundle: PathBuf,
         /// Timed runs per plan.
@@ -91,8 +94,10 @@ enum Command {
     /// Frame-by-frame agreement of a bundle with a reference bundle of the same model (e.g. f16
     /// against f32): shares of equal verdicts and classes, score differences; prints JSON.
     Agree {
+        /// Guard bundle directory (badexpert-convert bundle --out).
         #[arg(long)]
         bundle: PathBuf,
+        /// The bundle to compare with (e.g. the f32 bundle of the same model).
         #[arg(long)]
         reference: PathBuf,
         /// Frame sets to compare on (any set `run` reads).
@@ -104,6 +109,7 @@ enum Command {
     Stream(stream::StreamArgs),
     /// Verify a bundle and print its manifest.
     Info {
+        /// Guard bundle directory (badexpert-convert bundle --out).
         #[arg(long)]
         bundle: PathBuf,
     },
@@ -111,6 +117,7 @@ enum Command {
 
 #[derive(Args)]
 struct EvalArgs {
+    /// Guard bundle directory (badexpert-convert bundle --out).
     #[arg(long)]
     bundle: PathBuf,
     /// Clean labelled frames (IDX with its labels file beside it, CIFAR-10 batch, image folder).
@@ -122,12 +129,13 @@ struct EvalArgs {
     /// Triggered frames, labelled with the true class of the clean frame they came from.
     #[arg(long)]
     triggered: PathBuf,
+    /// Labels for --triggered when they are not beside it.
     #[arg(long)]
     triggered_labels: Option<PathBuf>,
     /// The attack's target class.
     #[arg(long)]
     target: u32,
-    /// Also write the JSON report to this file.
+    /// Write the JSON report to this file instead of stdout.
     #[arg(long)]
     json: Option<PathBuf>,
     /// Detectors to compare, comma-separated: badexpert, strip, scale-up. STRIP and SCALE-UP
@@ -387,9 +395,10 @@ fn evaluate(args: &EvalArgs, load: LoadOptions) -> Result<()> {
     report["detectors"] = by_name.into();
     report["bundle"] = args.bundle.display().to_string().into();
     let json = serde_json::to_string_pretty(&report)?;
-    println!("{json}");
-    if let Some(p) = &args.json {
-        std::fs::write(p, json + "\n").with_context(|| format!("cannot write {}", p.display()))?;
+    // The report goes to --json when given, else to stdout; the table to stderr.
+    match &args.json {
+        Some(p) => std::fs::write(p, json + "\n").with_context(|| format!("cannot write {}", p.display()))?,
+        None => println!("{json}"),
     }
     eprintln!("{}", eval.table());
     eprintln!(

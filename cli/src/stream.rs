@@ -20,13 +20,16 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct StreamArgs {
+    /// Guard bundle directory (badexpert-convert bundle --out).
     #[arg(long)]
     bundle: PathBuf,
     /// Pixel format of the frames: gray8, rgb24, bgr24, yuyv, nv12.
     #[arg(long)]
     format: PixelFormat,
+    /// Frame width in pixels.
     #[arg(long)]
     width: usize,
+    /// Frame height in pixels.
     #[arg(long)]
     height: usize,
     /// Bytes from one row to the next (default: tight rows).

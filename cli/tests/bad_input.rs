@@ -182,6 +182,29 @@ fn eval_refuses_labels_outside_the_classes_and_missing_files() {
 }
 
 #[test]
+fn eval_writes_its_report_to_json_alone_and_shows_both_clean_rates() {
+    let dir = std::env::temp_dir().join(format!("badexpert-eval-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("eval.json");
+    let (clean, triggered) =
+        (demo().join("eval-clean-images-idx3-ubyte.gz"), demo().join("eval-badnet-images-idx3-ubyte.gz"));
+    let bundle = demo().join("bundle");
+    let args = ["eval", "--bundle", bundle.to_str().unwrap(), "--clean", clean.to_str().unwrap()];
+    let more = ["--triggered", triggered.to_str().unwrap(), "--target", "0", "--max-frames", "200"];
+    let o = guard_bin(&[&args[..], &more, &["--json", report.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&o.stdout));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(json["clean_fpr"].is_number() && json["clean_rejection_rate"].is_number(), "{json}");
+    let table = stderr(&o);
+    assert!(table.contains("of correctly classified clean frames") && table.contains("of all clean frames"), "{table}");
+    // Without --json the report is stdout's.
+    let o = guard_bin(&[&args[..], &more].concat());
+    assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn run_parallel_prints_the_same_lines_as_sequential() {
     let bundle = demo().join("bundle");
     // 100 frames: enough to compare, short under an emulator.

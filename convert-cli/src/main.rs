@@ -51,8 +51,10 @@ enum Command {
     /// A bundle for timing only: the model's plan as M, B and M′, τ = 0, no fine-tuning
     /// (the speed suite, benches/compare_onnxruntime.py --suite).
     TimingBundle {
+        /// The model (ONNX) whose plan stands in for M, B and M′.
         #[arg(long)]
         model: PathBuf,
+        /// Output directory.
         #[arg(long)]
         out: PathBuf,
     },
@@ -88,6 +90,7 @@ enum Command {
         /// Directory holding model directories (each with model.onnx, demo.json, reserve and eval slices).
         #[arg(long, default_value = "models")]
         models: PathBuf,
+        /// Output directory.
         #[arg(long)]
         out: PathBuf,
         /// Clean (and as many triggered) evaluation frames per model.
@@ -107,6 +110,7 @@ enum Command {
         /// Directory holding model directories (as for `report`).
         #[arg(long, default_value = "models")]
         models: PathBuf,
+        /// Output directory.
         #[arg(long)]
         out: PathBuf,
         /// Only these model directories (names), comma-separated.
@@ -124,8 +128,10 @@ enum Command {
     },
     /// Write a triggered copy of a frame set (labels kept: the true classes).
     Trigger {
+        /// Attack whose trigger to stamp: badnet, blend, trojan, sig or wanet.
         #[arg(long)]
         attack: Attack,
+        /// Frames to trigger (IDX images, labels beside).
         #[arg(long)]
         input: PathBuf,
         /// Output IDX images (`*-images-idx3-ubyte.gz`); labels go beside as `*-labels-idx1-ubyte.gz`.
@@ -360,15 +366,19 @@ struct DemoArgs {
     /// Directory with Fashion-MNIST's IDX .gz files.
     #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
     data: PathBuf,
+    /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Attack whose trigger to stamp: badnet, blend, trojan, sig or wanet.
     #[arg(long, default_value = "badnet")]
     attack: Attack,
+    /// The attack's target class.
     #[arg(long, default_value_t = 0)]
     target: u32,
     /// Fraction of the training set to poison (default: 1 %; SIG 2 %; WaNet 5 %).
     #[arg(long)]
     poison_rate: Option<f64>,
+    /// Training epochs of the demo model.
     #[arg(long, default_value_t = 8)]
     epochs: usize,
     /// Epochs after which the rate is multiplied by 0.1.
@@ -377,13 +387,16 @@ struct DemoArgs {
     /// sgd (Nesterov momentum 0.9) or adam.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
+    /// Initial learning rate of the demo model.
     #[arg(long, default_value_t = 0.05)]
     lr: f64,
+    /// Weight decay of the demo model.
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f64,
     /// Train without random crop and flip.
     #[arg(long)]
     no_augment: bool,
+    /// Seed of the poisoning, the training order and the initial weights.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Train this untrained ONNX classifier (input [N, 1, 28, 28], 10 logits, e.g. a

@@ -216,7 +216,12 @@ impl Evaluation {
                 pct(self.attack_success_rate_defended)
             ),
             format!("AUROC                     {auroc}"),
-            format!("clean FPR (realised)      {}   (threshold {:.4e})", pct(self.clean_fpr), self.threshold),
+            format!(
+                "clean FPR (realised)      {}   of correctly classified clean frames (threshold {:.4e})",
+                pct(self.clean_fpr),
+                self.threshold
+            ),
+            format!("clean frames rejected     {}   of all clean frames", pct(self.clean_rejection_rate)),
             format!(
                 "frames                    {} clean, {} triggered ({} not of target class {})",
                 self.n_clean, self.n_triggered, self.n_triggered_nontarget, self.target
