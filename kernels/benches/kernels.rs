@@ -77,6 +77,10 @@ fn convolutions(c: &mut Criterion) {
         ("resnet18 stage 4, 512ch 4x4", 512, 4, 512, 1),
         ("resnet18 stage 4 entry, 256->512 stride 2", 256, 8, 512, 2),
         ("demo conv 2, 32->64ch 14x14", 32, 14, 64, 1),
+        ("zoo resnet layer 1, 16ch 28x28", 16, 28, 16, 1),
+        ("zoo resnet layer 2, 32ch 14x14", 32, 14, 32, 1),
+        ("zoo resnet layer 3, 64ch 7x7", 64, 7, 64, 1),
+        ("zoo resnet layer 2 entry, 16->32 stride 2", 16, 28, 32, 2),
     ];
     for (name, channels, size, out, stride) in shapes {
         let model = conv_model(channels, size, out, stride).unwrap();

@@ -36,6 +36,12 @@ pub const NR: usize = 16;
 /// either order (0.94 ms whole, 0.90–1.02 ms by chunk), so the bound is
 /// not tight.
 const IN_CACHE_BYTES: usize = 768 * 1024;
+/// Padded input planes this small are read in place by the f32 tiles (see
+/// [`grid`]). A tile reads its [`NR`] columns of every tap, one short run
+/// per tap across all the planes: on planes of a few tens of KiB those runs
+/// stay in L1/L2 and skipping the unfolded copy pays; on ResNet18's first
+/// stages (166–296 KiB) unfolding into one sequential stream was faster.
+const IN_PLACE_BYTES: usize = 128 * 1024;
 
 /// Shape of a 2-D NCHW convolution with concrete spatial input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +62,18 @@ impl ConvGeometry {
         [self.input[0] + self.pad[0].0 + self.pad[0].1, self.input[1] + self.pad[1].0 + self.pad[1].1]
     }
 
+    /// Height and width of one phase plane (see [`PackedConv`]).
+    fn phase(&self) -> [usize; 2] {
+        let p = self.padded();
+        [p[0].div_ceil(self.stride[0]), p[1].div_ceil(self.stride[1])]
+    }
+
+    /// How many values the phase planes of one image hold.
+    fn phases_len(&self) -> usize {
+        let [qh, qw] = self.phase();
+        self.in_channels * self.stride[0] * self.stride[1] * qh * qw
+    }
+
     /// Output height and width, `None` when the kernel does not fit.
     pub fn output(&self) -> Option<[usize; 2]> {
         let p = self.padded();
@@ -73,19 +91,102 @@ impl ConvGeometry {
     }
 }
 
+/// The grid of columns the tiles compute, rows × width. Columns are output
+/// pixels, except on planes read in place ([`IN_PLACE_BYTES`]) when output
+/// rows are not whole chunks: there column `y · qw + x` is the window whose
+/// top left corner is pixel `(y, x)` of the phase planes (`qw` wide, see
+/// [`PackedConv`]), so every chunk of [`NR`] columns reads each tap as
+/// [`NR`] consecutive values, and the columns with `x ≥ ow` are computed
+/// and dropped. That trade is taken while the extra chunks cost fewer tiles
+/// than unfolding would, reckoning an unfolded chunk at two tiles of [`MR`]
+/// channels.
+fn grid(g: &ConvGeometry) -> Option<[usize; 2]> {
+    let [oh, ow] = g.output()?;
+    let qw = g.phase()[1];
+    let panels = g.out_channels.div_ceil(MR);
+    let padded_grid = reads_in_place(g)
+        && !ow.is_multiple_of(NR)
+        && (oh * qw).div_ceil(NR) * panels <= (oh * ow).div_ceil(NR) * (panels + 2);
+    Some([oh, if padded_grid { qw } else { ow }])
+}
+
+/// Whether the phase planes are small enough to be read in place.
+fn reads_in_place(g: &ConvGeometry) -> bool {
+    g.phases_len() * 4 <= IN_PLACE_BYTES
+}
+
+/// Writes the input row `src`, `left` columns into its padded row, as two
+/// phase rows: padded column `p` goes to `even` (`p` even) or `odd`, at `p / 2`.
+fn split_row<T: Copy>(src: &[T], left: usize, even: &mut [T], odd: &mut [T]) {
+    let (mut src, mut col) = (src, left / 2);
+    if left % 2 == 1 {
+        let Some((&first, rest)) = src.split_first() else { return };
+        if let Some(v) = odd.get_mut(col) {
+            *v = first;
+        }
+        (src, col) = (rest, col + 1);
+    }
+    let pairs = src.chunks_exact(2);
+    let last = pairs.remainder().first().copied();
+    let (even, odd) = (even.get_mut(col..).unwrap_or_default(), odd.get_mut(col..).unwrap_or_default());
+    let n = pairs.len().min(even.len()).min(odd.len());
+    for ((pair, e), o) in pairs.take(n).zip(&mut even[..n]).zip(&mut odd[..n]) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    if let (Some(v), Some(e)) = (last, even.get_mut(n)) {
+        *e = v;
+    }
+}
+
 /// A convolution whose weights are packed at load for [`tile`] (or [`tile_int8`]).
+///
+/// Each image is padded into *phase planes*: at stride `(sy, sx)` every
+/// channel's padded plane is split into `sy · sx` planes, phase `(a, b)`
+/// holding its rows `a, a + sy, …` and columns `b, b + sx, …` (at stride 1,
+/// the padded plane itself). Tap `(ky, kx)` of output pixel `(y, x)` is then
+/// pixel `(y + ky·dy / sy, x + kx·dx / sx)` of phase `(ky·dy mod sy, kx·dx
+/// mod sx)`: every convolution reads its input as a stride-1 one, an output
+/// row's taps are runs of consecutive values, and strided layers are
+/// unfolded with copies (or read in place) instead of gathers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedConv {
     pub geometry: ConvGeometry,
     weights: Weights,
     bias: Arc<Vec<f32>>,
-    /// Offset of each tap `k = (c, ky, kx)` into the padded input planes.
-    taps: Arc<Vec<usize>>,
-    /// Offset of each output pixel's window into the padded planes, padded
-    /// to whole chunks of [`NR`] with 0 (those columns are computed, then dropped).
+    /// Offset of each tap `k = (c, ky, kx)` into the phase planes.
+    taps: Arc<Taps>,
+    /// Offset of each column's window into the phase planes, padded to
+    /// whole chunks of [`NR`] with 0 (those columns are computed, then dropped).
     pixels: Arc<Vec<usize>>,
+    /// Which phases (`a · sx + b`) any tap reads: the others are only zeroed.
+    phases_read: Arc<Vec<bool>>,
+    /// How many values the phase planes must hold: the furthest tap of the
+    /// last column reads past the last plane when columns run over the
+    /// padded grid (see [`grid`]).
+    planes_len: usize,
+    /// Whether the planes are small (see [`IN_PLACE_BYTES`]) and every
+    /// chunk's columns are consecutive in them (so at stride 1, see
+    /// [`grid`]): the f32 tiles then read each tap's [`NR`] values where
+    /// they lie, with no unfolded copy.
+    in_place: bool,
     /// Whether a ReLU follows (folded in when the tile is written).
     pub relu: bool,
+}
+
+/// Offsets of the taps into the phase planes, with the largest of them
+/// (they do not ascend at a stride above 1), which bounds every read.
+#[derive(Debug, Clone, PartialEq)]
+struct Taps {
+    offsets: Vec<usize>,
+    furthest: usize,
+}
+
+impl Taps {
+    fn new(offsets: Vec<usize>) -> Taps {
+        let furthest = offsets.iter().copied().max().unwrap_or(0);
+        Taps { offsets, furthest }
+    }
 }
 
 /// Packed weights, in panels of [`MR`] output channels, taps as depth.
@@ -141,21 +242,45 @@ impl PackedConv {
 
     fn with_weights(geometry: ConvGeometry, weights: Weights, bias: &[f32], relu: bool) -> TractResult<PackedConv> {
         let [oh, ow] = geometry.output().context("PackedConv: the kernel does not fit")?;
-        let [ph, pw] = geometry.padded();
+        let [qh, qw] = geometry.phase();
         let [kh, kw] = geometry.kernel;
         let [dy, dx] = geometry.dilation;
-        let taps = (0..geometry.in_channels)
-            .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| c * ph * pw + y * dy * pw + x * dx)))
-            .collect();
         let [sy, sx] = geometry.stride;
-        let mut pixels: Vec<usize> = (0..oh).flat_map(|y| (0..ow).map(move |x| y * sy * pw + x * sx)).collect();
-        pixels.resize((oh * ow).div_ceil(NR) * NR, 0);
+        let window: Vec<[usize; 2]> = (0..kh).flat_map(|y| (0..kw).map(move |x| [y * dy, x * dx])).collect();
+        let mut phases_read = vec![false; sy * sx];
+        for [ry, rx] in &window {
+            phases_read[ry % sy * sx + rx % sx] = true;
+        }
+        let taps: Vec<usize> = (0..geometry.in_channels)
+            .flat_map(|c| {
+                window
+                    .iter()
+                    .map(move |[ry, rx]| ((c * sy + ry % sy) * sx + rx % sx) * qh * qw + ry / sy * qw + rx / sx)
+            })
+            .collect();
+        let [rows, width] = grid(&geometry).context("PackedConv: the kernel does not fit")?;
+        let chunks = (rows * width).div_ceil(NR);
+        let pixels: Vec<usize> = if width == ow {
+            let mut pixels: Vec<usize> = (0..oh).flat_map(|y| (0..ow).map(move |x| y * qw + x)).collect();
+            pixels.resize(chunks * NR, 0);
+            pixels
+        } else {
+            // The padded grid: the last chunk too runs on past its last column.
+            (0..chunks * NR).collect()
+        };
+        let taps = Taps::new(taps);
+        let last_read = taps.furthest + pixels.iter().copied().max().unwrap_or(0);
+        let in_place = reads_in_place(&geometry)
+            && pixels.chunks_exact(NR).all(|p| p.iter().enumerate().all(|(j, &q)| q == p[0] + j));
         Ok(PackedConv {
             geometry,
             weights,
             bias: bias.to_vec().into(),
             taps: Arc::new(taps),
             pixels: Arc::new(pixels),
+            phases_read: Arc::new(phases_read),
+            planes_len: geometry.phases_len().max(last_read + 1),
+            in_place,
             relu,
         })
     }
@@ -170,21 +295,42 @@ impl PackedConv {
     }
 
     fn unfolded_bytes(geometry: &ConvGeometry) -> usize {
-        let [oh, ow] = geometry.output().unwrap_or([0, 0]);
-        geometry.depth() * (oh * ow).div_ceil(NR) * NR * 4
+        let [rows, width] = grid(geometry).unwrap_or([0, 0]);
+        geometry.depth() * (rows * width).div_ceil(NR) * NR * 4
     }
 
     /// Convolves a batch of NCHW images into `out` (`[N, O, oh, ow]`).
     fn convolve(&self, x: &[f32], out: &mut [f32], scratch: &mut Scratch) -> TractResult<()> {
         let g = &self.geometry;
         let [h, w] = g.input;
-        let [ph, pw] = g.padded();
         let (c, o, n) = (g.in_channels, g.out_channels, self.output_pixels());
         let chunks = if Self::unfolded_bytes(g) <= IN_CACHE_BYTES { self.pixels.len() / NR } else { 1 };
         let images = x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(o * n));
         match &self.weights {
+            Weights::F32(packed) if self.in_place => {
+                let (padded, _, _) = scratch.buffers(self.planes_len, 0);
+                let (chunks, panels) = (self.pixels.len() / NR, o.div_ceil(MR));
+                // Chunk by chunk when the weights stay in cache (the chunk's
+                // rows of every tap then stay in L1 while all the panels pass
+                // over them), else panel by panel (each weight read once).
+                let weights_in_cache = packed.len() * 4 <= IN_CACHE_BYTES;
+                let (outer, inner) = if weights_in_cache { (chunks, panels) } else { (panels, chunks) };
+                for (image, out_image) in images {
+                    let planes = self.pad(image, padded, 0.0);
+                    for i in 0..outer {
+                        for j in 0..inner {
+                            let (chunk, panel) = if weights_in_cache { (i, j) } else { (j, i) };
+                            let (pixels, _) = self.chunk_pixels(planes.len(), chunk);
+                            let mut acc = [[0f32; NR]; MR];
+                            let weights = &packed[panel * g.depth() * MR..][..g.depth() * MR];
+                            tile_in_place(weights, planes, &self.taps, pixels[0], &mut acc);
+                            self.write_tile(panel, chunk, &acc, |r| (1.0, self.bias[r]), out_image);
+                        }
+                    }
+                }
+            }
             Weights::F32(packed) => {
-                let (padded, work, _) = scratch.buffers(c * ph * pw, g.depth() * NR * chunks);
+                let (padded, work, _) = scratch.buffers(self.planes_len, g.depth() * NR * chunks);
                 for (image, out_image) in images {
                     let planes = self.pad(image, padded, 0.0);
                     self.for_each_tile(
@@ -201,7 +347,8 @@ impl PackedConv {
             }
             Weights::Int8(int8) => {
                 let pairs = g.depth().div_ceil(2);
-                let (quantized, padded, work) = scratch.int8_buffers(c * h * w, c * ph * pw, pairs * 2 * NR * chunks);
+                let (quantized, padded, work) =
+                    scratch.int8_buffers(c * h * w, self.planes_len, pairs * 2 * NR * chunks);
                 for (image, out_image) in images {
                     quantize_into(image, int8.input_scale, quantized);
                     let planes = self.pad(quantized, padded, 0);
@@ -230,16 +377,66 @@ impl PackedConv {
         self.geometry.output().map_or(0, |[oh, ow]| oh * ow)
     }
 
-    /// The image's planes, padded into `padded` with `zero` unless the
-    /// convolution has no padding.
+    /// The image's phase planes, padded into `padded` (`planes_len` values)
+    /// with `zero`, unless the convolution has stride 1, no padding and
+    /// reads nothing past the image (which then is its one phase).
     fn pad<'a, T: Copy>(&self, image: &'a [T], padded: &'a mut [T], zero: T) -> &'a [T] {
         let g = &self.geometry;
-        if g.pad == [(0, 0); 2] {
+        if g.stride == [1, 1] && g.pad == [(0, 0); 2] && self.planes_len <= image.len() {
             return image;
         }
-        let ([h, w], [ph, pw]) = (g.input, g.padded());
-        for (plane, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(ph * pw)) {
-            pad_plane(plane, w, dst, pw, g.pad[0].0, g.pad[1].0, zero);
+        let ([h, w], [sy, sx], [qh, qw]) = (g.input, g.stride, g.phase());
+        let (top, left) = (g.pad[0].0, g.pad[1].0);
+        let (planes, tail) = padded.split_at_mut(g.phases_len());
+        // Values only dropped columns or no tap read are zeroed all the same:
+        // the scratch buffer holds whatever the last convolution left there.
+        tail.fill(zero);
+        if h * w == 0 {
+            planes.fill(zero);
+            return padded;
+        }
+        if sx == 2 {
+            // Each input row goes to the two phase rows it splits into, in one pass.
+            for (c, plane) in image.chunks_exact(h * w).enumerate() {
+                for a in 0..sy {
+                    let (even, odd) = planes[(c * sy + a) * 2 * qh * qw..][..2 * qh * qw].split_at_mut(qh * qw);
+                    for (qy, (even, odd)) in even.chunks_exact_mut(qw).zip(odd.chunks_exact_mut(qw)).enumerate() {
+                        even.fill(zero);
+                        odd.fill(zero);
+                        let Some(y) = (qy * sy + a).checked_sub(top).filter(|&y| y < h) else { continue };
+                        split_row(&plane[y * w..][..w], left, even, odd);
+                    }
+                }
+            }
+            return padded;
+        }
+        let phases = planes.chunks_exact_mut(qh * qw);
+        for ((c, ab), dst) in (0..g.in_channels).flat_map(|c| (0..sy * sx).map(move |ab| (c, ab))).zip(phases) {
+            let plane = &image[c * h * w..][..h * w];
+            let (a, b) = (ab / sx, ab % sx);
+            if !self.phases_read[ab] {
+                dst.fill(zero);
+            } else if [sy, sx] == [1, 1] {
+                pad_plane(plane, w, dst, qw, top, left, zero);
+            } else {
+                // Phase columns from `first` on hold input columns x0, x0 + sx, …
+                let first = left.saturating_sub(b).div_ceil(sx).min(qw);
+                let x0 = (first * sx + b).saturating_sub(left);
+                let count = if x0 < w { (w - x0).div_ceil(sx).min(qw - first) } else { 0 };
+                for (qy, row) in dst.chunks_exact_mut(qw).enumerate() {
+                    match (qy * sy + a).checked_sub(top).filter(|&y| y < h && count > 0) {
+                        Some(y) => {
+                            row[..first].fill(zero);
+                            let src = plane[y * w + x0..(y + 1) * w].iter().step_by(sx);
+                            for (v, &x) in row[first..first + count].iter_mut().zip(src) {
+                                *v = x;
+                            }
+                            row[first + count..].fill(zero);
+                        }
+                        None => row.fill(zero),
+                    }
+                }
+            }
         }
         padded
     }
@@ -282,9 +479,7 @@ impl PackedConv {
         let pixels: &[usize; NR] = self.pixels[chunk * NR..][..NR].try_into().expect("NR pixels");
         let first = pixels[0];
         let contiguous = pixels.iter().enumerate().all(|(j, &p)| p == first + j);
-        // Taps ascend (channel, row, column, each kernel window inside the
-        // padded plane), so the last is the largest.
-        let last_tap = self.taps.last().copied().unwrap_or(0);
+        let last_tap = self.taps.furthest;
         let last_pixel = if contiguous { first + NR - 1 } else { pixels.iter().copied().max().unwrap_or(0) };
         // Every tap offset plus every pixel offset (and, for a contiguous chunk,
         // the NR values after its first) stays inside the planes.
@@ -295,7 +490,7 @@ impl PackedConv {
     /// Unfolds the [`NR`] pixels of `chunk` into `dst` (`K × NR`, tap-major).
     fn unfold(&self, planes: &[f32], chunk: usize, dst: &mut [f32]) {
         let (pixels, contiguous) = self.chunk_pixels(planes.len(), chunk);
-        for (&tap, row) in self.taps.iter().zip(dst.chunks_exact_mut(NR)) {
+        for (&tap, row) in self.taps.offsets.iter().zip(dst.chunks_exact_mut(NR)) {
             let row: &mut [f32; NR] = row.try_into().expect("NR values");
             if contiguous {
                 row.copy_from_slice(&planes[tap + pixels[0]..][..NR]);
@@ -313,7 +508,7 @@ impl PackedConv {
     /// the missing second tap of an odd depth zero), as [`tile_int8`] reads them.
     fn unfold_pairs(&self, planes: &[i16], chunk: usize, dst: &mut [i16]) {
         let (pixels, contiguous) = self.chunk_pixels(planes.len(), chunk);
-        for (taps, row) in self.taps.chunks(2).zip(dst.chunks_exact_mut(2 * NR)) {
+        for (taps, row) in self.taps.offsets.chunks(2).zip(dst.chunks_exact_mut(2 * NR)) {
             let row: &mut [i16; 2 * NR] = row.try_into().expect("2·NR values");
             let (first, second) = (taps[0], taps.get(1).copied());
             if contiguous {
@@ -340,8 +535,9 @@ impl PackedConv {
     }
 
     /// Writes one [`MR`] × [`NR`] tile of sums into `out` (`[O, pixels]`)
-    /// where it falls, as `sum · scale + bias` with `(scale, bias) =
-    /// affine(channel)` (then rectified).
+    /// where its columns fall (a column off the output is dropped), as
+    /// `sum · scale + bias` with `(scale, bias) = affine(channel)` (then
+    /// rectified).
     fn write_tile<A: Accumulated>(
         &self,
         panel: usize,
@@ -350,18 +546,30 @@ impl PackedConv {
         affine: impl Fn(usize) -> (f32, f32),
         out: &mut [f32],
     ) {
-        let n = out.len() / self.geometry.out_channels;
+        let g = &self.geometry;
+        let (n, ow) = (out.len() / g.out_channels, g.output().map_or(0, |[_, ow]| ow));
+        let [rows, width] = grid(g).unwrap_or([0, 0]);
         let (row0, col0) = (panel * MR, chunk * NR);
-        let cols = NR.min(n - col0);
-        for (r, acc) in acc.iter().enumerate().take(self.geometry.out_channels - row0) {
-            let (scale, bias) = affine(row0 + r);
-            let dst = &mut out[(row0 + r) * n + col0..][..cols];
-            for (dst, &v) in dst.iter_mut().zip(acc) {
-                *dst = multiply_add(v.value(), scale, bias);
+        let end = (col0 + NR).min(rows * width);
+        // Runs of columns inside one grid row; the output holds the first `ow` of each row.
+        let mut col = col0;
+        while col < end {
+            let (y, x) = (col / width, col % width);
+            let run = (width - x).min(end - col);
+            let kept = run.min(ow.saturating_sub(x));
+            if kept > 0 {
+                for (r, acc) in acc.iter().enumerate().take(g.out_channels - row0) {
+                    let (scale, bias) = affine(row0 + r);
+                    let dst = &mut out[(row0 + r) * n + y * ow + x..][..kept];
+                    for (dst, &v) in dst.iter_mut().zip(&acc[col - col0..]) {
+                        *dst = multiply_add(v.value(), scale, bias);
+                    }
+                    if self.relu {
+                        crate::arith::rectify(dst);
+                    }
+                }
             }
-            if self.relu {
-                crate::arith::rectify(dst);
-            }
+            col += run;
         }
     }
 
@@ -389,10 +597,26 @@ fn tile(k: usize, weights: &[f32], unfolded: &[f32], acc: &mut [[f32; NR]; MR]) 
     assert!(weights.len() >= k * MR && unfolded.len() >= k * NR, "tile operands shorter than depth {k}");
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        let b = unfolded.as_ptr();
         // SAFETY: the features were just detected; both operands were checked long enough.
-        return unsafe { tile_avx2(k, weights, unfolded, acc) };
+        return unsafe { tile_avx2(k, weights, |i| b.add(i * NR), acc) };
     }
-    tile_portable(k, weights, unfolded, acc)
+    tile_portable(weights, unfolded.chunks_exact(NR).take(k), acc)
+}
+
+/// The tile with row `k` of the unfolded operand read in place:
+/// `acc[r][j] = Σ_k weights[k·MR + r] · planes[taps[k] + first + j]`.
+fn tile_in_place(weights: &[f32], planes: &[f32], taps: &Taps, first: usize, acc: &mut [[f32; NR]; MR]) {
+    let (k, furthest, taps) = (taps.offsets.len(), taps.furthest, &taps.offsets[..]);
+    assert!(weights.len() >= k * MR, "tile weights shorter than depth {k}");
+    assert!(k == 0 || furthest + first + NR <= planes.len(), "tile reads past the planes");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        let b = planes.as_ptr();
+        // SAFETY: the features were just detected; every row taps[i] + first + NR ≤ planes.len().
+        return unsafe { tile_avx2(k, weights, |i| b.add(*taps.get_unchecked(i) + first), acc) };
+    }
+    tile_portable(weights, taps.iter().map(|&t| &planes[t + first..][..NR]), acc)
 }
 
 /// How far ahead (in depth steps) the weights are prefetched.
@@ -401,15 +625,16 @@ const PREFETCH_STEPS: usize = 32;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(k: usize, weights: &[f32], unfolded: &[f32], acc: &mut [[f32; NR]; MR]) {
+unsafe fn tile_avx2(k: usize, weights: &[f32], row: impl Fn(usize) -> *const f32, acc: &mut [[f32; NR]; MR]) {
     use std::arch::x86_64::*;
-    let (a, b) = (weights.as_ptr(), unfolded.as_ptr());
+    let a = weights.as_ptr();
     let mut c = [[_mm256_setzero_ps(); 2]; MR];
-    // SAFETY (all reads): i < k and the caller checked k·MR weights and k·NR
-    // unfolded values; prefetches never fault.
+    // SAFETY (all reads): i < k, the caller checked k·MR weights and that
+    // `row(i)` starts NR readable values; prefetches never fault.
     let step = |i: usize, c: &mut [[__m256; 2]; MR]| {
-        let b0 = _mm256_loadu_ps(b.add(i * NR));
-        let b1 = _mm256_loadu_ps(b.add(i * NR + 8));
+        let b = row(i);
+        let b0 = _mm256_loadu_ps(b);
+        let b1 = _mm256_loadu_ps(b.add(8));
         for (r, c) in c.iter_mut().enumerate() {
             let w = _mm256_broadcast_ss(&*a.add(i * MR + r));
             c[0] = _mm256_fmadd_ps(w, b0, c[0]);
@@ -436,11 +661,12 @@ unsafe fn tile_avx2(k: usize, weights: &[f32], unfolded: &[f32], acc: &mut [[f32
     }
 }
 
-/// The same tile in plain Rust; aarch64 compiles it to NEON `fmla`.
+/// The same tile in plain Rust over the unfolded operand's rows (each
+/// [`NR`] values); aarch64 compiles it to NEON `fmla`.
 #[inline(always)]
-fn tile_portable(k: usize, weights: &[f32], unfolded: &[f32], acc: &mut [[f32; NR]; MR]) {
+fn tile_portable<'a>(weights: &[f32], rows: impl Iterator<Item = &'a [f32]>, acc: &mut [[f32; NR]; MR]) {
     let mut c = [[0f32; NR]; MR];
-    for (w, b) in weights.chunks_exact(MR).zip(unfolded.chunks_exact(NR)).take(k) {
+    for (w, b) in weights.chunks_exact(MR).zip(rows) {
         for (c, &w) in c.iter_mut().zip(w) {
             for (c, &b) in c.iter_mut().zip(b) {
                 *c = multiply_add(w, b, *c);
@@ -593,6 +819,45 @@ impl TypedOp for PackedConv {
 mod tests {
     use super::*;
 
+    fn conv(channels: usize, size: usize, out: usize, stride: usize) -> PackedConv {
+        let geometry = ConvGeometry {
+            in_channels: channels,
+            out_channels: out,
+            input: [size, size],
+            kernel: [3, 3],
+            stride: [stride, stride],
+            dilation: [1, 1],
+            pad: [(1, 1), (1, 1)],
+        };
+        PackedConv::new(geometry, &vec![0.0; out * channels * 9], &vec![0.0; out], false).unwrap()
+    }
+
+    #[test]
+    fn small_planes_are_read_in_place_and_large_ones_unfolded() {
+        // The zoo ResNet's stride-1 layers: the padded grid, read in place.
+        for (channels, size) in [(16, 28), (32, 14), (64, 7)] {
+            let conv = conv(channels, size, channels, 1);
+            assert!(conv.in_place, "{channels} ch {size}×{size}");
+            assert_eq!(grid(&conv.geometry), Some([size, size + 2]), "{channels} ch {size}×{size}");
+        }
+        // Its stride-2 layers: the padded grid of the phase planes.
+        for (channels, size) in [(16, 28), (32, 14)] {
+            let conv = conv(channels, size, 2 * channels, 2);
+            assert!(conv.in_place, "{channels} ch {size}×{size} stride 2");
+            assert_eq!(grid(&conv.geometry), Some([size / 2, size / 2 + 1]), "{channels} ch {size}×{size} stride 2");
+        }
+        // Rows of whole chunks keep the output grid, in place while small.
+        assert!(conv(8, 32, 8, 1).in_place);
+        assert_eq!(grid(&conv(8, 32, 8, 1).geometry), Some([32, 32]));
+        // ResNet18's first stages (296 and 166 KiB of planes), a large
+        // strided input, and a padded grid too wide for its few output pixels.
+        for (channels, size, out, stride) in [(64, 32, 64, 1), (128, 16, 128, 1), (32, 60, 8, 2), (64, 4, 64, 1)] {
+            let conv = conv(channels, size, out, stride);
+            assert!(!conv.in_place, "{channels} ch {size}×{size} stride {stride}");
+            assert_eq!(grid(&conv.geometry), conv.geometry.output(), "{channels} ch {size}×{size} stride {stride}");
+        }
+    }
+
     #[test]
     fn the_dispatched_tile_matches_the_portable_one_for_every_depth_tail() {
         for k in [1, 3, 4, 5, 37, 288] {
@@ -600,7 +865,7 @@ mod tests {
             let unfolded: Vec<f32> = (0..k * NR).map(|i| ((i * 71) % 89) as f32 / 29.0 - 1.4).collect();
             let (mut fast, mut plain) = ([[0f32; NR]; MR], [[0f32; NR]; MR]);
             tile(k, &weights, &unfolded, &mut fast);
-            tile_portable(k, &weights, &unfolded, &mut plain);
+            tile_portable(&weights, unfolded.chunks_exact(NR), &mut plain);
             for (r, (a, b)) in fast.iter().flatten().zip(plain.iter().flatten()).enumerate() {
                 assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "depth {k}, value {r}: {a} vs {b}");
             }

@@ -203,8 +203,12 @@ fn compare_with_tract(model: &TypedModel, ours: TypedModel, shape: &[usize]) -> 
 fn packed_convolutions_match_tract() -> TractResult<()> {
     let pad = |b: usize, a: usize| PaddingSpec::Explicit(tvec![b, b], tvec![a, a]);
     // Channels, kernel, stride, padding and sizes chosen so that output
-    // channels are not whole panels, pixels not whole chunks, both loop
-    // orders run (the last case unfolds chunk by chunk), and batches loop.
+    // channels are not whole panels, pixels not whole chunks, batches loop,
+    // and every path runs: unfolded whole (4×4, 48×48) and chunk by chunk
+    // (96×96 and 60×60 at stride 2), and read in place on the output grid
+    // chunk by chunk (32×32) and panel by panel (weights past the cache,
+    // 16×16) and on the padded grid (8×8, 9×7, the 6×6 with no padding,
+    // 5×5, 40×40, and at stride 2 and 3, where some phases are never read).
     let cases = [
         ([1, 64, 4, 4], 64, [3, 3], pad(1, 1), 1),
         ([2, 32, 8, 8], 13, [3, 3], pad(1, 1), 1),
@@ -213,6 +217,13 @@ fn packed_convolutions_match_tract() -> TractResult<()> {
         ([2, 12, 6, 6], 5, [1, 3], PaddingSpec::Valid, 1),
         ([1, 10, 5, 5], 9, [5, 5], PaddingSpec::SameUpper, 1),
         ([1, 16, 48, 48], 8, [3, 3], pad(1, 1), 1),
+        ([1, 16, 96, 96], 8, [3, 3], pad(1, 1), 2),
+        ([1, 8, 32, 32], 8, [3, 3], pad(1, 1), 1),
+        ([1, 64, 16, 16], 384, [3, 3], pad(1, 1), 1),
+        ([1, 16, 40, 40], 8, [3, 3], pad(1, 1), 1),
+        ([1, 32, 60, 60], 8, [3, 3], pad(1, 1), 2),
+        ([1, 16, 15, 15], 24, [1, 3], PaddingSpec::Valid, 2),
+        ([1, 6, 11, 10], 5, [3, 3], pad(2, 0), 3),
     ];
     for (shape, out, k, padding, stride) in cases {
         let model = conv_model(shape, out, k, padding.clone(), stride, 1)?;
@@ -236,7 +247,8 @@ fn int8_scales(model: &TypedModel, layers: usize) -> TractResult<ActivationScale
 #[test]
 fn int8_convolutions_stay_within_quantization_error_of_tract() -> TractResult<()> {
     let pad = |b: usize, a: usize| PaddingSpec::Explicit(tvec![b, b], tvec![a, a]);
-    // Odd depths (a tap pair half empty), partial panels and chunks, both loop orders, batches.
+    // Odd depths (a tap pair half empty), partial panels and chunks, both
+    // loop orders, batches, the padded grid (40×40).
     let cases = [
         ([1, 64, 4, 4], 64, [3, 3], pad(1, 1), 1),
         ([2, 32, 8, 8], 13, [3, 3], pad(1, 1), 1),
@@ -244,6 +256,7 @@ fn int8_convolutions_stay_within_quantization_error_of_tract() -> TractResult<()
         ([1, 7, 9, 7], 7, [3, 3], pad(0, 2), 1),
         ([2, 12, 6, 6], 5, [1, 3], PaddingSpec::Valid, 1),
         ([1, 16, 48, 48], 8, [3, 3], pad(1, 1), 1),
+        ([1, 16, 40, 40], 8, [3, 3], pad(1, 1), 1),
     ];
     for (shape, out, k, padding, stride) in cases {
         let model = conv_model(shape, out, k, padding.clone(), stride, 1)?;
