@@ -334,6 +334,10 @@ struct BundleArgs {
     /// classes; 0 accepts any reserve.
     #[arg(long, default_value_t = badexpert_converter::convert::MIN_CLASS_SHARE)]
     min_class_share: f64,
+    /// Refuse a model whose held-out accuracy on the reserve is less than this fraction of the
+    /// way from chance to perfect (labels that do not match the model); 0 skips the check.
+    #[arg(long, default_value_t = badexpert_converter::convert::MIN_ACCURACY_ABOVE_CHANCE)]
+    min_accuracy_above_chance: f64,
     /// Sign the bundle with this secret key (from keygen); devices given its public key
     /// (--trusted-key) load only bundles it signed.
     #[arg(long)]
@@ -632,6 +636,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.seed = args.suspect.seed;
     opts.split_seed = args.suspect.split_seed;
     opts.min_class_share = args.min_class_share;
+    opts.min_accuracy_above_chance = args.min_accuracy_above_chance;
     opts.auxiliary_model = args.auxiliary.clone();
     opts.expert.rate = args.expert_lr;
     opts.expert.epochs = args.expert_epochs;

@@ -62,6 +62,8 @@ fn convert_bin(model: &Path, reserve: &Path, out: &Path, extra: &[&str]) -> Outp
         .arg(reserve)
         .arg("--out")
         .arg(out)
+        // The tiny models here are untrained: at chance on any reserve.
+        .args(["--min-accuracy-above-chance", "0"])
         .args(extra)
         .output()
         .expect("runs")
@@ -190,7 +192,17 @@ fn a_conversion_killed_mid_write_leaves_the_old_bundle_whole() {
             .arg(&reserve)
             .arg("--out")
             .arg(&out)
-            .args(["--overwrite", "--aux-epochs", "20", "--seed", "9", "--fpr", "0.2"])
+            .args([
+                "--overwrite",
+                "--aux-epochs",
+                "20",
+                "--seed",
+                "9",
+                "--fpr",
+                "0.2",
+                "--min-accuracy-above-chance",
+                "0",
+            ])
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -259,7 +271,7 @@ fn refit_trains_the_chosen_rates_afresh_unless_a_selection_part_chose_them() {
 /// `badexpert-convert --device <device> bundle …` on `model`, logging at the default level.
 fn convert_on(device: &str, model: &Path, reserve: &Path, out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_badexpert-convert"))
-        .args(["--device", device, "bundle", "--model"])
+        .args(["--device", device, "bundle", "--min-accuracy-above-chance", "0", "--model"])
         .arg(model)
         .arg("--reserve")
         .arg(reserve)
@@ -486,4 +498,26 @@ fn a_users_own_auxiliary_model_stands_in_for_the_fine_tuned_one_when_it_fits() {
     let o = convert_bin(&model, &reserve, &dir.join("x"), &[&fast[..], &["--auxiliary", "/no/such.onnx"]].concat());
     assert_clean_failure(&o, &["auxiliary model", "/no/such.onnx"]);
     assert!(!dir.join("x").exists());
+}
+
+#[test]
+fn a_reserve_whose_labels_do_not_match_the_model_is_refused() {
+    let dir = scratch("mislabelled");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/badnet-fmnist");
+    // The demo's own reserve frames, labelled at random: the trained model is at chance on them.
+    let labels = dir.join("random-labels-idx1-ubyte.gz");
+    write_idx_labels(&labels, &(0..2000u32).map(|i| (i * 7 + i / 10) % 10).collect::<Vec<_>>()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_badexpert-convert"))
+        .args(["--quiet", "--cpu", "bundle", "--model"])
+        .arg(demo.join("model.onnx"))
+        .arg("--reserve")
+        .arg(demo.join("reserve-images-idx3-ubyte.gz"))
+        .arg("--reserve-labels")
+        .arg(&labels)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["near chance (10.0% for 10 classes; at least 19.0% needed)", "do not match the model"]);
+    assert!(!dir.join("out").exists());
 }

@@ -97,6 +97,10 @@ pub struct ConvertOptions {
     /// Sign the bundle's seal with this key (devices holding its public key
     /// then load only bundles it signed).
     pub sign_key: Option<SecretKey>,
+    /// Refuse a model whose held-out accuracy on the reserve is less than
+    /// this fraction of the way from chance to perfect
+    /// ([`check_model_fits_reserve`]; default [`MIN_ACCURACY_ABOVE_CHANCE`], 0 skips it).
+    pub min_accuracy_above_chance: f64,
     /// Use this ONNX model as M′ instead of fine-tuning one: a repaired model
     /// the user already has (any model-repair defence's output), with M's
     /// input, normalisation and classes ([`supplied_auxiliary`]).
@@ -133,6 +137,7 @@ impl ConvertOptions {
             sign_key: None,
             min_class_share: MIN_CLASS_SHARE,
             auxiliary_model: None,
+            min_accuracy_above_chance: MIN_ACCURACY_ABOVE_CHANCE,
         }
     }
 }
@@ -176,6 +181,28 @@ pub fn check_reserve_supports_guard(labels: &[u32], classes: usize, min_share: f
             small.len(),
             small.join(", "),
             labels.len()
+        )));
+    }
+    Ok(())
+}
+
+/// M must classify the held-out reserve frames at least this fraction of
+/// the way from chance (1/K) to perfect: 19 % for 10 classes, 55 % for 2.
+/// A model that does no better does not match the reserve (another class
+/// order, a wrong normalisation, random labels), and a guard calibrated on
+/// it would mean nothing.
+pub const MIN_ACCURACY_ABOVE_CHANCE: f64 = 0.1;
+
+/// Refuses a model whose held-out accuracy is near chance ([`MIN_ACCURACY_ABOVE_CHANCE`]).
+pub fn check_model_fits_reserve(accuracy: f64, classes: usize, above_chance: f64) -> Result<()> {
+    let chance = 1.0 / classes as f64;
+    let floor = chance + above_chance * (1.0 - chance);
+    if above_chance > 0.0 && accuracy < floor {
+        return Err(Error::Data(format!(
+            "the model classifies {:.1}% of the held-out reserve frames correctly, near chance ({:.1}% for {classes} classes; at least {:.1}% needed): the reserve's labels do not match the model (another class order, a wrong normalisation, random labels) and a guard calibrated on them would mean nothing (--min-accuracy-above-chance 0 skips this check)",
+            100.0 * accuracy,
+            100.0 * chance,
+            100.0 * floor
         )));
     }
     Ok(())
@@ -482,6 +509,7 @@ pub fn convert(
     let judged = if selection.is_empty() { &holdout } else { &selection };
     let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(shape.height, true));
     let model_accuracy = accuracy(&model, judged, judged.require_labels("the held-out frames")?, &pre)?;
+    check_model_fits_reserve(model_accuracy, classes, opts.min_accuracy_above_chance)?;
 
     // Fresh copies of M to fine-tune, with BatchNorm restored from the fine-tuning split.
     let load = || -> Result<TchGraph> {
