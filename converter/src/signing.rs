@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use badexpert_runtime::manifest::{Manifest, MANIFEST_FILE};
 use badexpert_runtime::seal::{self, Seal, SEAL_FILE};
-use badexpert_runtime::{sha256_file, TrustedKey};
+use badexpert_runtime::{verify_files, TrustedKey};
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
 
@@ -111,19 +111,8 @@ pub fn public_path(path: &Path) -> PathBuf {
 /// manifest's values; it is how a bundle written elsewhere gets signed.
 pub fn seal_bundle(dir: &Path, key: Option<&SecretKey>) -> Result<Seal> {
     let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
-    let plans = &manifest.plans;
-    let clean = manifest.clean_frames.iter().flat_map(|c| [&c.images, &c.labels]);
-    for digest in [&plans.model, &plans.expert, &plans.auxiliary].into_iter().chain(clean) {
-        let path = dir.join(&digest.file);
-        let actual = sha256_file(&path)?;
-        if !actual.eq_ignore_ascii_case(&digest.sha256) {
-            return Err(Error::Invalid(format!(
-                "{}: sha256 {actual} is not the manifest's {}; not sealing a bundle whose files do not match it",
-                path.display(),
-                digest.sha256
-            )));
-        }
-    }
+    verify_files(dir, &manifest)
+        .map_err(|e| Error::Invalid(format!("not sealing a bundle whose files do not match its manifest: {e}")))?;
     let mut seal = Seal::of(&manifest)?;
     if let Some(key) = key {
         key.sign(&mut seal);

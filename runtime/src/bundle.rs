@@ -79,11 +79,8 @@ impl GuardBundle {
         // Verify everything before loading anything: the seal covers the
         // manifest's values, the manifest every file's sha256.
         let seal = Seal::read(&dir)?.check(&dir, &manifest, options.trusted_key)?;
+        verify_files(&dir, &manifest)?;
         let plans = &manifest.plans;
-        let clean = manifest.clean_frames.iter().flat_map(|c| [&c.images, &c.labels]);
-        for digest in [&plans.model, &plans.expert, &plans.auxiliary].into_iter().chain(clean) {
-            verify(&dir, digest)?;
-        }
         if manifest.precision == crate::manifest::Precision::F16 && cfg!(target_arch = "x86_64") {
             log::warn!(
                 "{}: f16 plans run through tract's generic kernels on x86-64, two orders of magnitude slower than f32; f16 is for ARMv8.2+ devices",
@@ -173,6 +170,17 @@ impl Role {
             Role::Auxiliary => "auxiliary",
         }
     }
+}
+
+/// Checks every file the manifest names (plans, stored clean frames)
+/// against its sha256.
+pub fn verify_files(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let plans = &manifest.plans;
+    let clean = manifest.clean_frames.iter().flat_map(|c| [&c.images, &c.labels]);
+    for digest in [&plans.model, &plans.expert, &plans.auxiliary].into_iter().chain(clean) {
+        verify(dir, digest)?;
+    }
+    Ok(())
 }
 
 /// Hex sha256 of a file, streamed.

@@ -49,7 +49,7 @@ pub mod score;
 pub mod seal;
 
 pub use batch::BatchGuard;
-pub use bundle::{sha256_file, GuardBundle, LoadOptions, Role, BATCH_SYMBOL};
+pub use bundle::{sha256_file, verify_files, GuardBundle, LoadOptions, Role, BATCH_SYMBOL};
 pub use camera::{CameraFrame, CameraPipeline, FrameGeometry, PixelFormat};
 pub use error::{Error, Result};
 pub use frames::{FrameSet, FrameShape};
