@@ -334,9 +334,15 @@ pub fn supplied_auxiliary(
     Ok(graph)
 }
 
+/// Where M′ came from: fine-tuned at a configuration, or the user's file
+/// (its manifest record made when it was loaded).
+enum AuxiliarySource {
+    Trained(TrainConfig),
+    Supplied(TrainingRecord),
+}
+
 /// The manifest's record of an M′ the user supplied: nothing was trained.
-fn supplied_record(path: Option<&Path>, holdout_accuracy: f64) -> Result<TrainingRecord> {
-    let path = path.ok_or_else(|| Error::Invalid("no auxiliary model was supplied".into()))?;
+fn supplied_record(path: &Path, holdout_accuracy: f64) -> Result<TrainingRecord> {
     Ok(TrainingRecord {
         optimizer: "none".into(),
         learning_rate: 0.0,
@@ -523,12 +529,12 @@ pub fn convert(
         opts.expert.make(&load, &fit, judged, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
     let (mut expert, mut expert_cfg, mut expert_trials, mut expert_accuracy) =
         (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
-    // M′: the user's own model, or fine-tuned (`aux_cfg` is None for the user's).
-    let (mut auxiliary, mut aux_cfg, mut aux_trials, mut auxiliary_accuracy) = match &opts.auxiliary_model {
+    // M′: the user's own model, or fine-tuned.
+    let (mut auxiliary, mut aux_source, mut aux_trials, mut auxiliary_accuracy) = match &opts.auxiliary_model {
         Some(path) => {
             let graph = supplied_auxiliary(path, reserve, classes, &pre, opts.device)?;
             let acc = accuracy(&graph, judged, judged.require_labels("the held-out frames")?, &pre)?;
-            (graph, None, Vec::new(), acc)
+            (graph, AuxiliarySource::Supplied(supplied_record(path, acc)?), Vec::new(), acc)
         }
         None => {
             let made = opts.auxiliary.make(
@@ -541,7 +547,7 @@ pub fn convert(
                 opts.seed.wrapping_add(1),
                 progress,
             )?;
-            (made.graph, Some(made.config), made.trials, made.holdout_accuracy)
+            (made.graph, AuxiliarySource::Trained(made.config), made.trials, made.holdout_accuracy)
         }
     };
     // The searches judged the rates on the calibration part: train the chosen
@@ -566,7 +572,7 @@ pub fn convert(
                 (expert, expert_cfg, expert_accuracy) = r;
             }
         }
-        if let (true, Some(cfg)) = (opts.auxiliary.rate.is_auto(), &aux_cfg) {
+        if let (true, AuxiliarySource::Trained(cfg)) = (opts.auxiliary.rate.is_auto(), &aux_source) {
             let labels = class_indices(fit.require_labels("fit")?);
             let what = format!("auxiliary model M′, refit (lr {})", cfg.learning_rate);
             if let Some(r) =
@@ -574,7 +580,7 @@ pub fn convert(
             {
                 let cfg;
                 (auxiliary, cfg, auxiliary_accuracy) = r;
-                aux_cfg = Some(cfg);
+                aux_source = AuxiliarySource::Trained(cfg);
             }
         }
     }
@@ -639,9 +645,9 @@ pub fn convert(
             },
             fine_tune: FineTuneRecord {
                 expert: expert_cfg.record(opts.expert.mislabel.describe(), expert_accuracy, expert_trials.clone()),
-                auxiliary: match (&aux_cfg, &opts.auxiliary_model) {
-                    (Some(cfg), _) => cfg.record("true labels", auxiliary_accuracy, aux_trials.clone()),
-                    (None, path) => supplied_record(path.as_deref(), auxiliary_accuracy)?,
+                auxiliary: match &aux_source {
+                    AuxiliarySource::Trained(cfg) => cfg.record("true labels", auxiliary_accuracy, aux_trials.clone()),
+                    AuxiliarySource::Supplied(record) => record.clone(),
                 },
                 reserve_size: reserve.len(),
                 fit_size: fit.len(),
@@ -675,7 +681,7 @@ pub fn convert(
         manifest.decision.calibration_size = calibration.frames_used;
         manifest.write(&staging.join(MANIFEST_FILE))?;
         if let Some(key) = &opts.sign_key {
-            crate::signing::sign_sealed(&staging, &manifest, key)?;
+            crate::signing::write_seal(&staging, &manifest, Some(key))?;
         }
         Ok((manifest, calibration))
     })();

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use badexpert_runtime::manifest::{Manifest, MANIFEST_FILE};
-use badexpert_runtime::seal::{self, Seal, SEAL_FILE};
+use badexpert_runtime::seal::{self, Seal};
 use badexpert_runtime::{verify_files, TrustedKey};
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
@@ -113,20 +113,15 @@ pub fn seal_bundle(dir: &Path, key: Option<&SecretKey>) -> Result<Seal> {
     let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
     verify_files(dir, &manifest)
         .map_err(|e| Error::Invalid(format!("not sealing a bundle whose files do not match its manifest: {e}")))?;
-    let mut seal = Seal::of(&manifest)?;
+    write_seal(dir, &manifest, key)
+}
+
+/// Writes `manifest`'s seal into `dir`, signed with `key` when given.
+pub(crate) fn write_seal(dir: &Path, manifest: &Manifest, key: Option<&SecretKey>) -> Result<Seal> {
+    let mut seal = Seal::of(manifest)?;
     if let Some(key) = key {
         key.sign(&mut seal);
     }
     seal.write(dir)?;
     Ok(seal)
-}
-
-/// Signs the seal a conversion just wrote (the staging directory's).
-pub(crate) fn sign_sealed(dir: &Path, manifest: &Manifest, key: &SecretKey) -> Result<()> {
-    let mut seal = Seal::read(dir)?;
-    seal.check(dir, manifest, None)?;
-    key.sign(&mut seal);
-    seal.write(dir)?;
-    debug_assert!(dir.join(SEAL_FILE).exists());
-    Ok(())
 }
