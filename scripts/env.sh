@@ -92,6 +92,36 @@ install_fashion_mnist() {
     $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq dataset-fashion-mnist >&2
 }
 
+# ONNX's backend node tests (a model, inputs and expected outputs per case),
+# from the onnx wheel on PyPI, for the interpreter's conformance test
+# (converter/tests/onnx_node.rs). Prints the node directory.
+ONNX_NODE_VERSION=1.17.0
+install_onnx_node_tests() {
+    local dest="$BADEXPERT_CACHE/onnx-node-tests-$ONNX_NODE_VERSION"
+    if [ -f "$dest/complete" ]; then echo "$dest/node"; return 0; fi
+    log "installing ONNX $ONNX_NODE_VERSION's backend node tests into $dest (one time, 16 MB download)"
+    local tmp; tmp="$(mktemp -d)"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+        --platform manylinux_2_17_x86_64 -d "$tmp" "onnx==$ONNX_NODE_VERSION" >&2 || {
+        log "pip download of onnx==$ONNX_NODE_VERSION failed"; return 1; }
+    rm -rf "$dest.partial"; mkdir -p "$dest.partial"
+    python3 - "$tmp" "$dest.partial" <<'PY' >&2 || return 1
+import sys, zipfile, glob, os
+tmp, dest = sys.argv[1], sys.argv[2]
+prefix = "onnx/backend/test/data/node/"
+with zipfile.ZipFile(glob.glob(os.path.join(tmp, "onnx-*.whl"))[0]) as z:
+    for n in z.namelist():
+        if n.startswith(prefix) and not n.endswith("/"):
+            out = os.path.join(dest, "node", n[len(prefix):])
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(n) as src, open(out, "wb") as dst:
+                dst.write(src.read())
+PY
+    touch "$dest.partial/complete"
+    rm -rf "$tmp" "$dest"; mv "$dest.partial" "$dest"
+    echo "$dest/node"
+}
+
 # The toolchain rust-toolchain.toml pins. Where it is missing but the
 # machine's stable toolchain is that very version (machines that cannot
 # download toolchains), stable is linked under the pinned name; otherwise

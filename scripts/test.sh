@@ -8,6 +8,8 @@ source "$(dirname "$0")/env.sh"
 setup_build_env
 install_fashion_mnist
 install_camera_tools
+BADEXPERT_ONNX_NODE_TESTS="$(install_onnx_node_tests)"
+export BADEXPERT_ONNX_NODE_TESTS
 cd "$badexpert_root"
 # The tree is formatted (rustfmt.toml) and clippy-clean, with the pinned toolchain.
 cargo fmt --all --check

@@ -355,6 +355,9 @@ impl Op {
             },
             "Softmax" => Op::Softmax { axis: a.int("axis", if opset < 13 { 1 } else { -1 }) },
             "BatchNormalization" => {
+                if a.int("training_mode", 0) != 0 {
+                    return Err(a.error("training_mode=1 (batch statistics at inference) is not supported"));
+                }
                 Op::BatchNorm { epsilon: a.float("epsilon", 1e-5), momentum: a.float("momentum", 0.9) }
             }
             "MaxPool" => {
@@ -487,7 +490,7 @@ impl Op {
                         &ks[2..]
                     ));
                 }
-                let (x, padding) = pad_for(x, window, [ks[2], ks[3]], 0.0)?;
+                let (x, padding) = pad_for(x, window, [ks[2], ks[3]], 0.0, false)?;
                 check_window_output(&x.size(), ks[0], [ks[2], ks[3]], window, padding, false)?;
                 t(x.f_conv2d(w, optional(2), window.strides, padding, window.dilations, *groups))
             }
@@ -561,7 +564,7 @@ impl Op {
             )),
             Op::MaxPool { window, ceil_mode } => {
                 let k = window.kernel.expect("parsed with kernel");
-                let (x, padding) = pad_for(x, window, k, f64::NEG_INFINITY)?;
+                let (x, padding) = pad_for(x, window, k, f64::NEG_INFINITY, true)?;
                 check_window_output(&x.size(), x.size()[1], k, window, padding, *ceil_mode)?;
                 t(x.f_max_pool2d(k, window.strides, padding, window.dilations, *ceil_mode))
             }
@@ -570,12 +573,20 @@ impl Op {
                 if window.dilations != [1, 1] {
                     return Err("dilated AveragePool is not supported".into());
                 }
-                let (x, padding) = pad_for(x, window, k, 0.0)?;
-                if padding == [0, 0] && window.pads.iter().any(|(b, e)| b != e) && !count_include_pad {
-                    return Err("asymmetric pads with count_include_pad=0 are not supported".into());
+                let (padded, padding) = pad_for(x, window, k, 0.0, true)?;
+                check_window_output(&padded.size(), padded.size()[1], k, window, padding, *ceil_mode)?;
+                let pool = |t: &Tensor, include_pad: bool| {
+                    t.f_avg_pool2d(k, window.strides, padding, *ceil_mode, include_pad, None::<i64>)
+                };
+                if padded.size() == x.size() || *count_include_pad {
+                    return t(pool(&padded, *count_include_pad));
                 }
-                check_window_output(&x.size(), x.size()[1], k, window, padding, *ceil_mode)?;
-                t(x.f_avg_pool2d(k, window.strides, padding, *ceil_mode, *count_include_pad, None::<i64>))
+                // Asymmetric pads were added as zeros, which avg_pool2d would
+                // count: divide the windows' sums by their share of real pixels.
+                let size = x.size();
+                let ones = Tensor::f_ones([1, 1, size[2], size[3]], (x.kind(), x.device())).map_err(torch_reason)?;
+                let (real, _) = pad_for(&ones, window, k, 0.0, true)?;
+                t(pool(&padded, true).and_then(|sum| sum.f_div(&pool(&real, true)?)))
             }
             Op::GlobalAveragePool => {
                 if x.dim() < 3 {
@@ -630,6 +641,11 @@ impl Op {
             Op::Identity => Ok(x.shallow_clone()),
             Op::Dropout { ratio } => {
                 if !train {
+                    if let Some(mode) = optional(2) {
+                        if int_values(mode)?.iter().any(|&m| m != 0) {
+                            return Err("training_mode true draws a random mask at inference; not supported".into());
+                        }
+                    }
                     return Ok(x.shallow_clone());
                 }
                 let ratio = match (ratio, optional(1)) {
@@ -847,9 +863,16 @@ pub(crate) fn int_values(t: &Tensor) -> std::result::Result<Vec<i64>, String> {
     Vec::<i64>::try_from(&flat).map_err(torch_reason)
 }
 
-/// Resolves auto_pad and asymmetric pads: returns the (possibly explicitly
-/// padded) input and the symmetric padding left for the op itself.
-fn pad_for(x: &Tensor, w: &Window, kernel: [i64; 2], value: f64) -> std::result::Result<(Tensor, [i64; 2]), String> {
+/// Resolves auto_pad, asymmetric pads and (for a `pool`) pads wider than half the window:
+/// returns the (possibly explicitly padded) input and the symmetric padding
+/// left for the op itself.
+fn pad_for(
+    x: &Tensor,
+    w: &Window,
+    kernel: [i64; 2],
+    value: f64,
+    pool: bool,
+) -> std::result::Result<(Tensor, [i64; 2]), String> {
     let size = x.size();
     if size.len() != 4 {
         return Err(format!("input rank {}: only 2-D windows (rank-4 NCHW input) are supported", size.len()));
@@ -871,7 +894,10 @@ fn pad_for(x: &Tensor, w: &Window, kernel: [i64; 2], value: f64) -> std::result:
             }
         }
     }
-    if pads.iter().all(|(b, e)| b == e) {
+    // libtorch's pools (not its convolutions) take at most half the (dilated)
+    // window of padding on a side.
+    let within_half = |d: usize| !pool || pads[d].0 <= ((kernel[d] - 1).saturating_mul(w.dilations[d]) + 1) / 2;
+    if pads.iter().all(|(b, e)| b == e) && within_half(0) && within_half(1) {
         return Ok((x.shallow_clone(), [pads[0].0, pads[1].0]));
     }
     let grown = |d: usize| size[2 + d].checked_add(pads[d].0).and_then(|v| v.checked_add(pads[d].1)).unwrap_or(-1);

@@ -164,8 +164,8 @@ pub(super) fn int64_values(t: &TensorProto) -> Vec<i64> {
     }
 }
 
-/// Converts an ONNX tensor (float, double, int32/64, bool, u8/i8; raw or typed
-/// fields) into a CPU libtorch tensor.
+/// Converts an ONNX tensor (float, double, float16, int32/64, bool, u8/i8;
+/// raw or typed fields) into a CPU libtorch tensor.
 pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
     let bad = |reason: String| Error::Invalid(format!("initializer {:?}: {reason}", t.name));
     if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) || !t.external_data.is_empty() {
@@ -185,6 +185,16 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             let v = if raw.is_empty() { t.double_data.clone() } else { le_chunks::<8, _>(raw, f64::from_le_bytes) };
             check_len(v.len(), numel, &t.name)?;
             Tensor::from_slice(&v).to_kind(Kind::Float)
+        }
+        // Half-precision values are exact in f32, where the interpreter computes.
+        DataType::Float16 => {
+            let bits: Vec<u16> = if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as u16).collect()
+            } else {
+                le_chunks::<2, _>(raw, u16::from_le_bytes)
+            };
+            check_len(bits.len(), numel, &t.name)?;
+            Tensor::from_slice(&bits.into_iter().map(f16_to_f32).collect::<Vec<f32>>())
         }
         DataType::Int64 => {
             let v = int64_values(t);
@@ -213,6 +223,19 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         other => return Err(bad(format!("data type {} is not supported", other.as_str_name()))),
     };
     Ok(tensor.f_reshape(&dims)?)
+}
+
+/// IEEE 754 binary16 bits as the f32 of the same value.
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let fraction = f32::from(bits & 0x3ff);
+    sign * match exponent {
+        0 => fraction * 2f32.powi(-24),
+        31 if fraction == 0.0 => f32::INFINITY,
+        31 => f32::NAN,
+        e => (1.0 + fraction / 1024.0) * 2f32.powi(e - 15),
+    }
 }
 
 fn check_len(got: usize, want: i64, name: &str) -> Result<()> {
@@ -259,4 +282,20 @@ pub fn set_normalization_metadata(model: &mut ModelProto, norm: &badexpert_runti
         key: NORMALIZATION_KEY.into(),
         value: serde_json::to_string(norm).expect("plain struct serialises"),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16_to_f32;
+
+    #[test]
+    fn half_bits_decode_to_their_values() {
+        let cases =
+            [(0x3c00, 1.0), (0xc000, -2.0), (0x3555, 0.333_251_95), (0x0001, 5.960_464_5e-8), (0x7bff, 65504.0)];
+        for (bits, value) in cases {
+            assert_eq!(f16_to_f32(bits), value, "{bits:#06x}");
+        }
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        assert!(f16_to_f32(0x7e00).is_nan());
+    }
 }
