@@ -10,6 +10,7 @@ use badexpert_converter::augment::Augmentation;
 use badexpert_converter::auxiliary::AuxiliaryRate;
 use badexpert_converter::device::DeviceChoice;
 use badexpert_converter::expert::{ExpertRate, Mislabel};
+use badexpert_converter::inversion::InversionOptions;
 use badexpert_converter::onnx::{normalization_metadata, read_model, NORMALIZATION_KEY};
 use badexpert_converter::scan::Objective;
 use badexpert_converter::signing::seal_bundle;
@@ -224,6 +225,10 @@ struct ScanArgs {
     /// chosen on the zoo's development part: docs/zoo.md).
     #[arg(long, default_value_t = ScanOptions::default().threshold)]
     scan_threshold: f64,
+    /// Also invert a trigger toward every label of the model as given (Neural Cleanse), with
+    /// this many optimisation steps per label; 0 skips it.
+    #[arg(long, default_value_t = ScanOptions::default().inversion.steps)]
+    scan_inversion_steps: usize,
 }
 
 impl ScanArgs {
@@ -240,6 +245,7 @@ impl ScanArgs {
             train_mode: self.scan_train_mode,
             objective: self.scan_objective,
             threshold: self.scan_threshold,
+            inversion: InversionOptions { steps: self.scan_inversion_steps, ..InversionOptions::default() },
             augmentation: Some(augmentation),
             seed: suspect.seed,
             restore_normalization: !suspect.no_restore_norm,

@@ -38,6 +38,7 @@ pub mod device;
 mod error;
 pub mod expert;
 pub mod export;
+pub mod inversion;
 pub mod onnx;
 pub mod output;
 pub mod scan;

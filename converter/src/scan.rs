@@ -27,6 +27,7 @@ use badexpert_runtime::{FrameSet, Normalization, Preprocessor};
 
 use crate::augment::Augmentation;
 use crate::convert::{ReserveSplit, Suspect};
+use crate::inversion::{invert_triggers, InversionOptions};
 use crate::onnx::pb::ModelProto;
 use crate::onnx::TchGraph;
 use crate::train::{batch_tensor, predict_logits};
@@ -70,6 +71,8 @@ pub struct ScanOptions {
     pub train_mode: bool,
     /// What the ascent pushes up.
     pub objective: Objective,
+    /// Trigger inversion on the model as given (`steps` 0: not run).
+    pub inversion: InversionOptions,
     pub device: Device,
 }
 
@@ -93,6 +96,7 @@ impl Default for ScanOptions {
             freeze_head: false,
             train_mode: true,
             objective: Objective::TrueLogit,
+            inversion: InversionOptions { steps: 0, ..InversionOptions::default() },
             device: Device::Cpu,
         }
     }
@@ -235,6 +239,18 @@ pub fn scan(
     done.sort_by_key(|(i, _)| *i);
     let runs = done.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
     let mut record = verdict(runs, classes, opts, max_steps);
+    if opts.inversion.steps > 0 {
+        let graph = TchGraph::from_proto(source.clone(), opts.device)?;
+        let inversion = InversionOptions { seed: opts.seed, ..opts.inversion.clone() };
+        record.inversion = Some(invert_triggers(
+            &graph,
+            fit,
+            fit.require_labels("the fine-tuning frames")?,
+            pre,
+            classes,
+            &inversion,
+        )?);
+    }
     (record.fit_size, record.holdout_size, record.seconds) =
         (fit.len(), holdout.len(), started.elapsed().as_secs_f64());
     Ok(record)
@@ -288,6 +304,7 @@ fn verdict(runs: Vec<UnlearningRun>, classes: usize, opts: &ScanOptions, max_ste
         fit_size: 0,
         holdout_size: 0,
         seconds: 0.0,
+        inversion: None,
     }
 }
 

@@ -352,6 +352,7 @@ fn the_bundle_gives_its_backdoor_scan_or_says_it_has_none() {
         fit_size: 1600,
         holdout_size: 400,
         seconds: 1.0,
+        inversion: None,
     });
     manifest.write(&dir.join("manifest.json")).unwrap();
     let scan = open(&dir);

@@ -220,6 +220,29 @@ pub struct ScanRecord {
     pub holdout_size: usize,
     /// Wall time of the whole scan.
     pub seconds: f64,
+    /// Trigger inversion on the model as given (absent when not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inversion: Option<TriggerInversion>,
+}
+
+/// Neural Cleanse's trigger inversion (docs/design.md §8): per label, the
+/// smallest mask that stamps clean frames of other classes into it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerInversion {
+    /// The label with the smallest mask.
+    pub label: usize,
+    /// How many robust standard deviations (1.4826 × MAD) that mask lies
+    /// below the median mask.
+    pub anomaly: f64,
+    /// Per label, the smallest mask (mean over the frame, in [0, 1]) that
+    /// sent the goal's share of a batch to it; 1 when none did.
+    pub mask_norms: Vec<f64>,
+    /// Per label, the share of a batch that mask sent there.
+    pub success: Vec<f64>,
+    /// Optimisation steps per label.
+    pub steps: usize,
+    pub seconds: f64,
 }
 
 /// One clean-unlearning run (a seed: its own frame order and augmentations).
@@ -384,7 +407,19 @@ impl ScanRecord {
             _ if self.consensus >= classes => {
                 Err(format!("scan.consensus {} is not one of the {classes} classes", self.consensus))
             }
-            _ => Ok(()),
+            _ => match &self.inversion {
+                Some(inv)
+                    if inv.label >= classes || inv.mask_norms.len() != classes || inv.success.len() != classes =>
+                {
+                    Err(format!(
+                        "scan.inversion names label {} with {} masks and {} successes; the model has {classes} classes",
+                        inv.label,
+                        inv.mask_norms.len(),
+                        inv.success.len()
+                    ))
+                }
+                _ => Ok(()),
+            },
         }
     }
 

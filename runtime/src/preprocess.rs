@@ -87,6 +87,13 @@ impl Preprocessor {
         self.shape
     }
 
+    /// `(a, b)` such that channel `c`'s raw value v normalises to `a·v + b`
+    /// (the normalisation is affine per channel).
+    pub fn channel_affine(&self, c: usize) -> (f32, f32) {
+        let t = &self.table[c];
+        (t[1] - t[0], t[0])
+    }
+
     /// Writes a frame in either layout into `out` as normalised planar CHW.
     pub fn load(&self, frame: &[u8], layout: PixelLayout, out: &mut [f32]) -> Result<()> {
         match layout {

@@ -1,0 +1,196 @@
+//! Trigger inversion (Neural Cleanse, Wang et al., S&P 2019; docs/design.md
+//! §8): for every label k, the smallest mask m and pattern p such that
+//! stamping `(1 − m)·x + m·p` onto clean frames of other classes sends them
+//! to k. A backdoor is a shortcut to its target, so the target's mask is far
+//! smaller than the other labels'; a clean model has no such outlier.
+//!
+//! The optimisation runs in the model's normalised input space: the
+//! normalisation is affine per channel, so blending normalised frames with a
+//! normalised pattern is the same as blending the raw pixels.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
+
+use badexpert_runtime::manifest::TriggerInversion;
+use badexpert_runtime::{FrameSet, Preprocessor};
+
+use crate::onnx::TchGraph;
+use crate::train::batch_tensor;
+use crate::Result;
+
+/// How the per-label optimisation runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InversionOptions {
+    /// Adam steps per label (0 turns the inversion off).
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Share of a batch that must reach the label for a mask to count.
+    pub success_goal: f64,
+    pub seed: u64,
+}
+
+impl Default for InversionOptions {
+    fn default() -> Self {
+        InversionOptions { steps: 300, batch_size: 64, learning_rate: 0.1, success_goal: 0.9, seed: 0 }
+    }
+}
+
+/// The weight of the mask's size in the loss starts here once a mask first
+/// reaches the goal, and is raised (lowered) every [`ADAPT_EVERY`] steps
+/// while masks keep (miss) it, as Neural Cleanse does.
+const INITIAL_COST: f64 = 1e-2;
+const ADAPT_EVERY: usize = 10;
+const COST_UP: f64 = 1.5;
+
+/// Inverts a trigger toward every label of `graph` (eval mode, weights
+/// frozen) from the labelled clean `frames`, and scores the smallest mask
+/// against the others ([`TriggerInversion::anomaly`]).
+pub fn invert_triggers(
+    graph: &TchGraph,
+    frames: &FrameSet,
+    labels: &[u32],
+    pre: &Preprocessor,
+    classes: usize,
+    opts: &InversionOptions,
+) -> Result<TriggerInversion> {
+    for v in graph.var_store().trainable_variables() {
+        let _ = v.shallow_clone().set_requires_grad(false);
+    }
+    let started = std::time::Instant::now();
+    let mut norms = Vec::with_capacity(classes);
+    let mut success = Vec::with_capacity(classes);
+    for label in 0..classes {
+        let others: Vec<usize> = (0..frames.len()).filter(|&i| labels[i] as usize != label).collect();
+        let (norm, reached) =
+            if others.is_empty() { (1.0, 0.0) } else { invert_one(graph, frames, &others, pre, label, opts)? };
+        log::info!(
+            "trigger inversion: label {label}: mask {:.2}% of the frame, {:.0}% reached",
+            100.0 * norm,
+            100.0 * reached
+        );
+        norms.push(norm);
+        success.push(reached);
+    }
+    let (label, anomaly) = anomaly(&norms);
+    Ok(TriggerInversion {
+        label,
+        anomaly,
+        mask_norms: norms,
+        success,
+        steps: opts.steps,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The label with the smallest mask and its anomaly index: how many robust
+/// standard deviations (1.4826 × the median absolute deviation) its mask
+/// lies below the median mask.
+pub fn anomaly(norms: &[f64]) -> (usize, f64) {
+    let label = norms.iter().enumerate().fold(0, |best, (i, v)| if *v < norms[best] { i } else { best });
+    let mid = median(norms.to_vec());
+    let mad = median(norms.iter().map(|v| (v - mid).abs()).collect());
+    let spread = (1.4826 * mad).max(1e-12);
+    (label, norms.get(label).map_or(0.0, |m| (mid - m) / spread))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The smallest mask (mean over the frame, in [0, 1]) that sent at least the
+/// goal's share of a batch to `label`, and the share reached with it; 1.0 and
+/// the best share seen when no mask reached the goal.
+fn invert_one(
+    graph: &TchGraph,
+    frames: &FrameSet,
+    indices: &[usize],
+    pre: &Preprocessor,
+    label: usize,
+    opts: &InversionOptions,
+) -> Result<(f64, f64)> {
+    let device = graph.device();
+    let s = frames.shape();
+    let (c, h, w) = (s.channels as i64, s.height as i64, s.width as i64);
+    let vs = nn::VarStore::new(device);
+    let mask_logit = vs.root().var("mask", &[1, 1, h, w], nn::Init::Const(0.0));
+    let pattern_logit = vs.root().var("pattern", &[1, c, h, w], nn::Init::Const(0.0));
+    // Normalised value of a raw pixel v in [0, 255]: a·v + b, per channel.
+    let (a, b): (Vec<f32>, Vec<f32>) = (0..s.channels).map(|ch| pre.channel_affine(ch)).unzip();
+    let a = Tensor::f_from_slice(&a)?.f_reshape([1, c, 1, 1])?.f_to_device(device)?;
+    let b = Tensor::f_from_slice(&b)?.f_reshape([1, c, 1, 1])?.f_to_device(device)?;
+    let mut opt =
+        nn::Adam { beta1: 0.5, beta2: 0.9, wd: 0.0, eps: 1e-8, amsgrad: false }.build(&vs, opts.learning_rate)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ (label as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut order = indices.to_vec();
+    let mut cost = 0.0;
+    let (mut best, mut best_share, mut seen_share) = (f64::INFINITY, 0.0, 0.0f64);
+    let (mut window_hits, mut window_frames, mut window_steps, mut window_mask) = (0usize, 0usize, 0usize, 0.0f64);
+    let mut step = 0;
+    while step < opts.steps {
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(opts.batch_size) {
+            if step == opts.steps {
+                break;
+            }
+            let x = batch_tensor(frames, chunk, pre, None, device)?;
+            let mask = mask_logit.f_sigmoid()?;
+            let pattern = pattern_logit.f_sigmoid()?.f_mul_scalar(255.0)?.f_mul(&a)?.f_add(&b)?;
+            let stamped = x.f_mul(&mask.f_neg()?.f_add_scalar(1.0)?)?.f_add(&mask.f_mul(&pattern)?)?;
+            let logits = graph.forward(&stamped, false)?;
+            let target = Tensor::f_full([chunk.len() as i64], label as i64, (Kind::Int64, device))?;
+            let ce = logits.f_cross_entropy_loss(&target, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?;
+            let size = mask.f_mean(Kind::Float)?;
+            let loss = ce.f_add(&size.f_mul_scalar(cost)?)?;
+            opt.zero_grad();
+            loss.f_backward()?;
+            opt.step();
+            step += 1;
+            let hits = i64::try_from(logits.f_argmax(-1, false)?.f_eq(label as i64)?.f_sum(Kind::Int64)?)? as usize;
+            window_hits += hits;
+            window_frames += chunk.len();
+            window_steps += 1;
+            window_mask += size.f_double_value(&[])?;
+            if step % ADAPT_EVERY == 0 || step == opts.steps {
+                let share = window_hits as f64 / window_frames.max(1) as f64;
+                let mask_size = window_mask / window_steps.max(1) as f64;
+                seen_share = seen_share.max(share);
+                if share >= opts.success_goal {
+                    if mask_size < best {
+                        (best, best_share) = (mask_size, share);
+                    }
+                    cost = if cost == 0.0 { INITIAL_COST } else { cost * COST_UP };
+                } else if cost > 0.0 {
+                    cost /= COST_UP.powf(1.5);
+                }
+                (window_hits, window_frames, window_steps, window_mask) = (0, 0, 0, 0.0);
+            }
+        }
+    }
+    Ok(if best.is_finite() { (best, best_share) } else { (1.0, seen_share) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_mask_far_below_the_rest_is_an_outlier_and_an_even_spread_is_not() {
+        let (label, outlier) = anomaly(&[0.30, 0.28, 0.02, 0.33, 0.31, 0.29, 0.35, 0.27, 0.30, 0.32]);
+        assert_eq!(label, 2);
+        assert!(outlier > 5.0, "{outlier}");
+        let (_, even) = anomaly(&[0.30, 0.28, 0.26, 0.33, 0.31, 0.29, 0.35, 0.27, 0.30, 0.32]);
+        assert!(even < 2.0, "{even}");
+    }
+}
