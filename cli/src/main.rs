@@ -9,11 +9,12 @@ use anyhow::{bail, Context, Result};
 use badexpert_eval::baselines::Strip;
 use badexpert_eval::evaluate::{detector_table, evaluate_detectors, DetectorKind};
 use badexpert_eval::profile::Schedule;
-use badexpert_frames::{decode_camera_image, read_camera_image, read_idx_labels, FrameSource};
+use badexpert_frames::{camera_pixels, decode_camera_image, read_camera_image, read_idx_labels, to_shape, FrameSource};
+use badexpert_runtime::camera::CameraPreprocessing;
 use badexpert_runtime::manifest::MANIFEST_FILE;
 use badexpert_runtime::{
-    CameraFrame, FrameGuard, FrameSet, Guard, GuardBundle, LoadOptions, Manifest, ParallelGuard, PixelLayout,
-    TrustedKey, Verdict,
+    CameraFrame, CameraPipeline, FrameGuard, FrameSet, FrameShape, Guard, GuardBundle, LoadOptions, Manifest,
+    ParallelGuard, PixelLayout, TrustedKey, Verdict,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -41,8 +42,8 @@ enum Command {
         /// Guard bundle directory (badexpert-convert bundle --out).
         #[arg(long)]
         bundle: PathBuf,
-        /// Image files (any size: resized as the bundle says), directories of images, IDX image
-        /// files, CIFAR-10 .bin batches; - reads one PNG or JPEG image from stdin.
+        /// Image files, directories of images, IDX image files, CIFAR-10 .bin batches (any size:
+        /// resized as the bundle says); - reads one PNG or JPEG image from stdin.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Run M, B and M′ concurrently: on 3 threads with ≥ 3 cores (a frame costs about one
@@ -59,7 +60,8 @@ enum Command {
         /// Guard bundle directory (badexpert-convert bundle --out).
         #[arg(long)]
         bundle: PathBuf,
-        /// Frames to cycle through (any frame set `run` reads); zero frames when absent.
+        /// Frames to cycle through: a file or directory as `run` reads it (images or frame sets,
+        /// resized as the bundle says); zero frames when absent.
         #[arg(long)]
         frames: Option<PathBuf>,
         /// Timed runs per mode.
@@ -181,14 +183,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 open(&bundle, load)?;
             }
             // The manifest alone gives the shape; `measure` opens (and verifies) the bundle.
-            let shape = Manifest::read(&bundle.join(MANIFEST_FILE))?.input.shape;
+            let manifest = Manifest::read(&bundle.join(MANIFEST_FILE))?;
+            let shape = manifest.input.shape;
             let frames = match frames {
-                Some(p) => FrameSource::detect(&p).load()?,
+                Some(p) => frames_at_shape(&p, shape, &manifest.camera)?,
                 None => FrameSet::new(shape, vec![0; shape.len()], None)?,
             };
-            if frames.shape() != shape {
-                bail!("frames are {}, the bundle expects {shape}", frames.shape());
-            }
             let rows = badexpert_eval::latency::measure(&bundle, &frames, runs.max(1), &batches)?;
             println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(ExitCode::SUCCESS)
@@ -289,6 +289,7 @@ fn guard_inputs(bundle: &Path, load: LoadOptions, inputs: &[PathBuf], parallel: 
     let mut guard: Box<dyn FrameGuard> =
         if parallel { Box::new(ParallelGuard::new(&bundle)?) } else { Box::new(guard) };
     let classes = &bundle.manifest().classes;
+    let shape = bundle.manifest().input.shape;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failures = 0usize;
@@ -333,9 +334,17 @@ fn guard_inputs(bundle: &Path, load: LoadOptions, inputs: &[PathBuf], parallel: 
                     line(stdin, None, result.map_err(Into::into))?;
                 }
                 Input::Set(p) => match FrameSource::detect(&p).load() {
-                    Ok(set) => {
+                    Ok(set) if set.shape() == shape => {
                         for i in 0..set.len() {
                             line(&p, Some(i), guard.guard(set.frame(i), PixelLayout::Chw).map_err(Into::into))?;
+                        }
+                    }
+                    // Frames of another size are pictures like any camera frame: resized as the bundle says.
+                    Ok(set) => {
+                        for i in 0..set.len() {
+                            let result = camera_pixels(&set, i)
+                                .and_then(|(g, px)| guard.guard_camera(&CameraFrame::new(g, &px)?));
+                            line(&p, Some(i), result.map_err(Into::into))?;
                         }
                     }
                     Err(e) => line(&p, None, Err(e.into()))?,
@@ -349,6 +358,33 @@ fn guard_inputs(bundle: &Path, load: LoadOptions, inputs: &[PathBuf], parallel: 
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every frame `run` would read from `path` (image files, folders of them,
+/// frame sets), at the bundle's input `shape` (resized as `camera` says).
+fn frames_at_shape(path: &Path, shape: FrameShape, camera: &CameraPreprocessing) -> Result<FrameSet> {
+    let mut all = FrameSet::new(shape, Vec::new(), None)?;
+    for unit in expand(path)? {
+        let set = match unit {
+            Input::Image(p) => {
+                let (geometry, pixels) = read_camera_image(&p)?;
+                let mut frame = vec![0u8; shape.len()];
+                CameraPipeline::new(camera, shape, geometry)?
+                    .convert(&CameraFrame::new(geometry, &pixels)?, &mut frame)?;
+                FrameSet::new(shape, frame, None)?
+            }
+            Input::Set(p) => {
+                let set = to_shape(FrameSource::detect(&p).load()?, shape, camera)?;
+                FrameSet::new(shape, set.pixels().to_vec(), None)?
+            }
+            Input::Stdin => bail!("bench reads frames from files, not stdin"),
+        };
+        all.extend(&set)?;
+    }
+    if all.is_empty() {
+        bail!("{}: no frames (image files, folders of them, IDX or CIFAR-10 files)", path.display());
+    }
+    Ok(all)
 }
 
 fn load_labelled(path: &Path, labels: Option<&PathBuf>, what: &str) -> Result<FrameSet> {

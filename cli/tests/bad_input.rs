@@ -336,3 +336,44 @@ fn a_reader_that_goes_away_is_not_a_bundle_problem() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_reads_what_run_reads_and_sets_of_another_size_are_resized() {
+    let dir = std::env::temp_dir().join(format!("badexpert-other-sizes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 10, 10])).save(dir.join("camera.png")).unwrap();
+    // A CIFAR-10 batch of two 32×32 colour frames (label byte, then R, G and B planes).
+    let mut cifar = Vec::new();
+    for (label, value) in [(3u8, 20u8), (7, 230)] {
+        cifar.push(label);
+        cifar.extend(std::iter::repeat_n(value, 3 * 32 * 32));
+    }
+    std::fs::write(dir.join("batch.bin"), cifar).unwrap();
+    let bundle = demo().join("bundle");
+    let b = bundle.to_str().unwrap();
+    for input in ["camera.png", "batch.bin"] {
+        let path = dir.join(input);
+        let o = guard_bin(&["bench", "--bundle", b, "--frames", path.to_str().unwrap(), "--runs", "2"]);
+        assert!(o.status.success(), "bench --frames {input}: {}", stderr(&o));
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(rows["modes"].as_array().is_some_and(|m| !m.is_empty()), "{rows}");
+    }
+    let o = guard_bin(&["run", "--bundle", b, dir.join("batch.bin").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l["class"].is_u64() && l["error"].is_null()), "{lines:?}");
+    // The same frames resized by the library score as `run` scored them.
+    let set = badexpert_frames::FrameSource::detect(&dir.join("batch.bin")).load().unwrap();
+    let manifest = GuardBundle::open(&bundle).unwrap().manifest().clone();
+    let small = badexpert_frames::to_shape(set, manifest.input.shape, &manifest.camera).unwrap();
+    let mut guard = Guard::new(&GuardBundle::open(&bundle).unwrap()).unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        let v = guard.guard(small.frame(i), PixelLayout::Chw).unwrap();
+        assert_eq!(line["class"], v.class as u64);
+        assert!((line["score"].as_f64().unwrap() - v.score as f64).abs() < 1e-6, "{line} vs {v:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,12 +13,14 @@
 mod cifar;
 mod idx;
 mod image_folder;
+mod reshape;
 
 use std::path::{Path, PathBuf};
 
 pub use cifar::read_cifar10;
 pub use idx::{read_idx_images, read_idx_labels, write_idx_images, write_idx_labels};
 pub use image_folder::{decode_camera_image, read_camera_image, read_image_file, read_image_folder};
+pub use reshape::{camera_pixels, to_shape};
 
 use badexpert_runtime::{Error, FrameSet, GuardBundle, Result};
 
