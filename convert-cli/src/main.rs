@@ -229,6 +229,10 @@ struct ScanArgs {
     /// this many optimisation steps per label; 0 skips it.
     #[arg(long, default_value_t = ScanOptions::default().inversion.steps)]
     scan_inversion_steps: usize,
+    /// Verdict threshold on the inverted triggers' anomaly index (chosen on the zoo's
+    /// development part: docs/zoo.md); used when the inversion runs.
+    #[arg(long, default_value_t = ScanOptions::default().inversion.threshold)]
+    scan_inversion_threshold: f64,
 }
 
 impl ScanArgs {
@@ -245,7 +249,11 @@ impl ScanArgs {
             train_mode: self.scan_train_mode,
             objective: self.scan_objective,
             threshold: self.scan_threshold,
-            inversion: InversionOptions { steps: self.scan_inversion_steps, ..InversionOptions::default() },
+            inversion: InversionOptions {
+                steps: self.scan_inversion_steps,
+                threshold: self.scan_inversion_threshold,
+                ..InversionOptions::default()
+            },
             augmentation: Some(augmentation),
             seed: suspect.seed,
             restore_normalization: !suspect.no_restore_norm,

@@ -22,7 +22,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, nn::OptimizerConfig, Device, Tensor};
 
-use badexpert_runtime::manifest::{ScanRecord, Snapshot, UnlearningRun};
+use badexpert_runtime::manifest::{ScanRecord, Snapshot, TriggerInversion, UnlearningRun};
 use badexpert_runtime::{FrameSet, Normalization, Preprocessor};
 
 use crate::augment::Augmentation;
@@ -35,6 +35,9 @@ use crate::{Error, Result};
 
 /// How `score` is computed (recorded in the manifest).
 pub const SCORE_RULE: &str = "share of the consensus label in the mean histogram of held-out predictions over runs";
+/// How `score` is computed when the trigger inversion ran.
+pub const INVERSION_RULE: &str =
+    "anomaly index (robust deviations below the median, log space) of the smallest inverted trigger mask";
 
 /// Settings of a scan; `ScanOptions::default()` gives the chosen ones.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,13 +138,20 @@ impl ScanOptions {
             && (0.0..1.0).contains(&self.floor)
             && self.read_after >= 1.0
             && self.snapshots.iter().all(|m| *m >= 1.0 && m.is_finite())
-            && self.threshold.is_finite();
+            && self.threshold.is_finite()
+            && self.inversion.batch_size >= 1
+            && self.inversion.learning_rate.is_finite()
+            && self.inversion.learning_rate > 0.0
+            && self.inversion.success_goal > 0.0
+            && self.inversion.success_goal <= 1.0
+            && self.inversion.threshold.is_finite();
         if ok {
             return Ok(());
         }
         Err(Error::Invalid(format!(
-            "scan: runs {} (≥ 1), jobs {} (≥ 1), batch size {} (≥ 2), epochs {} (≥ 1), learning rate {} (> 0), floor {} (in [0, 1)), read after {} and snapshots {:?} (≥ 1), threshold {} (finite)",
-            self.runs, self.jobs, self.batch_size, self.max_epochs, self.learning_rate, self.floor, self.read_after, self.snapshots, self.threshold
+            "scan: runs {} (≥ 1), jobs {} (≥ 1), batch size {} (≥ 2), epochs {} (≥ 1), learning rate {} (> 0), floor {} (in [0, 1)), read after {} and snapshots {:?} (≥ 1), threshold {} (finite); inversion: batch size {} (≥ 1), learning rate {} (> 0), success goal {} (in (0, 1]), threshold {} (finite)",
+            self.runs, self.jobs, self.batch_size, self.max_epochs, self.learning_rate, self.floor, self.read_after, self.snapshots, self.threshold,
+            self.inversion.batch_size, self.inversion.learning_rate, self.inversion.success_goal, self.inversion.threshold
         )))
     }
 
@@ -240,16 +250,10 @@ pub fn scan(
     let runs = done.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
     let mut record = verdict(runs, classes, opts, max_steps);
     if opts.inversion.steps > 0 {
-        let graph = TchGraph::from_proto(source.clone(), opts.device)?;
         let inversion = InversionOptions { seed: opts.seed, ..opts.inversion.clone() };
-        record.inversion = Some(invert_triggers(
-            &graph,
-            fit,
-            fit.require_labels("the fine-tuning frames")?,
-            pre,
-            classes,
-            &inversion,
-        )?);
+        let labels = fit.require_labels("the fine-tuning frames")?;
+        let found = invert_triggers(source, fit, labels, pre, classes, &inversion, opts.jobs, opts.device)?;
+        record = judge_by_inversion(record, found, opts);
     }
     (record.fit_size, record.holdout_size, record.seconds) =
         (fit.len(), holdout.len(), started.elapsed().as_secs_f64());
@@ -306,6 +310,22 @@ fn verdict(runs: Vec<UnlearningRun>, classes: usize, opts: &ScanOptions, max_ste
         seconds: 0.0,
         inversion: None,
     }
+}
+
+/// The verdict when the trigger inversion ran: backdoored when the smallest
+/// mask is an outlier ([`InversionOptions::threshold`]); the target is the
+/// runs' consensus label where a run exposed the model (it named the true
+/// target more often on the zoo's development part), else the smallest
+/// mask's label.
+fn judge_by_inversion(mut record: ScanRecord, found: TriggerInversion, opts: &ScanOptions) -> ScanRecord {
+    record.score = found.anomaly;
+    record.threshold = opts.inversion.threshold;
+    record.score_rule = INVERSION_RULE.into();
+    record.backdoored = found.anomaly >= opts.inversion.threshold;
+    let target = if record.exposed_runs > 0 { record.consensus } else { found.label };
+    record.target = record.backdoored.then_some(target);
+    record.inversion = Some(found);
+    record
 }
 
 /// The index of the largest count (the first of equals).

@@ -233,7 +233,7 @@ pub struct TriggerInversion {
     /// The label with the smallest mask.
     pub label: usize,
     /// How many robust standard deviations (1.4826 × MAD) that mask lies
-    /// below the median mask.
+    /// below the median mask, in log space.
     pub anomaly: f64,
     /// Per label, the smallest mask (mean over the frame, in [0, 1]) that
     /// sent the goal's share of a batch to it; 1 when none did.
@@ -433,6 +433,24 @@ impl ScanRecord {
             s.sort_unstable();
             s.get(s.len() / 2).copied().unwrap_or(0)
         };
+        if let Some(inv) = &r.inversion {
+            let head = match r.target {
+                Some(t) => format!("scan: BACKDOORED — suspected target label {}", name(t)),
+                None => "scan: no backdoor found — no label's inverted trigger is an outlier".into(),
+            };
+            return format!(
+                "{head}; smallest trigger mask: label {} ({:.2}% of the frame), anomaly {:.2} {} threshold {:.2}; unlearning runs' consensus {} ({:.1}% of held-out frames, {} of {runs} run(s) exposed); {:.1} s",
+                name(inv.label),
+                100.0 * inv.mask_norms.get(inv.label).copied().unwrap_or(1.0),
+                r.score,
+                if r.score >= r.threshold { "≥" } else { "<" },
+                r.threshold,
+                name(r.consensus),
+                100.0 * r.target_share,
+                r.exposed_runs,
+                r.seconds
+            );
+        }
         let head = if r.exposed_runs == 0 {
             format!(
                 "scan: no backdoor found — no run unlearned the clean task within {} steps (held-out accuracy never fell below {:.0}%), so the scan has no evidence either way",
