@@ -36,6 +36,8 @@ pub struct InversionOptions {
     /// Verdict threshold on the anomaly index (chosen on the zoo's development part).
     pub threshold: f64,
     pub seed: u64,
+    /// Labels inverted at once.
+    pub jobs: usize,
 }
 
 impl Default for InversionOptions {
@@ -49,6 +51,7 @@ impl Default for InversionOptions {
             // development part (2.42) and the lowest backdoored one (2.48): docs/zoo.md.
             threshold: 2.45,
             seed: 0,
+            jobs: 2,
         }
     }
 }
@@ -65,22 +68,20 @@ const ADAPT_EVERY: usize = 10;
 const COST_UP: f64 = 1.5;
 
 /// Inverts a trigger toward every label of `source` (eval mode, weights
-/// frozen) from the labelled clean `frames`, `jobs` labels at a time (each
-/// on its own thread with a share of libtorch's threads), and scores the
+/// frozen) from the labelled clean `frames`, `opts.jobs` labels at a time
+/// (each on its own thread with a share of libtorch's threads), and scores the
 /// smallest mask against the others ([`TriggerInversion::anomaly`]).
-#[allow(clippy::too_many_arguments)]
 pub fn invert_triggers(
     source: &ModelProto,
     frames: &FrameSet,
-    labels: &[u32],
     pre: &Preprocessor,
     classes: usize,
     opts: &InversionOptions,
-    jobs: usize,
     device: Device,
 ) -> Result<TriggerInversion> {
     let started = std::time::Instant::now();
-    let jobs = jobs.clamp(1, classes.max(1));
+    let labels = frames.require_labels("the trigger inversion's frames")?;
+    let jobs = opts.jobs.clamp(1, classes.max(1));
     let threads = tch::get_num_threads();
     if jobs > 1 {
         tch::set_num_threads((threads / jobs as i32).max(1));

@@ -250,9 +250,8 @@ pub fn scan(
     let runs = done.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
     let mut record = verdict(runs, classes, opts, max_steps);
     if opts.inversion.steps > 0 {
-        let inversion = InversionOptions { seed: opts.seed, ..opts.inversion.clone() };
-        let labels = fit.require_labels("the fine-tuning frames")?;
-        let found = invert_triggers(source, fit, labels, pre, classes, &inversion, opts.jobs, opts.device)?;
+        let inversion = InversionOptions { seed: opts.seed, jobs: opts.jobs, ..opts.inversion.clone() };
+        let found = invert_triggers(source, fit, pre, classes, &inversion, opts.device)?;
         record = judge_by_inversion(record, found, opts);
     }
     (record.fit_size, record.holdout_size, record.seconds) =
