@@ -3,7 +3,7 @@
 //!
 //! tract lowers every convolution to a padded copy, an im2col and a matrix
 //! product. With k = C·kh·kw = 9 for a gray 3×3 layer, the product is all
-//! packing and no arithmetic: 42–49 µs of the demo CNN's ~240 µs. Here each
+//! packing and no arithmetic (a sixth of the demo CNN's run: docs/benchmarks.md). Here each
 //! output plane starts at its bias and accumulates one shifted input row per
 //! kernel tap (a saxpy the compiler vectorizes, with AVX2 + FMA when the CPU
 //! has them), so the output plane stays in L1 and nothing is packed.

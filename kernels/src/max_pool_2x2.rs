@@ -1,8 +1,7 @@
 //! 2×2, stride-2 max pooling on NCHW f32, the pool nearly every CNN uses.
 //!
 //! tract 0.23 runs this shape through a scalar loop with per-tap bounds
-//! checks: 60–130 µs per pool on the demo CNN, a third of a whole model run
-//! (`badexpert-guard profile`). Here each output row reads two contiguous
+//! checks (its cost: docs/benchmarks.md, "Why the kernels exist"). Here each output row reads two contiguous
 //! input rows, takes their element-wise max and then the max of neighbouring
 //! pairs, four outputs per step with SSE on x86-64 and NEON on aarch64.
 //!

@@ -3,9 +3,9 @@
 //! 512 × 4608 weights per convolution and 16 output pixels).
 //!
 //! tract 0.23 tiles its products 16 weights × 6 pixels. With 16 pixels a
-//! panel of weights is read three times and the last tile is a third empty;
-//! the profile shows these layers at ~33 GFLOP/s against ~57 for the earlier
-//! ones, and they are a third of ResNet18's time. Here the weights are packed
+//! panel of weights is read three times and the last tile is a third empty,
+//! so these layers run well below the earlier ones' rate (docs/benchmarks.md,
+//! "Why the kernels exist"). Here the weights are packed
 //! once at load into panels of [`MR`] output channels, and each panel meets
 //! [`NR`] pixels at a time (12 AVX2 accumulators), so a weight is read once
 //! per [`NR`] pixels and the layer streams its weights at memory speed.
@@ -31,10 +31,8 @@ pub const NR: usize = 16;
 /// streams past it. An unfolded input (`K × pixels` f32) this small is
 /// unfolded whole and every weight panel passes over it once; otherwise the
 /// input is unfolded [`NR`] pixels at a time and the packed weights, which
-/// must then be this small, pass once per chunk. Measured on a Zen 3 core
-/// (512 KiB L2): ResNet18's 8×8 stage (590 KiB unfolded) ran as fast in
-/// either order (0.94 ms whole, 0.90–1.02 ms by chunk), so the bound is
-/// not tight.
+/// must then be this small, pass once per chunk. The bound is not tight:
+/// on ResNet18's 8×8 stage both orders ran alike (docs/benchmarks.md).
 const IN_CACHE_BYTES: usize = 768 * 1024;
 /// Padded input planes this small are read in place by the f32 tiles (see
 /// [`grid`]). A tile reads its [`NR`] columns of every tap, one short run

@@ -6,12 +6,10 @@
 //! 64-row panel kernel: one stream of loads. That is fine from L2 or L3,
 //! but in the guard three models take turns and, with their activations,
 //! overflow what a core keeps nearby, so weights partly come back from
-//! DRAM and one stream stalls: the demo model's 3136 → 128 layer took
-//! 39 µs alone and 70 µs in turn. Here the weights are packed at load into
+//! DRAM and one stream stalls. Here the weights are packed at load into
 //! panels of [`PANEL`] output units; for one row four panels stream at
 //! once (more loads in flight), and up to four rows share each panel's
-//! loads. `cargo bench -p badexpert-kernels --bench kernels -- dense`: 24 against 30 µs alone,
-//! 28 against 43 µs with three layers in turn and 4 MiB read between calls.
+//! loads (timings: docs/benchmarks.md, "Why the kernels exist").
 //!
 //! Sums run in a different order than tract's, so outputs agree to float
 //! rounding, not bit for bit. [`PackedDense::new_int8`] stores the weights
@@ -225,8 +223,8 @@ macro_rules! dispatch_blocks {
 const MAX_BLOCKS: usize = 4;
 
 /// Panels read at once for `rows` rows with `left` panels to go: with one
-/// row, four concurrent streams of weights (measured ~30 % faster than one
-/// when they come from DRAM); with more rows, as many as keep the
+/// row, four concurrent streams of weights (faster than one when they come
+/// from DRAM); with more rows, as many as keep the
 /// accumulators in registers. Always a count [`dispatch_blocks`] has a kernel for.
 fn streams_for(rows: usize, left: usize) -> usize {
     let most = match rows {

@@ -18,11 +18,9 @@ use badexpert_kernels::{self as ops, int8::scale_for, ActivationScales};
 /// How far past the clean range a layer's int8 input reaches before it
 /// saturates. Triggered frames drive activations beyond anything clean
 /// frames do, and clipping them there erases the very signal the backdoor
-/// expert B must keep. Measured with the ranges of 256 clean reserve
-/// frames: at 1× VGG16-BN's guard agreed with f32 on 90.7 % of triggered
-/// frames (ASR with guard 0 → 3.3 %); at 2× on 100 %, while clean frames
-/// kept ≥ 99.6 % equal verdicts on every model tried; the demo's triggered
-/// agreement rose from 97.4 % to 99.7 %. One bit of the eight buys that.
+/// expert B must keep. Twice the clean range kept the int8 guard's
+/// verdicts on triggered frames equal to f32's where 1× did not, at the cost
+/// of one bit of the eight (docs/benchmarks.md, "Why the kernels exist").
 pub const HEADROOM: f32 = 2.0;
 
 /// Clean frames the converter calibrates on by default: the ranges settle
