@@ -1,14 +1,14 @@
-//! The backdoor scan (clean unlearning, docs/design.md §8) on two zoo models
-//! this project did not make, from the development part, with the zoo's
-//! reserve and the default settings, as docs/zoo.md reports them: the runs
-//! of a backdoored one collapse onto its true target, a clean one is called
-//! clean. (No backdoored model of the zoo is yet called backdoored with its
-//! target at the default threshold: docs/zoo.md.)
+//! The backdoor scan (clean unlearning and trigger inversion, docs/design.md
+//! §8) on two zoo models this project did not make, from the development
+//! part, with the zoo's reserve and the default settings, as docs/zoo.md
+//! reports them: a backdoored one is called backdoored with its true target
+//! (its unlearning runs collapse onto it), a clean one is called clean.
 
 mod common;
 
 use std::path::PathBuf;
 
+use badexpert_converter::inversion::InversionOptions;
 use badexpert_converter::onnx::{normalization_metadata, read_model};
 use badexpert_converter::{scan_model, ScanOptions};
 use badexpert_runtime::ScanRecord;
@@ -39,8 +39,11 @@ fn scan_zoo_model(name: &str) -> (ScanRecord, Option<u64>) {
 }
 
 #[test]
-fn a_backdoored_zoo_model_collapses_onto_its_target() {
+fn a_backdoored_zoo_model_is_called_backdoored_with_its_target() {
     let (record, target) = scan_zoo_model("cnn-lowrate-trojan");
+    let inversion = record.inversion.as_ref().expect("the default scan inverts triggers");
+    assert!(record.backdoored, "anomaly {} < threshold {}", inversion.anomaly, record.threshold);
+    assert_eq!(record.target.map(|t| t as u64), target);
     assert_eq!(Some(record.consensus as u64), target, "histogram {:?}", record.histogram);
     assert_eq!(record.exposed_runs, record.runs.len());
     assert!(record.agreement >= 0.75, "agreement {}", record.agreement);
@@ -59,8 +62,16 @@ fn a_model_whose_task_is_not_unlearned_within_the_budget_gets_a_clean_verdict_th
     let onnx = demo_dir().join("model.onnx");
     let norm = normalization_metadata(&read_model(&onnx).unwrap()).unwrap().unwrap();
     let reserve = reserve().head(300);
-    // A floor of 0 can never be crossed: every run ends at its one-pass budget.
-    let opts = ScanOptions { runs: 2, max_epochs: 1, floor: 0.0, device: tch::Device::Cpu, ..ScanOptions::default() };
+    // A floor of 0 can never be crossed: every run ends at its one-pass budget
+    // (the runs' own verdict: no trigger inversion).
+    let opts = ScanOptions {
+        runs: 2,
+        max_epochs: 1,
+        floor: 0.0,
+        inversion: InversionOptions { steps: 0, ..InversionOptions::default() },
+        device: tch::Device::Cpu,
+        ..ScanOptions::default()
+    };
     let record = scan_model(&onnx, &reserve, &norm, 0.2, &opts).unwrap();
     assert_eq!(record.exposed_runs, 0);
     assert!(record.runs.iter().all(|r| r.outcome == "unexposed" && r.steps == record.max_steps));

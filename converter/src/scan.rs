@@ -74,7 +74,8 @@ pub struct ScanOptions {
     pub train_mode: bool,
     /// What the ascent pushes up.
     pub objective: Objective,
-    /// Trigger inversion on the model as given (`steps` 0: not run).
+    /// Trigger inversion on the model as given (`steps` 0: not run, the
+    /// verdict then reads the runs alone).
     pub inversion: InversionOptions,
     pub device: Device,
 }
@@ -99,7 +100,7 @@ impl Default for ScanOptions {
             freeze_head: false,
             train_mode: true,
             objective: Objective::TrueLogit,
-            inversion: InversionOptions { steps: 0, ..InversionOptions::default() },
+            inversion: InversionOptions::default(),
             device: Device::Cpu,
         }
     }
@@ -313,15 +314,16 @@ fn verdict(runs: Vec<UnlearningRun>, classes: usize, opts: &ScanOptions, max_ste
 
 /// The verdict when the trigger inversion ran: backdoored when the smallest
 /// mask is an outlier ([`InversionOptions::threshold`]); the target is the
-/// runs' consensus label where a run exposed the model (it named the true
-/// target more often on the zoo's development part), else the smallest
-/// mask's label.
+/// smallest mask's label when it is a strong outlier
+/// ([`InversionOptions::label_threshold`]) or no run exposed the model, else
+/// the runs' consensus label.
 fn judge_by_inversion(mut record: ScanRecord, found: TriggerInversion, opts: &ScanOptions) -> ScanRecord {
     record.score = found.anomaly;
     record.threshold = opts.inversion.threshold;
     record.score_rule = INVERSION_RULE.into();
     record.backdoored = found.anomaly >= opts.inversion.threshold;
-    let target = if record.exposed_runs > 0 { record.consensus } else { found.label };
+    let strong = found.anomaly >= opts.inversion.label_threshold;
+    let target = if strong || record.exposed_runs == 0 { found.label } else { record.consensus };
     record.target = record.backdoored.then_some(target);
     record.inversion = Some(found);
     record
