@@ -62,8 +62,9 @@ enum Command {
     /// Fine-tune the backdoor expert and auxiliary model, calibrate, write a guard bundle
     /// (with a backdoor scan and its verdict when --scan-runs is given).
     Bundle(Box<BundleArgs>),
-    /// Is the model backdoored, and toward which label? Clean unlearning over several runs;
-    /// a verdict line on stderr (exit 0 whatever the verdict), the details with --json.
+    /// Is the model backdoored, and toward which label? Trigger inversion per label and clean
+    /// unlearning over several runs; a verdict line on stderr (exit 0 whatever the verdict),
+    /// the details with --json.
     Scan(ScanCommand),
     /// Make an Ed25519 key pair for signing bundles: KEY (secret, mode 600) and KEY.pub
     /// (for the devices' --trusted-key).
@@ -187,8 +188,7 @@ struct SuspectArgs {
 #[derive(Args)]
 struct ScanArgs {
     /// Clean-unlearning runs, each with its own frame order and augmentations (`scan`: 4 when
-    /// not given; `bundle` scans only when given, since the verdict does not yet separate clean
-    /// models from backdoored ones on the zoo: docs/zoo.md).
+    /// not given; `bundle` scans only when given: the scan adds minutes to a conversion).
     #[arg(long)]
     scan_runs: Option<usize>,
     /// Runs trained at once, sharing --threads.
@@ -221,8 +221,8 @@ struct ScanArgs {
     /// true class's: no wrong class gains from already being likely).
     #[arg(long, default_value = "true-logit")]
     scan_objective: Objective,
-    /// Verdict threshold on the score (the consensus label's share of the mean histogram;
-    /// chosen on the zoo's development part: docs/zoo.md).
+    /// Verdict threshold on the runs' score (the consensus label's share of the mean
+    /// histogram) when no trigger inversion runs (--scan-inversion-steps 0).
     #[arg(long, default_value_t = ScanOptions::default().threshold)]
     scan_threshold: f64,
     /// Also invert a trigger toward every label of the model as given (Neural Cleanse), with

@@ -9,8 +9,14 @@
 //! augmentations the backdoor target is the consistent attractor. So every
 //! run stops where its held-out clean accuracy first falls below a floor
 //! (the collapse is abrupt and comes at a different step on every model),
-//! and the verdict reads the runs together: the consensus label of the mean
-//! histogram of held-out predictions and its share ([`ScanOptions::threshold`]).
+//! and the runs are read together: the consensus label of the mean
+//! histogram of held-out predictions and its share.
+//!
+//! A clean model collapses as firmly as a backdoored one, so the share is no
+//! verdict (docs/zoo.md). The verdict is the trigger inversion's
+//! ([`crate::inversion`]): an outlier among the smallest masks that send
+//! clean frames to each label. Without it (`inversion.steps` 0) the share
+//! is judged against [`ScanOptions::threshold`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
