@@ -12,7 +12,7 @@ The speed suite of foreign shapes (issue 16):
         --onnx target/speed/models/mobilenetv2.onnx
 
 --suite adds every export of every zoo model and --onnx any ONNX file: each
-gets a timing bundle (`badexpert-convert timing-bundle`: the model's plan as
+gets a timing bundle (`badexpert-lab timing-bundle`: the model's plan as
 M, B and M′, no fine-tuning) in target/speed/, and ONNX Runtime runs that
 same file three times — B and M′ share M's architecture, so the costs are
 those of a real guard.
@@ -144,7 +144,7 @@ def suite(args):
             continue
         bundle = os.path.join("target", "speed", name, "bundle")
         if not os.path.exists(os.path.join(bundle, "manifest.json")):
-            subprocess.run([args.convert, "--quiet", "timing-bundle", "--model", path, "--out", bundle],
+            subprocess.run([args.lab, "--quiet", "timing-bundle", "--model", path, "--out", bundle],
                            check=True, capture_output=True)
         out.append((name, bundle, [path] * 3))
     return out
@@ -160,7 +160,7 @@ def main():
     ap.add_argument("--dir", action="append", default=[])
     ap.add_argument("--suite", help="a model zoo (zoo.json): every model, every export")
     ap.add_argument("--onnx", action="append", default=[], help="an ONNX classifier to add to the suite")
-    ap.add_argument("--convert", default="target/release/badexpert-convert")
+    ap.add_argument("--lab", default="target/release/badexpert-lab")
     ap.add_argument("--only", action="append", help="only suite entries whose name contains this")
     ap.add_argument("--runs", type=int, default=300, help="timed runs per mode, over all rounds")
     ap.add_argument("--rounds", type=int, default=5,

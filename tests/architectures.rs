@@ -6,7 +6,7 @@
 //! The fixtures are untrained, so the reserve is labelled with M's own
 //! predictions: this checks the pipeline (fine-tunes, NNEF export of shape
 //! subgraphs with a symbolic batch, calibration, guarding), not detection
-//! quality — that is `badexpert-convert report --models models/architectures`.
+//! quality — that is `badexpert-lab report --models models/architectures`.
 
 mod common;
 

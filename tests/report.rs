@@ -1,4 +1,4 @@
-//! A small version of `badexpert-convert report` on the shipped BadNet model.
+//! A small version of `badexpert-lab report` on the shipped BadNet model.
 
 mod common;
 

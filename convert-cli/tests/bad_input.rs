@@ -536,3 +536,13 @@ fn a_reserve_whose_labels_do_not_match_the_model_is_refused() {
     assert_clean_failure(&o, &["near chance (10.0% for 10 classes; at least 19.0% needed)", "do not match the model"]);
     assert!(!dir.join("out").exists());
 }
+
+#[test]
+fn the_product_binary_has_no_research_commands() {
+    for research in ["make-demo", "trigger", "report", "ablate", "timing-bundle"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_badexpert-convert")).arg(research).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{research}: {err}");
+        assert!(err.contains("unrecognized subcommand"), "{research}: {err}");
+    }
+}
