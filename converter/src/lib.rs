@@ -43,6 +43,7 @@ pub mod onnx;
 pub mod output;
 pub mod scan;
 pub mod signing;
+pub mod suspect;
 pub mod train;
 
 pub use convert::{convert, Conversion, ConvertOptions};

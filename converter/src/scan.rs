@@ -32,10 +32,10 @@ use badexpert_runtime::manifest::{ScanRecord, Snapshot, TriggerInversion, Unlear
 use badexpert_runtime::{FrameSet, Normalization, Preprocessor};
 
 use crate::augment::Augmentation;
-use crate::convert::{ReserveSplit, Suspect};
 use crate::inversion::{invert_triggers, InversionOptions};
 use crate::onnx::pb::ModelProto;
 use crate::onnx::TchGraph;
+use crate::suspect::{ReserveSplit, Suspect};
 use crate::train::{batch_tensor, predict_logits};
 use crate::{Error, Result};
 

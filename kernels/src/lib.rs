@@ -46,6 +46,7 @@ pub mod pad_planes;
 pub mod panels;
 mod rewrite;
 mod scratch;
+mod weights;
 
 pub use depthwise_conv::{Clamp, DepthwiseConv, DepthwiseGeometry};
 pub use input_conv::InputConv;

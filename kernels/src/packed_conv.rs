@@ -19,7 +19,8 @@ use tract_core::internal::*;
 
 use super::int8::{quantize_into, PairPanels};
 use super::pad_planes::pad_plane;
-use super::panels::{pack, PackedWeights};
+use super::panels::pack;
+use super::weights::PackedWeights;
 use crate::arith::{multiply_add, Accumulated};
 use crate::scratch::Scratch;
 

@@ -23,7 +23,8 @@ use tract_core::ops::konst::Const;
 use tract_core::ops::math::Add;
 
 use super::int8::{quantize_into, PairPanels};
-use super::panels::{pack, PackedWeights};
+use super::panels::pack;
+use super::weights::PackedWeights;
 use crate::arith::{multiply_add, Accumulated};
 use crate::scratch::Scratch;
 

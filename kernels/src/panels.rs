@@ -3,10 +3,6 @@
 //! once at load into panels of `width` rows, depth-major inside a panel so a
 //! tile streams them in order.
 
-use std::sync::Arc;
-
-use crate::int8::PairPanels;
-
 /// Packs row-major `values` (rows of `depth`) into panels of `width` rows
 /// with `group` consecutive depth steps side by side:
 /// `packed[((p·G + i)·width + r)·group + t]` is row `p·width + r`, depth
@@ -24,22 +20,6 @@ pub fn pack<T: Copy + Default>(values: &[T], depth: usize, width: usize, group: 
         }
     }
     packed
-}
-
-/// A layer's weights as its kernel reads them: f32 panels, or int8 pair
-/// panels stored as `T` (i16 where a tile broadcasts pairs, i8 where it
-/// streams them).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PackedWeights<T> {
-    /// [`pack`]ed with `group` 1.
-    F32(Arc<Vec<f32>>),
-    Int8(Arc<PairPanels<T>>),
-}
-
-impl<T> PackedWeights<T> {
-    pub(crate) fn is_int8(&self) -> bool {
-        matches!(self, PackedWeights::Int8(_))
-    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::Manifest;
 use crate::{Error, Result};
 
 /// File name of the seal inside a bundle.
@@ -120,8 +119,9 @@ pub fn key_line(text: &str) -> Option<&str> {
 }
 
 impl Seal {
-    /// The unsigned seal of `manifest`.
-    pub fn of(manifest: &Manifest) -> Result<Seal> {
+    /// The unsigned seal of `manifest` (a bundle's [`Manifest`](crate::Manifest):
+    /// any value that serialises to a JSON object, each field sealed apart).
+    pub fn of(manifest: &impl Serialize) -> Result<Seal> {
         let fields = field_digests(manifest)?;
         let digest = digest_of(&fields);
         Ok(Seal { fields, digest, signature: None })
@@ -173,7 +173,7 @@ impl Seal {
     /// changed), that the seal is whole, and its signature: against `trusted`
     /// when given (then an unsigned bundle or another signer is refused),
     /// else against the key it names.
-    pub fn check(&self, dir: &Path, manifest: &Manifest, trusted: Option<TrustedKey>) -> Result<SealStatus> {
+    pub fn check(&self, dir: &Path, manifest: &impl Serialize, trusted: Option<TrustedKey>) -> Result<SealStatus> {
         let refuse = |reason: String| Error::Seal { dir: dir.to_owned(), reason };
         let now = field_digests(manifest)?;
         let mut changed: Vec<&str> = now
@@ -229,7 +229,7 @@ impl Seal {
 }
 
 /// sha256 of each top-level manifest field, canonically encoded.
-fn field_digests(manifest: &Manifest) -> Result<BTreeMap<String, String>> {
+fn field_digests(manifest: &impl Serialize) -> Result<BTreeMap<String, String>> {
     let value = serde_json::to_value(manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
     let Value::Object(fields) = value else {
         return Err(Error::Invalid("manifest does not serialise to an object".into()));

@@ -16,8 +16,7 @@ use tract_onnx::pb::{self, tensor_proto::DataType, ModelProto, NodeProto, Tensor
 
 use badexpert_runtime::BATCH_SYMBOL;
 
-use super::interpreter::dims_of;
-use super::proto::int64_values;
+use super::tensors::{dims_of, int64_values};
 
 /// What [`free_batch_axis`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,9 @@ use tch::{nn, Device, Kind, Tensor};
 use tract_onnx::pb::{self, ModelProto};
 
 use super::ops::{node_name, Attrs, Op, SUPPORTED};
-use super::proto::{read_model, tensor_from_proto, tensor_to_proto};
+use super::proto::read_model;
 use super::restored_norm::{Moments, RestoredNorm};
+use super::tensors::{dims_of, tensor_from_proto, tensor_to_proto};
 use crate::{Error, Result};
 use badexpert_runtime::{FrameSet, Preprocessor};
 
@@ -59,28 +60,6 @@ pub struct TchGraph {
 
 fn opset(model: &ModelProto) -> i64 {
     model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(13, |o| o.version)
-}
-
-/// A value's declared dims: `Some` for a fixed size, `None` for a symbol or none.
-pub(super) fn dims_of(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
-    use pb::tensor_shape_proto::dimension::Value;
-    use pb::type_proto::Value as TypeValue;
-    match info.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(TypeValue::TensorType(t)) => t
-            .shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(Value::DimValue(v)) if v > 0 => Some(v),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => vec![],
-    }
 }
 
 /// PyTorch's exporter merges initializers with equal values and feeds the

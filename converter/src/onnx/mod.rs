@@ -9,12 +9,11 @@ mod limits;
 mod ops;
 mod proto;
 mod restored_norm;
+mod tensors;
 
 pub use fuzzing::{check_bytes, CHECK_ELEMENT_LIMIT, CHECK_MAX_INPUT_ELEMENTS};
 pub use interpreter::{GraphInput, TchGraph};
 pub use limits::MAX_TENSOR_ELEMENTS;
-pub use proto::{
-    normalization_metadata, read_model, set_normalization_metadata, tensor_from_proto, tensor_to_proto, write_model,
-    NORMALIZATION_KEY,
-};
+pub use proto::{normalization_metadata, read_model, set_normalization_metadata, write_model, NORMALIZATION_KEY};
+pub use tensors::{tensor_from_proto, tensor_to_proto};
 pub use tract_onnx::pb;

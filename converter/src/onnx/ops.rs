@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 use tract_onnx::pb::{attribute_proto::AttributeType, NodeProto};
 
 use super::limits::elements;
-use super::proto::tensor_from_proto;
+use super::tensors::tensor_from_proto;
 use crate::{Error, Result};
 
 /// Spatial window settings shared by Conv and the pools (2-D only).
