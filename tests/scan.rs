@@ -2,7 +2,8 @@
 //! §8) on two zoo models this project did not make, from the development
 //! part, with the zoo's reserve and the default settings, as docs/zoo.md
 //! reports them: a backdoored one is called backdoored with its true target
-//! (its unlearning runs collapse onto it), a clean one is called clean.
+//! (its unlearning runs collapse onto it), a clean one is called clean
+//! (without unlearning runs: the inversion alone decides it).
 
 mod common;
 
@@ -32,8 +33,11 @@ fn scan_zoo_model(name: &str) -> (ScanRecord, Option<u64>) {
     let record = scan_model(&onnx, &reserve, &norm, 0.2, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
     let classes: Vec<String> = (0..10).map(|k| k.to_string()).collect();
     eprintln!("{name}: {}", record.summary(&classes));
-    // Every run was recorded, and the verdict is consistent with the labels.
-    assert_eq!(record.runs.len(), opts.runs);
+    // The runs ran (and were all recorded) only where they name the target:
+    // an outlier between the verdict's and the label's thresholds.
+    let anomaly = record.inversion.as_ref().expect("the default scan inverts triggers").anomaly;
+    let needed = anomaly >= opts.inversion.threshold && anomaly < opts.inversion.label_threshold;
+    assert_eq!(record.runs.len(), if needed { opts.runs } else { 0 }, "anomaly {anomaly}");
     record.validate(10).unwrap();
     (record, model["target"].as_u64())
 }

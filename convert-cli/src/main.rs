@@ -119,7 +119,8 @@ struct SuspectArgs {
 #[derive(Args)]
 struct ScanArgs {
     /// Clean-unlearning runs, each with its own frame order and augmentations (`scan`: 4 when
-    /// not given; `bundle` scans only when given: the scan adds minutes to a conversion).
+    /// not given; `bundle` scans only when given: the scan adds minutes to a conversion). With
+    /// the trigger inversion they run only when its outlier is too weak to name the target.
     #[arg(long)]
     scan_runs: Option<usize>,
     /// Runs trained at once, sharing --threads.

@@ -195,8 +195,8 @@ pub fn scan(
     opts: &ScanOptions,
 ) -> Result<ScanRecord> {
     opts.check()?;
-    let fit_labels: Vec<i64> = fit.require_labels("the fine-tuning frames")?.iter().map(|&l| l as i64).collect();
-    let hold_labels = holdout.require_labels("the held-out frames")?;
+    fit.require_labels("the fine-tuning frames")?;
+    holdout.require_labels("the held-out frames")?;
     if fit.len() < 2 || holdout.is_empty() {
         return Err(Error::Data(format!(
             "scan: {} fine-tuning and {} held-out frames; it needs at least 2 and 1",
@@ -205,8 +205,47 @@ pub fn scan(
         )));
     }
     let started = Instant::now();
-    let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(fit.shape().height, true));
     let max_steps = opts.max_epochs * fit.len().div_ceil(opts.batch_size);
+    let inversion = if opts.inversion.steps > 0 {
+        let inversion = InversionOptions { seed: opts.seed, jobs: opts.jobs, ..opts.inversion.clone() };
+        Some(invert_triggers(source, fit, pre, classes, &inversion, opts.device)?)
+    } else {
+        None
+    };
+    // With the inversion, the runs matter only where they name the target:
+    // an outlier too weak to name it ([`judge_by_inversion`]).
+    let runs_needed = inversion
+        .as_ref()
+        .is_none_or(|f| f.anomaly >= opts.inversion.threshold && f.anomaly < opts.inversion.label_threshold);
+    let runs = if runs_needed {
+        unlearning_runs(source, fit, holdout, pre, classes, opts, max_steps)?
+    } else {
+        log::info!("scan: the trigger inversion decides the verdict and the target; no unlearning run needed");
+        Vec::new()
+    };
+    let mut record = verdict(runs, classes, opts, max_steps);
+    if let Some(found) = inversion {
+        record = judge_by_inversion(record, found, opts);
+    }
+    (record.fit_size, record.holdout_size, record.seconds) =
+        (fit.len(), holdout.len(), started.elapsed().as_secs_f64());
+    Ok(record)
+}
+
+/// `opts.runs` clean-unlearning runs of `source` on `fit`, stopping on
+/// `holdout`'s accuracy, `opts.jobs` at a time.
+fn unlearning_runs(
+    source: &ModelProto,
+    fit: &FrameSet,
+    holdout: &FrameSet,
+    pre: &Preprocessor,
+    classes: usize,
+    opts: &ScanOptions,
+    max_steps: usize,
+) -> Result<Vec<UnlearningRun>> {
+    let fit_labels: Vec<i64> = fit.require_labels("the fine-tuning frames")?.iter().map(|&l| l as i64).collect();
+    let hold_labels = holdout.require_labels("the held-out frames")?;
+    let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(fit.shape().height, true));
     let jobs = opts.jobs.min(opts.runs);
     let threads = tch::get_num_threads();
     if jobs > 1 {
@@ -254,16 +293,7 @@ pub fn scan(
     }
     let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
     done.sort_by_key(|(i, _)| *i);
-    let runs = done.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
-    let mut record = verdict(runs, classes, opts, max_steps);
-    if opts.inversion.steps > 0 {
-        let inversion = InversionOptions { seed: opts.seed, jobs: opts.jobs, ..opts.inversion.clone() };
-        let found = invert_triggers(source, fit, pre, classes, &inversion, opts.device)?;
-        record = judge_by_inversion(record, found, opts);
-    }
-    (record.fit_size, record.holdout_size, record.seconds) =
-        (fit.len(), holdout.len(), started.elapsed().as_secs_f64());
-    Ok(record)
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The mean over `runs` (diverged ones left out) of the fraction of frames
@@ -330,6 +360,10 @@ fn judge_by_inversion(mut record: ScanRecord, found: TriggerInversion, opts: &Sc
     record.backdoored = found.anomaly >= opts.inversion.threshold;
     let strong = found.anomaly >= opts.inversion.label_threshold;
     let target = if strong || record.exposed_runs == 0 { found.label } else { record.consensus };
+    if record.runs.is_empty() {
+        // No run was needed: the label the scan points at is the inversion's.
+        record.consensus = found.label;
+    }
     record.target = record.backdoored.then_some(target);
     record.inversion = Some(found);
     record

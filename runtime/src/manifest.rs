@@ -193,8 +193,9 @@ pub struct ScanRecord {
     pub backdoored: bool,
     /// The suspected target label; `None` when the verdict is clean.
     pub target: Option<usize>,
-    /// The label most held-out frames go to over all runs (the suspected
-    /// target when backdoored), and its share of the mean histogram.
+    /// The label most held-out frames go to over all runs, and its share of
+    /// the mean histogram; with no run (the trigger inversion decided alone),
+    /// the smallest inverted mask's label and 0.
     pub consensus: usize,
     pub target_share: f64,
     /// Fraction of the runs whose own top label is the consensus label.
@@ -439,15 +440,22 @@ impl ScanRecord {
                 None => "scan: no backdoor found — no label's inverted trigger is an outlier".into(),
             };
             return format!(
-                "{head}; smallest trigger mask: label {} ({:.2}% of the frame), anomaly {:.2} {} threshold {:.2}; unlearning runs' consensus {} ({:.1}% of held-out frames, {} of {runs} run(s) exposed); {:.1} s",
+                "{head}; smallest trigger mask: label {} ({:.2}% of the frame), anomaly {:.2} {} threshold {:.2}; {}; {:.1} s",
                 name(inv.label),
                 100.0 * inv.mask_norms.get(inv.label).copied().unwrap_or(1.0),
                 r.score,
                 if r.score >= r.threshold { "≥" } else { "<" },
                 r.threshold,
-                name(r.consensus),
-                100.0 * r.target_share,
-                r.exposed_runs,
+                if runs == 0 {
+                    "no unlearning run needed".to_string()
+                } else {
+                    format!(
+                        "unlearning runs' consensus {} ({:.1}% of held-out frames, {} of {runs} run(s) exposed)",
+                        name(r.consensus),
+                        100.0 * r.target_share,
+                        r.exposed_runs
+                    )
+                },
                 r.seconds
             );
         }
