@@ -322,6 +322,8 @@ fn scan_writes_its_verdict_and_bundle_records_it_when_asked() {
         reserve.as_os_str(),
         "--scan-runs".as_ref(),
         "2".as_ref(),
+        "--scan-inversion-steps".as_ref(),
+        "20".as_ref(),
         "--json".as_ref(),
         json.as_os_str(),
     ]);
@@ -330,7 +332,12 @@ fn scan_writes_its_verdict_and_bundle_records_it_when_asked() {
     assert!(stderr.contains("scan: "), "a verdict line on stderr: {stderr}");
     let record: badexpert_runtime::ScanRecord = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     record.validate(10).unwrap();
-    assert_eq!(record.runs.len(), 2);
+    let inversion = record.inversion.as_ref().expect("the scan inverted triggers");
+    assert_eq!((inversion.mask_norms.len(), inversion.steps), (10, 20));
+    assert_eq!(record.score, inversion.anomaly);
+    // The runs ran only where they would name the target.
+    let needed = inversion.anomaly >= record.threshold && inversion.anomaly < 3.4;
+    assert_eq!(record.runs.len(), if needed { 2 } else { 0 }, "anomaly {}", inversion.anomaly);
     assert_eq!((record.fit_size, record.holdout_size), (480, 120));
     assert_eq!(record.target.is_some(), record.backdoored);
     // Without --scan-runs a bundle has no scan; with it, the manifest records one.
@@ -339,10 +346,12 @@ fn scan_writes_its_verdict_and_bundle_records_it_when_asked() {
     let o = convert_bin(&model, &reserve, &out, &common);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(badexpert_runtime::GuardBundle::open(&out).unwrap().manifest().scan.is_none());
-    let o = convert_bin(&model, &reserve, &out, &[&common[..], &["--scan-runs", "2"]].concat());
+    // (Without the inversion the runs always run: the runs-only scan.)
+    let runs_only = ["--scan-runs", "2", "--scan-inversion-steps", "0"];
+    let o = convert_bin(&model, &reserve, &out, &[&common[..], &runs_only].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let scan = badexpert_runtime::GuardBundle::open(&out).unwrap().manifest().scan.clone().expect("recorded");
-    assert_eq!(scan.runs.len(), 2);
+    assert_eq!((scan.runs.len(), scan.inversion.is_none()), (2, true));
     assert!(String::from_utf8_lossy(&o.stderr).contains("scan: "));
 }
 
