@@ -359,6 +359,7 @@ fn main() -> ExitCode {
     if std::env::var_os("OMP_WAIT_POLICY").is_none() {
         std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
+    badexpert_converter::allocator::keep_freed_buffers();
     let cli = Cli::parse();
     // --quiet: errors only (no progress bars, no CPU-fallback notice); RUST_LOG still wins.
     let level = if cli.quiet { "error" } else { "info" };

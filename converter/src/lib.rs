@@ -30,6 +30,7 @@
 //! Attacks, demo models, reports and ablations live in `badexpert-lab`, the
 //! `badexpert-convert` binary in `convert-cli/`.
 
+pub mod allocator;
 pub mod augment;
 pub mod auxiliary;
 pub mod calibration;

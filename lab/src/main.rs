@@ -158,6 +158,7 @@ fn main() -> ExitCode {
     if std::env::var_os("OMP_WAIT_POLICY").is_none() {
         std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
+    badexpert_converter::allocator::keep_freed_buffers();
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { "info" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
