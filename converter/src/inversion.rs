@@ -8,12 +8,12 @@
 //! normalisation is affine per channel, so blending normalised frames with a
 //! normalised pattern is the same as blending the raw pixels.
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use badexpert_runtime::manifest::TriggerInversion;
