@@ -8,9 +8,6 @@
 //! normalisation is affine per channel, so blending normalised frames with a
 //! normalised pattern is the same as blending the raw pixels.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -19,6 +16,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use badexpert_runtime::manifest::TriggerInversion;
 use badexpert_runtime::{FrameSet, Preprocessor};
 
+use crate::jobs::share_out;
 use crate::onnx::pb::ModelProto;
 use crate::onnx::TchGraph;
 use crate::train::batch_tensor;
@@ -88,62 +86,26 @@ pub fn invert_triggers(
 ) -> Result<TriggerInversion> {
     let started = std::time::Instant::now();
     let labels = frames.require_labels("the trigger inversion's frames")?;
-    let jobs = opts.jobs.clamp(1, classes.max(1));
-    let threads = tch::get_num_threads();
-    if jobs > 1 {
-        tch::set_num_threads((threads / jobs as i32).max(1));
-    }
-    let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<(usize, Result<Inverted>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| {
-                let graph = match TchGraph::from_proto(source.clone(), device) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        done.lock().unwrap_or_else(|p| p.into_inner()).push((classes, Err(e)));
-                        return;
-                    }
-                };
-                for v in graph.var_store().trainable_variables() {
-                    let _ = v.shallow_clone().set_requires_grad(false);
-                }
-                loop {
-                    let label = next.fetch_add(1, Ordering::Relaxed);
-                    if label >= classes {
-                        break;
-                    }
-                    let others: Vec<usize> = (0..frames.len()).filter(|&i| labels[i] as usize != label).collect();
-                    let result = if others.is_empty() {
-                        Ok((1.0, 0.0))
-                    } else {
-                        invert_one(&graph, frames, &others, pre, label, opts)
-                    };
-                    if let Ok((norm, reached)) = &result {
-                        log::info!(
-                            "trigger inversion: label {label}: mask {:.2}% of the frame, {:.0}% reached",
-                            100.0 * norm,
-                            100.0 * reached
-                        );
-                    }
-                    let failed = result.is_err();
-                    done.lock().unwrap_or_else(|p| p.into_inner()).push((label, result));
-                    if failed {
-                        break;
-                    }
-                }
-            });
+    let init = || {
+        let graph = TchGraph::from_proto(source.clone(), device)?;
+        for v in graph.var_store().trainable_variables() {
+            let _ = v.shallow_clone().set_requires_grad(false);
         }
-    });
-    if jobs > 1 {
-        tch::set_num_threads(threads);
-    }
-    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    done.sort_by_key(|(label, _)| *label);
-    let found = done.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
-    if found.len() != classes {
-        return Err(crate::Error::Invalid(format!("trigger inversion finished {} of {classes} labels", found.len())));
-    }
+        Ok(graph)
+    };
+    let found = share_out(classes, opts.jobs, init, |graph, label| {
+        let others: Vec<usize> = (0..frames.len()).filter(|&i| labels[i] as usize != label).collect();
+        if others.is_empty() {
+            return Ok((1.0, 0.0));
+        }
+        let (norm, reached) = invert_one(graph, frames, &others, pre, label, opts)?;
+        log::info!(
+            "trigger inversion: label {label}: mask {:.2}% of the frame, {:.0}% reached",
+            100.0 * norm,
+            100.0 * reached
+        );
+        Ok((norm, reached))
+    })?;
     let (norms, success): (Vec<f64>, Vec<f64>) = found.into_iter().unzip();
     let (label, anomaly) = anomaly(&norms);
     Ok(TriggerInversion {

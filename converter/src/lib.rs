@@ -40,6 +40,7 @@ mod error;
 pub mod expert;
 pub mod export;
 pub mod inversion;
+mod jobs;
 pub mod onnx;
 pub mod output;
 pub mod scan;

@@ -19,8 +19,6 @@
 //! is judged against [`ScanOptions::threshold`].
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -33,6 +31,7 @@ use badexpert_runtime::{FrameSet, Normalization, Preprocessor};
 
 use crate::augment::Augmentation;
 use crate::inversion::{invert_triggers, InversionOptions};
+use crate::jobs::share_out;
 use crate::onnx::pb::ModelProto;
 use crate::onnx::TchGraph;
 use crate::suspect::{ReserveSplit, Suspect};
@@ -246,54 +245,31 @@ fn unlearning_runs(
     let fit_labels: Vec<i64> = fit.require_labels("the fine-tuning frames")?.iter().map(|&l| l as i64).collect();
     let hold_labels = holdout.require_labels("the held-out frames")?;
     let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(fit.shape().height, true));
-    let jobs = opts.jobs.min(opts.runs);
-    let threads = tch::get_num_threads();
-    if jobs > 1 {
-        tch::set_num_threads((threads / jobs as i32).max(1));
-    }
-    let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<(usize, Result<UnlearningRun>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= opts.runs {
-                    break;
-                }
-                let run = (|| {
-                    let mut graph = TchGraph::from_proto(source.clone(), opts.device)?;
-                    if opts.restore_normalization {
-                        graph.restore_normalization(fit, pre)?;
-                    }
-                    if opts.freeze_head && graph.freeze_head() == 0 {
-                        log::warn!("scan: no dense classifier head to freeze; the whole model is unlearned");
-                    }
-                    let unlearning = Unlearning {
-                        fit,
-                        fit_labels: &fit_labels,
-                        holdout,
-                        hold_labels,
-                        pre,
-                        classes,
-                        augmentation,
-                        max_steps,
-                    };
-                    unlearning.run(&graph, opts, opts.run_seed(i))
-                })();
-                let failed = run.is_err();
-                done.lock().unwrap_or_else(|p| p.into_inner()).push((i, run));
-                if failed {
-                    break;
-                }
-            });
-        }
-    });
-    if jobs > 1 {
-        tch::set_num_threads(threads);
-    }
-    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, r)| r).collect()
+    share_out(
+        opts.runs,
+        opts.jobs,
+        || Ok(()),
+        |_, i| {
+            let mut graph = TchGraph::from_proto(source.clone(), opts.device)?;
+            if opts.restore_normalization {
+                graph.restore_normalization(fit, pre)?;
+            }
+            if opts.freeze_head && graph.freeze_head() == 0 {
+                log::warn!("scan: no dense classifier head to freeze; the whole model is unlearned");
+            }
+            let unlearning = Unlearning {
+                fit,
+                fit_labels: &fit_labels,
+                holdout,
+                hold_labels,
+                pre,
+                classes,
+                augmentation,
+                max_steps,
+            };
+            unlearning.run(&graph, opts, opts.run_seed(i))
+        },
+    )
 }
 
 /// The mean over `runs` (diverged ones left out) of the fraction of frames
