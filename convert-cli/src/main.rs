@@ -354,12 +354,7 @@ impl Progress for Bars {
 }
 
 fn main() -> ExitCode {
-    // libtorch's OpenMP workers spin-wait by default; on a shared edge/host box
-    // that starves everything else. Must be set before OpenMP starts.
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
-        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
-    }
-    badexpert_converter::allocator::keep_freed_buffers();
+    badexpert_converter::process::prepare_for_training();
     let cli = Cli::parse();
     // --quiet: errors only (no progress bars, no CPU-fallback notice); RUST_LOG still wins.
     let level = if cli.quiet { "error" } else { "info" };
@@ -374,8 +369,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
-    tch::set_num_threads(threads);
+    badexpert_converter::process::set_threads(cli.threads);
     // Resolved (and logged) only by the commands that train.
     let choice = if cli.cpu { DeviceChoice::Cpu } else { cli.device };
     let device = || choice.resolve();

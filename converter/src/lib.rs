@@ -30,7 +30,6 @@
 //! Attacks, demo models, reports and ablations live in `badexpert-lab`, the
 //! `badexpert-convert` binary in `convert-cli/`.
 
-pub mod allocator;
 pub mod augment;
 pub mod auxiliary;
 pub mod calibration;
@@ -43,6 +42,7 @@ pub mod inversion;
 mod jobs;
 pub mod onnx;
 pub mod output;
+pub mod process;
 pub mod scan;
 pub mod signing;
 pub mod suspect;

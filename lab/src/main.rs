@@ -153,12 +153,7 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
-    // libtorch's OpenMP workers spin-wait by default; on a shared box that
-    // starves everything else. Must be set before OpenMP starts.
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
-        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
-    }
-    badexpert_converter::allocator::keep_freed_buffers();
+    badexpert_converter::process::prepare_for_training();
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { "info" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
@@ -172,8 +167,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
-    tch::set_num_threads(threads);
+    badexpert_converter::process::set_threads(cli.threads);
     let device = || cli.device.resolve();
     let progress = ();
     match cli.command {
