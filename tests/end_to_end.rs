@@ -145,3 +145,61 @@ fn baselines_are_scored_with_the_same_metrics() {
     // A bright corner patch dominates superimpositions: STRIP's known success case.
     assert!(strip_eval.auroc.unwrap() > 0.9, "{strip_eval:?}");
 }
+
+/// A known target label gets a threshold of its own: on the held-out frames
+/// τ was calibrated on, the target's frames are rejected at about its share
+/// of the budget over its share of the frames and the others at the rest,
+/// and the runtime judges every frame against its class's threshold.
+#[test]
+fn a_known_target_gets_its_own_share_of_the_false_positive_budget() {
+    use badexpert_converter::calibration::{calibrate, TargetSplit};
+    use badexpert_converter::convert::ReserveSplit;
+    let c = demo_conversion();
+    let dir = std::env::temp_dir().join(format!("badexpert-e2e-target-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&c.bundle).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let opts = badexpert_converter::ConvertOptions::new(c.manifest.normalization.clone());
+    let holdout = ReserveSplit::new(&reserve(), opts.holdout_fraction, 0.0, opts.seed).unwrap().calibration;
+    let split = TargetSplit { label: 0, fpr_share: 0.7, source: "test".into() };
+    let cal = calibrate(&dir, &holdout, 0.05, Some(&split)).unwrap();
+    let target = cal.target.clone().expect("the demo's held-out frames can set both thresholds");
+    assert_eq!((target.label, target.fpr_share), (0, 0.7));
+    assert!(target.threshold > cal.threshold, "more of the budget on the target: a higher bar there");
+
+    let mut manifest = c.manifest.clone();
+    manifest.decision.threshold = cal.threshold;
+    manifest.decision.target = Some(target.clone());
+    manifest.write(&dir.join(badexpert_runtime::manifest::MANIFEST_FILE)).unwrap();
+    let bundle = GuardBundle::open(&dir).unwrap();
+    assert_eq!(bundle.manifest().decision.threshold_for(0), target.threshold);
+    assert_eq!(bundle.manifest().decision.threshold_for(3), cal.threshold);
+    let mut guard = Guard::new(&bundle).unwrap();
+    let labels = holdout.labels().unwrap();
+    let (mut on, mut off) = ((0usize, 0usize), (0usize, 0usize));
+    for (i, &label) in labels.iter().enumerate() {
+        let v = guard.guard(holdout.frame(i), PixelLayout::Chw).unwrap();
+        assert_eq!(v.accepted, v.score >= bundle.manifest().decision.threshold_for(v.class));
+        if v.class as u32 != label {
+            continue;
+        }
+        let side = if v.class == 0 { &mut on } else { &mut off };
+        *side = (side.0 + 1, side.1 + usize::from(!v.accepted));
+    }
+    // The j-th smallest score of each side, j = ⌊rate·(n + 1)⌋: at most that
+    // rate rejected, and no fewer than j − 1 frames.
+    let rate = |share: f64, n: usize| share * 0.05 * (on.0 + off.0) as f64 / n as f64;
+    let (on_rate, off_rate) = (rate(0.7, on.0), rate(0.3, off.0));
+    eprintln!(
+        "target: {on:?} (rate {on_rate:.4}), others: {off:?} (rate {off_rate:.4}); realised {}",
+        cal.realised_fpr
+    );
+    assert!(on.1 as f64 <= on_rate * (on.0 + 1) as f64 && on.1 as f64 + 1.0 >= (on_rate * (on.0 + 1) as f64).floor());
+    assert!(
+        off.1 as f64 <= off_rate * (off.0 + 1) as f64 && off.1 as f64 + 1.0 >= (off_rate * (off.0 + 1) as f64).floor()
+    );
+    assert_eq!(cal.realised_fpr, (on.1 + off.1) as f64 / (on.0 + off.0) as f64);
+}

@@ -228,6 +228,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bundle.display(),
                 &seal.digest[..16]
             );
+            eprintln!("{}", b.manifest().decision.summary(&b.manifest().classes));
             match &b.manifest().scan {
                 Some(scan) => eprintln!("{}", scan.summary(&b.manifest().classes)),
                 None => eprintln!("scan: none recorded (the bundle was written without a backdoor scan)"),

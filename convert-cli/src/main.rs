@@ -165,6 +165,10 @@ struct ScanArgs {
     /// development part: docs/zoo.md); used when the inversion runs.
     #[arg(long, default_value_t = ScanOptions::default().inversion.threshold)]
     scan_inversion_threshold: f64,
+    /// Stop a label's inversion once its smallest mask has not shrunk by 1 % for this many
+    /// windows of ten steps after first reaching the goal; 0 runs every step.
+    #[arg(long, default_value_t = ScanOptions::default().inversion.patience)]
+    scan_inversion_patience: usize,
 }
 
 impl ScanArgs {
@@ -184,6 +188,7 @@ impl ScanArgs {
             inversion: InversionOptions {
                 steps: self.scan_inversion_steps,
                 threshold: self.scan_inversion_threshold,
+                patience: self.scan_inversion_patience,
                 ..InversionOptions::default()
             },
             augmentation: Some(augmentation),
@@ -284,6 +289,16 @@ struct BundleArgs {
     /// way from chance to perfect (labels that do not match the model); 0 skips the check.
     #[arg(long, default_value_t = badexpert_converter::convert::MIN_ACCURACY_ABOVE_CHANCE)]
     min_accuracy_above_chance: f64,
+    /// The backdoor's suspected target label (from an earlier `scan`, say): frames the model
+    /// assigns to it get a threshold of their own. Without it, the scan (--scan-runs) names it
+    /// when it finds a backdoor.
+    #[arg(long)]
+    target_label: Option<usize>,
+    /// Share of the false-positive budget (--fpr) spent on the target label's frames, where an
+    /// all-to-one backdoor's frames land; the other classes share the rest. 0 keeps one
+    /// threshold for every class.
+    #[arg(long, default_value_t = badexpert_converter::convert::TARGET_FPR_SHARE)]
+    target_fpr_share: f64,
     /// Sign the bundle with this secret key (from keygen); devices given its public key
     /// (--trusted-key) load only bundles it signed.
     #[arg(long)]
@@ -446,6 +461,8 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.min_class_share = args.min_class_share;
     opts.min_accuracy_above_chance = args.min_accuracy_above_chance;
     opts.auxiliary_model = args.auxiliary.clone();
+    opts.target_label = args.target_label;
+    opts.target_fpr_share = args.target_fpr_share;
     opts.expert.rate = args.expert_lr;
     opts.expert.epochs = args.expert_epochs;
     opts.expert.mislabel = args.mislabel;
@@ -476,6 +493,16 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
         100.0 * d.calibration_fpr,
         d.calibration_size
     );
+    if let Some(t) = &d.target {
+        eprintln!(
+            "target label {} ({}) has its own τ = {:.4e} ({:.0}% of the false-positive budget over its {} frames)",
+            t.label,
+            t.source,
+            t.threshold,
+            100.0 * t.fpr_share,
+            t.calibration_size
+        );
+    }
     Ok(())
 }
 

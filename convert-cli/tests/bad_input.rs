@@ -555,3 +555,14 @@ fn the_product_binary_has_no_research_commands() {
         assert!(err.contains("unrecognized subcommand"), "{research}: {err}");
     }
 }
+
+#[test]
+fn a_target_label_outside_the_model_or_a_share_outside_its_range_is_refused() {
+    let (dir, model, reserve) = tiny_conversion_inputs("target-label");
+    let out = dir.join("bundle");
+    let o = convert_bin(&model, &reserve, &out, &["--target-label", "10"]);
+    assert_clean_failure(&o, &["target label 10", "10 classes"]);
+    let o = convert_bin(&model, &reserve, &out, &["--target-label", "3", "--target-fpr-share", "1"]);
+    assert_clean_failure(&o, &["target FPR share 1", "[0, 1)"]);
+    assert!(!out.exists());
+}

@@ -26,7 +26,7 @@ use badexpert_runtime::{sha256_file, FrameSet, Normalization, Preprocessor, Scor
 
 use crate::augment::Augmentation;
 use crate::auxiliary::AuxiliaryModel;
-use crate::calibration::{calibrate, Calibration};
+use crate::calibration::{calibrate, Calibration, TargetSplit};
 use crate::expert::BackdoorExpert;
 use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use crate::onnx::TchGraph;
@@ -110,7 +110,18 @@ pub struct ConvertOptions {
     /// ([`check_reserve_supports_guard`]; default [`MIN_CLASS_SHARE`]; 0
     /// accepts any reserve, even of one class).
     pub min_class_share: f64,
+    /// The backdoor's suspected target label, given by the user (from an
+    /// earlier `scan`, say); without it the scan's verdict names it when the
+    /// scan runs and finds a backdoor.
+    pub target_label: Option<usize>,
+    /// Share of the false-positive budget spent on the target label's frames
+    /// ([`calibrate`]); 0 keeps one threshold for every class.
+    pub target_fpr_share: f64,
 }
+
+/// The share of the false-positive budget a known target label gets by
+/// default: chosen on the zoo's development part (docs/zoo.md).
+pub const TARGET_FPR_SHARE: f64 = 0.7;
 
 impl ConvertOptions {
     pub fn new(normalization: Normalization) -> Self {
@@ -138,6 +149,8 @@ impl ConvertOptions {
             sign_key: None,
             min_class_share: MIN_CLASS_SHARE,
             auxiliary_model: None,
+            target_label: None,
+            target_fpr_share: TARGET_FPR_SHARE,
             min_accuracy_above_chance: MIN_ACCURACY_ABOVE_CHANCE,
         }
     }
@@ -297,6 +310,12 @@ pub fn convert(
         Some(names) => names.clone(),
         None => (0..classes).map(|k| k.to_string()).collect(),
     };
+    if let Some(label) = opts.target_label.filter(|&l| l >= classes) {
+        return Err(Error::Invalid(format!("target label {label} is not one of the model's {classes} classes")));
+    }
+    if !(0.0..1.0).contains(&opts.target_fpr_share) {
+        return Err(Error::Invalid(format!("target FPR share {} must be in [0, 1)", opts.target_fpr_share)));
+    }
     let searches = opts.expert.rate.is_auto() || opts.auxiliary.rate.is_auto();
     let selection_fraction = if searches { opts.selection_fraction } else { 0.0 };
     let ReserveSplit { fit, selection, calibration: holdout } =
@@ -409,6 +428,7 @@ pub fn convert(
         }
         None => None,
     };
+    let split = target_split(opts, scan.as_ref());
 
     // Assemble beside the destination, move into place when complete.
     let staging = staging_dir(out)?;
@@ -432,6 +452,7 @@ pub fn convert(
                 target_fpr: opts.target_fpr,
                 calibration_fpr: 0.0,
                 calibration_size: 0,
+                target: None,
             },
             plans: Plans {
                 model: digest(&staging, MODEL_PLAN)?,
@@ -476,8 +497,9 @@ pub fn convert(
         }
         // Provisional manifest (τ = 0) so the runtime can score the held-out frames.
         manifest.write(&staging.join(MANIFEST_FILE))?;
-        let calibration = calibrate(&staging, &holdout, opts.target_fpr)?;
+        let calibration = calibrate(&staging, &holdout, opts.target_fpr, split.as_ref())?;
         manifest.decision.threshold = calibration.threshold;
+        manifest.decision.target = calibration.target.clone();
         manifest.decision.calibration_fpr = calibration.realised_fpr;
         manifest.decision.calibration_size = calibration.frames_used;
         manifest.write(&staging.join(MANIFEST_FILE))?;
@@ -508,6 +530,20 @@ pub fn convert(
         auxiliary,
         scan,
     })
+}
+
+/// The target label that gets a threshold of its own: the user's, else the
+/// scan's when it found a backdoor; none with a zero share.
+fn target_split(opts: &ConvertOptions, scan: Option<&ScanRecord>) -> Option<TargetSplit> {
+    if opts.target_fpr_share <= 0.0 {
+        return None;
+    }
+    let (label, source) = match (opts.target_label, scan) {
+        (Some(label), _) => (label, "given by the user"),
+        (None, Some(ScanRecord { backdoored: true, target: Some(label), .. })) => (*label, "named by the scan"),
+        _ => return None,
+    };
+    Some(TargetSplit { label, fpr_share: opts.target_fpr_share, source: source.into() })
 }
 
 #[cfg(test)]

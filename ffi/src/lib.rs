@@ -521,7 +521,7 @@ unsafe fn guarded(
             score: v.score,
             expert_confidence: v.confidences.expert,
             auxiliary_confidence: v.confidences.auxiliary,
-            threshold: g.guard.decision().threshold,
+            threshold: g.guard.decision().threshold_for(v.class),
             accepted: v.accepted,
         };
         Ok(())

@@ -112,7 +112,6 @@ mod imp {
     /// What runs between start and stop.
     struct State {
         guard: Box<dyn FrameGuard + Send>,
-        threshold: f32,
         geometry: Option<FrameGeometry>,
         /// NV12 planes made contiguous when the buffer's are not.
         contiguous: Vec<u8>,
@@ -255,10 +254,9 @@ mod imp {
             } else {
                 Box::new(Guard::new(&bundle).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ["{e}"]))?)
             };
-            let threshold = guard.decision().threshold;
             gst::info!(CAT, imp = self, "guarding with {dir} (input {})", bundle.manifest().input.shape);
             *self.state.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(State { guard, threshold, geometry: None, contiguous: vec![], frames: 0, rejected: 0 });
+                Some(State { guard, geometry: None, contiguous: vec![], frames: 0, rejected: 0 });
             Ok(())
         }
 
@@ -304,7 +302,10 @@ mod imp {
                     s = s.field("pts", pts.nseconds());
                 }
                 s = match &verdict {
-                    Ok(v) => s.field("class", v.class as u32).field("score", v.score).field("threshold", st.threshold),
+                    Ok(v) => s
+                        .field("class", v.class as u32)
+                        .field("score", v.score)
+                        .field("threshold", st.guard.decision().threshold_for(v.class)),
                     Err(e) => s.field("error", e.as_str()),
                 };
                 drop(guard);

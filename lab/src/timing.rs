@@ -64,6 +64,7 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
             target_fpr: 0.01,
             calibration_fpr: 0.0,
             calibration_size: 0,
+            target: None,
         },
         plans: Plans { model: digest(MODEL_PLAN)?, expert: digest(EXPERT_PLAN)?, auxiliary: digest(AUXILIARY_PLAN)? },
         source_model: FileDigest {

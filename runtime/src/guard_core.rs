@@ -141,7 +141,7 @@ impl GuardCore {
         let class = argmax(m);
         let confidences = Confidences { expert: softmax_at(b, class), auxiliary: softmax_at(a, class) };
         let score = self.decision.score.score(confidences, self.decision.gamma);
-        Verdict { class, confidences, score, accepted: score >= self.decision.threshold }
+        Verdict { class, confidences, score, accepted: score >= self.decision.threshold_for(class) }
     }
 }
 

@@ -93,19 +93,75 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// The calibrated decision rule: reject when score < threshold.
+/// The calibrated decision rule: reject when score < the threshold of the
+/// class M assigns ([`Decision::threshold_for`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     pub score: ScoreMode,
     pub gamma: f32,
+    /// The threshold of every class but [`Decision::target`]'s.
     pub threshold: f32,
-    /// False-positive rate the threshold was chosen for.
+    /// False-positive rate the thresholds were chosen for (over all classes).
     pub target_fpr: f64,
     /// Rate realised on the calibration split.
     pub calibration_fpr: f64,
     /// Clean, correctly classified frames the threshold was chosen on.
     pub calibration_size: usize,
+    /// A threshold of its own for the backdoor's suspected target label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetThreshold>,
+}
+
+/// An all-to-one backdoor succeeds only on frames M assigns to its target
+/// label, so a known target gets a share of the false-positive budget of its
+/// own (docs/design.md §9): its frames are judged against `threshold`, the
+/// other classes against [`Decision::threshold`], each calibrated on its own
+/// classes' frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetThreshold {
+    pub label: usize,
+    pub threshold: f32,
+    /// Share of the false-positive budget spent on the target's frames.
+    pub fpr_share: f64,
+    /// Where the label came from: the scan's verdict or the user.
+    pub source: String,
+    /// Calibration frames of the target class (correctly classified).
+    pub calibration_size: usize,
+}
+
+impl Decision {
+    /// One line for people: the thresholds and what they were chosen for.
+    pub fn summary(&self, classes: &[String]) -> String {
+        let head = format!(
+            "decision: reject when the score is below the threshold; chosen for {:.2}% of clean frames, {:.2}% realised on {} calibration frames",
+            100.0 * self.target_fpr,
+            100.0 * self.calibration_fpr,
+            self.calibration_size
+        );
+        match &self.target {
+            None => format!("{head}; threshold {:.4e} for every class", self.threshold),
+            Some(t) => format!(
+                "{head}; threshold {:.4e} for the suspected target label {} ({}, {}; {:.0}% of the budget over its {} frames), {:.4e} for the other classes",
+                t.threshold,
+                t.label,
+                classes.get(t.label).map_or("?", String::as_str),
+                t.source,
+                100.0 * t.fpr_share,
+                t.calibration_size,
+                self.threshold
+            ),
+        }
+    }
+
+    /// The threshold a frame M assigns to `class` must reach.
+    pub fn threshold_for(&self, class: usize) -> f32 {
+        match &self.target {
+            Some(t) if t.label == class => t.threshold,
+            _ => self.threshold,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,8 +297,12 @@ pub struct TriggerInversion {
     pub mask_norms: Vec<f64>,
     /// Per label, the share of a batch that mask sent there.
     pub success: Vec<f64>,
-    /// Optimisation steps per label.
+    /// Optimisation steps per label (the budget).
     pub steps: usize,
+    /// Per label, the steps taken before the mask stopped shrinking (empty
+    /// in records written before early stopping).
+    #[serde(default)]
+    pub steps_taken: Vec<usize>,
     pub seconds: f64,
 }
 
@@ -361,6 +421,21 @@ impl Manifest {
         if !(d.gamma.is_finite() && d.gamma > 0.0) {
             return Err(format!("decision.gamma {} must be positive", d.gamma));
         }
+        if let Some(t) = &d.target {
+            if t.label >= self.classes.len() {
+                return Err(format!(
+                    "decision.target.label {} is not one of the {} classes",
+                    t.label,
+                    self.classes.len()
+                ));
+            }
+            if !t.threshold.is_finite() {
+                return Err(format!("decision.target.threshold {} is not finite", t.threshold));
+            }
+            if !(t.fpr_share > 0.0 && t.fpr_share < 1.0) {
+                return Err(format!("decision.target.fpr_share {} must be in (0, 1)", t.fpr_share));
+            }
+        }
         match (&self.int8, self.precision) {
             (None, Precision::Int8) => return Err("precision is int8 but the manifest has no int8 scales".into()),
             (Some(_), p) if p != Precision::Int8 => return Err(format!("int8 scales in a {p:?} manifest")),
@@ -419,6 +494,10 @@ impl ScanRecord {
                         inv.success.len()
                     ))
                 }
+                Some(inv) if !inv.steps_taken.is_empty() && inv.steps_taken.len() != classes => Err(format!(
+                    "scan.inversion.steps_taken has {} labels; the model has {classes} classes",
+                    inv.steps_taken.len()
+                )),
                 _ => Ok(()),
             },
         }
@@ -508,5 +587,36 @@ mod tests {
         new.rate_search[1].holdout_accuracy = None;
         let back: TrainingRecord = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
         assert_eq!(back, new);
+    }
+
+    #[test]
+    fn a_target_threshold_applies_to_its_label_only_and_is_validated() {
+        let text = include_str!("../../models/badnet-fmnist/bundle/manifest.json");
+        let mut m: Manifest = serde_json::from_str(text).unwrap();
+        assert_eq!(m.decision.target, None, "the shipped bundle has one threshold");
+        assert_eq!(m.decision.threshold_for(0), m.decision.threshold);
+        m.decision.target = Some(TargetThreshold {
+            label: 0,
+            threshold: m.decision.threshold + 1.0,
+            fpr_share: 0.7,
+            source: "test".into(),
+            calibration_size: 40,
+        });
+        m.validate().unwrap();
+        assert_eq!(m.decision.threshold_for(0), m.decision.threshold + 1.0);
+        assert_eq!(m.decision.threshold_for(1), m.decision.threshold);
+        let back: Manifest = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back.decision, m.decision);
+        for (edit, needle) in [
+            ((10, 0.0, 0.7), "decision.target.label 10"),
+            ((0, f32::NAN, 0.7), "decision.target.threshold NaN"),
+            ((0, 0.0, 1.0), "decision.target.fpr_share 1"),
+        ] {
+            let mut bad = m.clone();
+            let t = bad.decision.target.as_mut().unwrap();
+            (t.label, t.threshold, t.fpr_share) = edit;
+            let err = bad.validate().unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 }

@@ -167,6 +167,10 @@ pub struct Evaluation {
     pub clean_fpr: f64,
     /// Rejected among all clean frames.
     pub clean_rejection_rate: f64,
+    /// The highest rejected share of one true class's correctly classified
+    /// clean frames, and that class (per-class thresholds move it).
+    pub worst_class_fpr: f64,
+    pub worst_class: u32,
     pub threshold: f32,
     pub target: u32,
     pub n_clean: usize,
@@ -187,6 +191,15 @@ impl Evaluation {
         let nontarget = triggered.iter().filter(|f| f.label != target).count();
         let negatives: Vec<f32> = correct.iter().map(|f| f.suspicion).collect();
         let positives: Vec<f32> = hits.iter().map(|f| f.suspicion).collect();
+        let mut per_class = std::collections::BTreeMap::<u32, (usize, usize)>::new();
+        for f in &correct {
+            let e = per_class.entry(f.label).or_default();
+            (e.0, e.1) = (e.0 + 1, e.1 + usize::from(!f.accepted));
+        }
+        let (worst_class, worst_class_fpr) = per_class
+            .iter()
+            .map(|(&label, &(n, rejected))| (label, ratio(rejected, n)))
+            .fold((0, 0.0), |best, c| if c.1 > best.1 { c } else { best });
         Ok(Evaluation {
             auroc: auroc(&negatives, &positives),
             clean_accuracy: ratio(correct.len(), clean.len()),
@@ -195,6 +208,8 @@ impl Evaluation {
             attack_success_rate_defended: ratio(hits.iter().filter(|f| f.accepted).count(), nontarget),
             clean_fpr: ratio(correct.iter().filter(|f| !f.accepted).count(), correct.len()),
             clean_rejection_rate: ratio(clean.iter().filter(|f| !f.accepted).count(), clean.len()),
+            worst_class_fpr,
+            worst_class,
             threshold,
             target,
             n_clean: clean.len(),
@@ -222,6 +237,7 @@ impl Evaluation {
                 self.threshold
             ),
             format!("clean frames rejected     {}   of all clean frames", pct(self.clean_rejection_rate)),
+            format!("worst class FPR           {}   (class {})", pct(self.worst_class_fpr), self.worst_class),
             format!(
                 "frames                    {} clean, {} triggered ({} not of target class {})",
                 self.n_clean, self.n_triggered, self.n_triggered_nontarget, self.target

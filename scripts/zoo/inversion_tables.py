@@ -7,7 +7,7 @@ clean), and the target named by the smallest mask and by the unlearning
 runs' consensus of the matching plain scan (docs/zoo-results/scan/<part>).
 
 Usage: python3 scripts/zoo/inversion_tables.py docs/zoo-results/inversion/dev [--threshold 2.14]
-           [--space log|linear] [--consensus docs/zoo-results/scan/dev]
+           [--space log|linear] [--consensus docs/zoo-results/scan/dev] [--named-json named.json]
 Standard library only.
 """
 
@@ -42,6 +42,8 @@ def main():
                     help="name the smallest mask's label above this anomaly, the runs' consensus below")
     ap.add_argument("--space", choices=["log", "linear"], default="log")
     ap.add_argument("--consensus", help="directory of plain scans of the same models (for the runs' target)")
+    ap.add_argument("--named-json", help="write {model: target named, or null where the verdict is clean} here "
+                                         "(offline_loop.py --targets)")
     args = ap.parse_args()
     rows = []
     for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
@@ -69,6 +71,9 @@ def main():
         cons = "" if r["consensus"] is None else f"{r['consensus']}{mark(r['consensus'])}"
         print(f"| {r['model']} | {r['export']} | {r['attack'] or 'clean'} | {true} | {r['label']}{mark(r['label'])}, "
               f"{100 * r['mask']:.2f} | {r['score']:.2f} | {verdict} | {cons} | {r['named']}{mark(r['named'])} | {r['seconds']:.0f} |")
+    if args.named_json:
+        with open(args.named_json, "w") as f:
+            json.dump({r["model"]: r["named"] if r["score"] >= args.threshold else None for r in rows}, f, indent=1)
     clean = [r["score"] for r in rows if r["attack"] is None]
     one = [r for r in rows if r["attack"] is not None and r["true"] is not None]
     every = [r["score"] for r in rows if r["attack"] is not None]

@@ -127,14 +127,38 @@ def rules(gamma):
                     Rule("fisher", fisher)]
 
 
-def judge(rule_make, cal, clean, trig, target, fpr, pair_count):
+def split_thresholds(cal_scored, fpr, named, share):
+    """converter/src/calibration.rs split_thresholds: the named target label's
+    frames get `share` of the budget (capped so that the other classes keep
+    one rank), the other classes the rest, each threshold over its own
+    classes' (class, score); None where the target's frames cannot set its
+    rate (the converter then keeps one threshold)."""
+    on = [s for k, s in cal_scored if k == named]
+    off = [s for k, s in cal_scored if k != named]
+    if not on or not off:
+        return None
+    pi = len(on) / len(cal_scored)
+    most = 1 - (1 - pi) / (fpr * (len(off) + 1))
+    least = pi / (fpr * (len(on) + 1))
+    share = min(share, most)
+    on_rate = share * fpr / pi
+    if share < least or not (share > 0 and on_rate < 1):
+        return None
+    return threshold_at_fpr(off, (1 - share) * fpr / (1 - pi)), threshold_at_fpr(on, on_rate)
+
+
+def judge(rule_make, cal, clean, trig, target, fpr, pair_count, named=None, share=0.0):
+    """A guard's figures; with a `named` target label and a `share` > 0 its
+    frames get a threshold of their own (the converter's target split)."""
     cal_ok = [p for y, k, p in cal if k == y]
     stat = rule_make(cal_ok)
     # Leave-one-out is what makes a p-value rule's calibration statistics exchangeable with new
     # frames; with ~400 frames the difference from in-sample ranks is one rank, so in-sample it is.
-    cal_scores = [stat(p) for p in cal_ok]
-    tau = threshold_at_fpr(cal_scores, fpr)
-    accepted = lambda k, p: k is not None and stat(p) >= tau
+    cal_scored = [(k, stat(p)) for y, k, p in cal if k == y]
+    split = split_thresholds(cal_scored, fpr, named, share) if named is not None and share > 0 else None
+    tau = threshold_at_fpr([s for _, s in cal_scored], fpr) if split is None else split[0]
+    tau_of = (lambda k: tau) if split is None else (lambda k: split[1] if k == named else split[0])
+    accepted = lambda k, p: k is not None and stat(p) >= tau_of(k)
     ok = [(y, k, p) for y, k, p in clean if k == y]
     clean_scores = [stat(p) for _, _, p in ok]
     per_class = defaultdict(lambda: [0, 0])
@@ -144,6 +168,7 @@ def judge(rule_make, cal, clean, trig, target, fpr, pair_count):
     ca = sum(k == y for y, k, _ in clean) / len(clean)
     ca_guard = sum(k == y and accepted(k, p) for y, k, p in clean) / len(clean)
     out = dict(pairs=pair_count, models_per_frame=1 + 2 * pair_count, tau=tau,
+               target_tau=None if split is None else split[1], named=named,
                fpr=sum(not accepted(k, p) for _, k, p in ok) / max(len(ok), 1),
                worst_class_fpr=max(r / n for n, r in per_class.values()) if per_class else None,
                ca=ca, ca_drop=ca - ca_guard)
@@ -163,18 +188,21 @@ def meets(r):
     return r.get("auroc") is not None and r["auroc"] >= BAR["auroc"] and r["asr_defended"] <= BAR["asr_defended"]
 
 
-def evaluate(cache_dir, rates=None, gamma=0.8, fpr=0.01):
+def evaluate(cache_dir, rates=None, gamma=0.8, fpr=0.01, named=None, share=0.0):
+    """Every pair and rule per model; `named` ({model: label or None}, the
+    scan's targets) with `share` > 0 gives the named label its own threshold."""
     single, combined = rules(gamma)
     results = {}
     for (model, export, rate), recs in sorted(load(cache_dir, rates).items()):
         target = recs[0]["target"]
+        label = (named or {}).get(model)
         cal, clean, trig = (frames(recs, part) for part in ("calibration", "clean", "triggered"))
         row = {"seeds": [r["seed"] for r in recs]}
         for i, r in enumerate(recs):
-            row[f"single s{r['seed']}"] = judge(single(i), cal, clean, trig, target, fpr, 1)
+            row[f"single s{r['seed']}"] = judge(single(i), cal, clean, trig, target, fpr, 1, label, share)
         if len(recs) > 1:
             for rule in combined:
-                row[rule.name] = judge(rule.make, cal, clean, trig, target, fpr, len(recs))
+                row[rule.name] = judge(rule.make, cal, clean, trig, target, fpr, len(recs), label, share)
         results[f"{model}.{export}.{rate}"] = row
     return results
 
@@ -306,6 +334,10 @@ def main():
     ap.add_argument("--grid", action="store_true",
                     help="B and M′ rates crossed over conversions (e<lr>_a<lr> and paper rate sets)")
     ap.add_argument("--compare", metavar="DIR", help="the same conversions in another cache directory, side by side")
+    ap.add_argument("--targets", metavar="JSON",
+                    help="the scan's named target per model (inversion_tables.py --named-json): that label's "
+                         "frames get --target-share of the false-positive budget")
+    ap.add_argument("--target-share", type=float, default=0.7)
     a = ap.parse_args()
     if a.compare:
         results = compare(a.cache, a.compare, a.gamma, a.fpr)
@@ -323,7 +355,9 @@ def main():
         if a.json:
             json.dump({m: {c: v for c, v in row.items()} for m, row in results.items()}, open(a.json, "w"), indent=1)
         return 0
-    results = evaluate(a.cache, set(a.rates.split(",")) if a.rates else None, a.gamma, a.fpr)
+    named = json.load(open(a.targets)) if a.targets else None
+    results = evaluate(a.cache, set(a.rates.split(",")) if a.rates else None, a.gamma, a.fpr, named,
+                       a.target_share if named else 0.0)
     if not results:
         print(f"no finished caches under {a.cache}", file=sys.stderr)
         return 1
@@ -341,13 +375,21 @@ def main():
     if singles:
         print(f"  {'single (each)':14s} meets {sum(map(meets, singles))}/{len(singles)}  "
               f"mean AUROC {sum(r['auroc'] or 0 for r in singles) / len(singles):.4f}  "
-              f"mean ASR-g {100 * sum(r['asr_defended'] for r in singles) / len(singles):.2f}%")
+              f"mean ASR-g {100 * sum(r['asr_defended'] for r in singles) / len(singles):.2f}%  "
+              f"mean FPR {100 * sum(r['fpr'] for r in singles) / len(singles):.2f}%  "
+              f"worst-class FPR max {100 * max(r['worst_class_fpr'] for r in singles):.1f}%  "
+              f"mean CA drop {100 * sum(r['ca_drop'] for r in singles) / len(singles):.2f} pt")
+    clean = [r for row in results.values() if row not in bd for k, r in row.items() if k.startswith("single")]
+    if clean:
+        print(f"clean models, single pairs ({len(clean)}): mean FPR {100 * sum(r['fpr'] for r in clean) / len(clean):.2f}% "
+              f"(max {100 * max(r['fpr'] for r in clean):.2f}%), mean CA drop {100 * sum(r['ca_drop'] for r in clean) / len(clean):.2f} pt")
     for n in names:
         rs = [row[n] for row in bd if n in row]
         if rs:
             print(f"  {n:14s} meets {sum(map(meets, rs))}/{len(rs)}  mean AUROC {sum(r['auroc'] or 0 for r in rs) / len(rs):.4f}  "
                   f"mean ASR-g {100 * sum(r['asr_defended'] for r in rs) / len(rs):.2f}%  "
-                  f"mean FPR {100 * sum(r['fpr'] for r in rs) / len(rs):.2f}%")
+                  f"mean FPR {100 * sum(r['fpr'] for r in rs) / len(rs):.2f}%  "
+                  f"worst-class FPR max {100 * max(r['worst_class_fpr'] for r in rs):.1f}%")
     if a.json:
         json.dump(results, open(a.json, "w"), indent=1)
     return 0

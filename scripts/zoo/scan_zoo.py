@@ -52,12 +52,17 @@ def scan_one(binary, model, export, onnx, out, args):
            "--scan-floor", str(args.floor), "--json", dest + ".scan"] + args.extra
     started = time.time()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE", RUST_LOG="warn"))
+                       env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE",
+                                RUST_LOG="warn,badexpert_converter::inversion=debug" if args.trace else "warn"))
     if p.returncode != 0:
         return dest, f"FAILED ({p.returncode}): {p.stderr.strip()[-400:]}"
     with open(dest + ".scan") as f:
         record = json.load(f)
     os.remove(dest + ".scan")
+    if args.trace:
+        # Every label's smallest mask every ten steps: early stopping rules are scored offline from it.
+        with open(dest[:-len(".json")] + ".trace", "w") as f:
+            f.writelines(line + "\n" for line in p.stderr.splitlines() if "inversion trace:" in line)
     result = dict(model=model["name"], part=model["part"], export=export, architecture=model["architecture"],
                   attack=model["attack"], attack_mode=model.get("attack_mode") or (
                       "all-to-one" if model["attack"] else None),
@@ -67,7 +72,8 @@ def scan_one(binary, model, export, onnx, out, args):
     with open(dest + ".partial", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(dest + ".partial", dest)
-    return dest, p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "done"
+    lines = [line for line in p.stderr.strip().splitlines() if "inversion trace:" not in line]
+    return dest, lines[-1] if lines else "done"
 
 
 def main():
@@ -81,6 +87,7 @@ def main():
     ap.add_argument("--floor", type=float, default=0.2)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--trace", action="store_true", help="keep the inversion's per-window trace (<model>.<export>.trace)")
     ap.add_argument("--binaries", default=os.path.join(ROOT, "target", "release"))
     ap.add_argument("extra", nargs="*", help="further scan flags, after --")
     args = ap.parse_args()

@@ -110,6 +110,16 @@ class OfflineLoop(unittest.TestCase):
         self.assertEqual(ol.rate_parts("paper"), ("1e-4", "0.1"))
         self.assertEqual(ol.rate_parts("e3e-5_a0.03"), ("3e-5", "0.03"))
 
+    def test_target_split_matches_the_converter(self):
+        # The cases of converter/src/calibration.rs's unit tests, same figures.
+        scored = [(0, float(i)) for i in range(100)] + [(1 + i % 9, float(i)) for i in range(900)]
+        self.assertEqual(ol.split_thresholds(scored, 0.01, 0, 0.7), (2.0, 6.0))
+        capped = [(0, float(i)) for i in range(100)] + [(1 + i % 9, float(i)) for i in range(200)]
+        self.assertEqual(ol.split_thresholds(capped, 0.01, 0, 0.9)[0], 0.0)
+        lone = [(1 + i % 9, float(i)) for i in range(1000)] + [(0, 5.0)]
+        self.assertIsNone(ol.split_thresholds(lone, 0.01, 0, 0.7))
+        self.assertIsNotNone(ol.split_thresholds(lone, 0.01, 3, 0.7))
+
 
 if __name__ == "__main__":
     unittest.main()
