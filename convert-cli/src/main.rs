@@ -165,10 +165,6 @@ struct ScanArgs {
     /// development part: docs/zoo.md); used when the inversion runs.
     #[arg(long, default_value_t = ScanOptions::default().inversion.threshold)]
     scan_inversion_threshold: f64,
-    /// Stop a label's inversion once its smallest mask has not shrunk by 1 % for this many
-    /// windows of ten steps after first reaching the goal; 0 runs every step.
-    #[arg(long, default_value_t = ScanOptions::default().inversion.patience)]
-    scan_inversion_patience: usize,
 }
 
 impl ScanArgs {
@@ -188,7 +184,6 @@ impl ScanArgs {
             inversion: InversionOptions {
                 steps: self.scan_inversion_steps,
                 threshold: self.scan_inversion_threshold,
-                patience: self.scan_inversion_patience,
                 ..InversionOptions::default()
             },
             augmentation: Some(augmentation),

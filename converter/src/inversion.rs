@@ -40,10 +40,6 @@ pub struct InversionOptions {
     pub seed: u64,
     /// Labels inverted at once.
     pub jobs: usize,
-    /// Stop a label once its smallest mask has not shrunk by
-    /// [`EARLY_STOP_GAIN`] for this many windows of [`ADAPT_EVERY`] steps
-    /// after first reaching the goal (0: always run every step).
-    pub patience: usize,
 }
 
 impl Default for InversionOptions {
@@ -61,14 +57,13 @@ impl Default for InversionOptions {
             label_threshold: 3.4,
             seed: 0,
             jobs: 2,
-            patience: 0,
         }
     }
 }
 
-/// One label's inverted trigger: the smallest mask size, the share of a
-/// batch it sent to the label and the steps taken.
-type Inverted = (f64, f64, usize);
+/// One label's inverted trigger: the smallest mask size and the share of a
+/// batch it sent to the label.
+type Inverted = (f64, f64);
 
 /// The weight of the mask's size in the loss starts here once a mask first
 /// reaches the goal, and is raised (lowered) every [`ADAPT_EVERY`] steps
@@ -76,8 +71,6 @@ type Inverted = (f64, f64, usize);
 const INITIAL_COST: f64 = 1e-2;
 const ADAPT_EVERY: usize = 10;
 const COST_UP: f64 = 1.5;
-/// A smallest mask that shrinks by less than this share is no progress.
-const EARLY_STOP_GAIN: f64 = 0.01;
 
 /// Inverts a trigger toward every label of `source` (eval mode, weights
 /// frozen) from the labelled clean `frames`, `opts.jobs` labels at a time
@@ -103,19 +96,17 @@ pub fn invert_triggers(
     let found = share_out(classes, opts.jobs, init, |graph, label| {
         let others: Vec<usize> = (0..frames.len()).filter(|&i| labels[i] as usize != label).collect();
         if others.is_empty() {
-            return Ok((1.0, 0.0, 0));
+            return Ok((1.0, 0.0));
         }
-        let (norm, reached, steps) = invert_one(graph, frames, &others, pre, label, opts)?;
+        let (norm, reached) = invert_one(graph, frames, &others, pre, label, opts)?;
         log::info!(
-            "trigger inversion: label {label}: mask {:.2}% of the frame, {:.0}% reached, {steps} steps",
+            "trigger inversion: label {label}: mask {:.2}% of the frame, {:.0}% reached",
             100.0 * norm,
             100.0 * reached
         );
-        Ok((norm, reached, steps))
+        Ok((norm, reached))
     })?;
-    let norms: Vec<f64> = found.iter().map(|f| f.0).collect();
-    let success = found.iter().map(|f| f.1).collect();
-    let steps_taken = found.iter().map(|f| f.2).collect();
+    let (norms, success): (Vec<f64>, Vec<f64>) = found.into_iter().unzip();
     let (label, anomaly) = anomaly(&norms);
     Ok(TriggerInversion {
         label,
@@ -123,7 +114,6 @@ pub fn invert_triggers(
         mask_norms: norms,
         success,
         steps: opts.steps,
-        steps_taken,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -185,8 +175,8 @@ fn invert_one(
     let mut cost = 0.0;
     let (mut best, mut best_share, mut seen_share) = (f64::INFINITY, 0.0, 0.0f64);
     let (mut window_hits, mut window_frames, mut window_steps, mut window_mask) = (0usize, 0usize, 0usize, 0.0f64);
-    let (mut step, mut stale) = (0, 0);
-    'steps: while step < opts.steps {
+    let mut step = 0;
+    while step < opts.steps {
         order.shuffle(&mut rng);
         for chunk in order.chunks(opts.batch_size) {
             if step == opts.steps {
@@ -214,7 +204,6 @@ fn invert_one(
                 let share = window_hits as f64 / window_frames.max(1) as f64;
                 let mask_size = window_mask / window_steps.max(1) as f64;
                 seen_share = seen_share.max(share);
-                let before = best;
                 if share >= opts.success_goal {
                     if mask_size < best {
                         (best, best_share) = (mask_size, share);
@@ -224,19 +213,15 @@ fn invert_one(
                     cost /= COST_UP.powf(1.5);
                 }
                 (window_hits, window_frames, window_steps, window_mask) = (0, 0, 0, 0.0);
+                // Step budgets and stopping rules are scored offline from this trace
+                // (scripts/zoo/early_stop.py).
                 log::debug!(
                     "inversion trace: label {label} step {step} share {share:.4} mask {mask_size:.6} best {best:.6}"
                 );
-                if best.is_finite() {
-                    stale = if !before.is_finite() || best < before * (1.0 - EARLY_STOP_GAIN) { 0 } else { stale + 1 };
-                }
-                if opts.patience > 0 && stale >= opts.patience {
-                    break 'steps;
-                }
             }
         }
     }
-    Ok(if best.is_finite() { (best, best_share, step) } else { (1.0, seen_share, step) })
+    Ok(if best.is_finite() { (best, best_share) } else { (1.0, seen_share) })
 }
 
 #[cfg(test)]

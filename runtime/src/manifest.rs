@@ -297,12 +297,8 @@ pub struct TriggerInversion {
     pub mask_norms: Vec<f64>,
     /// Per label, the share of a batch that mask sent there.
     pub success: Vec<f64>,
-    /// Optimisation steps per label (the budget).
+    /// Optimisation steps per label.
     pub steps: usize,
-    /// Per label, the steps taken before the mask stopped shrinking (empty
-    /// in records written before early stopping).
-    #[serde(default)]
-    pub steps_taken: Vec<usize>,
     pub seconds: f64,
 }
 
@@ -494,10 +490,6 @@ impl ScanRecord {
                         inv.success.len()
                     ))
                 }
-                Some(inv) if !inv.steps_taken.is_empty() && inv.steps_taken.len() != classes => Err(format!(
-                    "scan.inversion.steps_taken has {} labels; the model has {classes} classes",
-                    inv.steps_taken.len()
-                )),
                 _ => Ok(()),
             },
         }
