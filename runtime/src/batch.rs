@@ -8,7 +8,7 @@ use tract_core::internal::*;
 use crate::bundle::{GuardBundle, Role};
 use crate::camera::CameraFrame;
 use crate::guard::{FrameGuard, PixelLayout, Verdict};
-use crate::guard_core::{logits, run_plan, GuardCore};
+use crate::guard_core::{run_plan, GuardCore};
 use crate::manifest::Decision;
 use crate::{Error, Result};
 
@@ -16,13 +16,16 @@ use crate::{Error, Result};
 pub struct BatchGuard {
     core: GuardCore,
     states: [TypedSimpleState; 3],
+    /// M's, B's and M′'s logits of the last batch.
+    logits: [Vec<f32>; 3],
 }
 
 impl BatchGuard {
     pub fn new(bundle: &GuardBundle) -> Result<BatchGuard> {
         let core = GuardCore::new(bundle, "BatchGuard", false)?;
         let states = [bundle.spawn(Role::Model)?, bundle.spawn(Role::Expert)?, bundle.spawn(Role::Auxiliary)?];
-        Ok(BatchGuard { core, states })
+        let logits = std::array::from_fn(|_| vec![0.0; core.batch() * core.classes()]);
+        Ok(BatchGuard { core, states, logits })
     }
 
     /// Frames per run.
@@ -49,16 +52,12 @@ impl BatchGuard {
 
     /// Runs the three plans on the loaded input; verdicts for the first `n` rows.
     fn run(&mut self, n: usize, verdicts: &mut [Verdict]) -> Result<()> {
-        let batch = self.core.batch();
-        let values = batch * self.core.classes();
-        let [m, b, a] = &mut self.states;
-        let m = run_plan(m, Role::Model.name(), self.core.input(), values)?;
-        let b = run_plan(b, Role::Expert.name(), self.core.input(), values)?;
-        let a = run_plan(a, Role::Auxiliary.name(), self.core.input(), values)?;
-        let read = |o| logits(o).expect("checked by run_plan");
-        let all = [read(&m), read(&b), read(&a)];
+        for ((state, out), role) in self.states.iter_mut().zip(&mut self.logits).zip(Role::ALL) {
+            run_plan(state, role.name(), self.core.input(), out)?;
+        }
+        let [m, b, a] = &self.logits;
         for (row, v) in verdicts[..n].iter_mut().enumerate() {
-            *v = self.core.verdict(row, all);
+            *v = self.core.verdict(row, [m, b, a]);
         }
         Ok(())
     }

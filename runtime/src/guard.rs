@@ -10,7 +10,7 @@ use tract_core::internal::*;
 use crate::bundle::{GuardBundle, Role};
 use crate::camera::CameraFrame;
 pub use crate::guard_core::Verdict;
-use crate::guard_core::{logits, run_plan, GuardCore};
+use crate::guard_core::{run_plan, GuardCore};
 use crate::manifest::Decision;
 pub use crate::preprocess::PixelLayout;
 use crate::Result;
@@ -34,6 +34,8 @@ pub trait FrameGuard {
 pub struct Guard {
     core: GuardCore,
     states: [TypedSimpleState; 3],
+    /// M's, B's and M′'s logits of the last frame.
+    logits: [Vec<f32>; 3],
 }
 
 impl Guard {
@@ -41,7 +43,8 @@ impl Guard {
     pub fn new(bundle: &GuardBundle) -> Result<Guard> {
         let core = GuardCore::new(bundle, "Guard", true)?;
         let states = [bundle.spawn(Role::Model)?, bundle.spawn(Role::Expert)?, bundle.spawn(Role::Auxiliary)?];
-        Ok(Guard { core, states })
+        let logits = std::array::from_fn(|_| vec![0.0; core.classes()]);
+        Ok(Guard { core, states, logits })
     }
 
     /// Guards one u8 frame.
@@ -68,14 +71,11 @@ impl Guard {
     }
 
     fn run(&mut self) -> Result<Verdict> {
-        let classes = self.core.classes();
-        let [m, b, a] = &mut self.states;
-        let m = run_plan(m, Role::Model.name(), self.core.input(), classes)?;
-        let b = run_plan(b, Role::Expert.name(), self.core.input(), classes)?;
-        let a = run_plan(a, Role::Auxiliary.name(), self.core.input(), classes)?;
-        // run_plan checked that each output reads as f32 logits.
-        let read = |o| logits(o).expect("checked by run_plan");
-        Ok(self.core.verdict(0, [read(&m), read(&b), read(&a)]))
+        for ((state, out), role) in self.states.iter_mut().zip(&mut self.logits).zip(Role::ALL) {
+            run_plan(state, role.name(), self.core.input(), out)?;
+        }
+        let [m, b, a] = &self.logits;
+        Ok(self.core.verdict(0, [m, b, a]))
     }
 }
 

@@ -145,23 +145,22 @@ impl GuardCore {
     }
 }
 
-/// Runs one plan on `input` and checks its logits (`values` of them, all
-/// finite); the outputs stay alive for the caller to read with [`logits`].
+/// Runs one plan on `input` and copies its logits into `out` once they are
+/// checked (`out.len()` of them, all finite): the one place the guards read
+/// a plan's output. The outputs are dropped on return, so the caller may
+/// write the next frame into the shared input in place.
 pub(crate) fn run_plan(
     state: &mut TypedSimpleState,
     model: &'static str,
     input: TValue,
-    values: usize,
-) -> Result<TVec<TValue>> {
+    out: &mut [f32],
+) -> Result<()> {
     let fail = |reason: String| Error::Inference { model, reason };
     let outputs = state.run(tvec![input]).map_err(|e| fail(format!("{e:#}")))?;
-    check_logits(logits(&outputs).map_err(|e| fail(e.to_string()))?, values).map_err(fail)?;
-    Ok(outputs)
-}
-
-/// The f32 logits of a plan run.
-pub(crate) fn logits(outputs: &TVec<TValue>) -> TractResult<&[f32]> {
-    output_f32(&outputs[0])
+    let logits = output_f32(&outputs[0]).map_err(|e| fail(e.to_string()))?;
+    check_logits(logits, out.len()).map_err(fail)?;
+    out.copy_from_slice(logits);
+    Ok(())
 }
 
 /// Checks a plan's logits: `values` of them, all finite.

@@ -15,7 +15,7 @@ use tract_core::internal::*;
 use crate::bundle::{GuardBundle, Plan, Role};
 use crate::camera::CameraFrame;
 use crate::guard::{FrameGuard, PixelLayout, Verdict};
-use crate::guard_core::{logits, run_plan, GuardCore};
+use crate::guard_core::{run_plan, GuardCore};
 use crate::manifest::Decision;
 use crate::{Error, Result};
 
@@ -86,8 +86,7 @@ fn work(plan: Plan, model: &'static str, shared: Arc<Shared>, classes: usize) {
         };
         let outcome = match state.as_mut() {
             None => Err(Error::Inference { model, reason: "the thread's tract state could not be made".into() }),
-            Some(state) => run_plan(state, model, TValue::from_const(input), classes)
-                .map(|outputs| local.copy_from_slice(logits(&outputs).expect("checked by run_plan"))),
+            Some(state) => run_plan(state, model, TValue::from_const(input), &mut local),
         };
         // The input and outputs are dropped: the caller may write the next frame in place.
         let mut slot = shared.lock();
@@ -166,9 +165,8 @@ impl ParallelGuard {
         }
         let mut failure = None;
         for (k, state) in &mut self.local {
-            match run_plan(state, Role::ALL[*k].name(), self.core.input(), self.core.classes()) {
-                Ok(outputs) => self.logits[*k].copy_from_slice(logits(&outputs).expect("checked by run_plan")),
-                Err(e) => failure = failure.or(Some(e)),
+            if let Err(e) = run_plan(state, Role::ALL[*k].name(), self.core.input(), &mut self.logits[*k]) {
+                failure = failure.or(Some(e));
             }
         }
         // Wait for every worker (even after a failure, so no thread still holds the input).
