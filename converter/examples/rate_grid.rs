@@ -24,7 +24,7 @@ use badexpert_converter::auxiliary::AuxiliaryModel;
 use badexpert_converter::convert::split_reserve;
 use badexpert_converter::expert::{BackdoorExpert, Mislabel};
 use badexpert_converter::onnx::{normalization_metadata, read_model, TchGraph};
-use badexpert_converter::train::{accuracy, class_indices, fine_tune, fine_tune_watched, predict_logits};
+use badexpert_converter::train::{accuracy, class_indices, fine_tune, fine_tune_watched, predict_logits, Watch};
 use badexpert_frames::FrameSource;
 use badexpert_runtime::metrics::{threshold_at_fpr, Evaluation, Scored};
 use badexpert_runtime::{Confidences, FrameSet, Preprocessor, ScoreMode};
@@ -100,13 +100,14 @@ fn main() -> Result<()> {
     for &lr in AUXILIARY_RATES {
         let g = fresh()?;
         let mut first = None;
-        let trained =
-            fine_tune_watched(&g, &fit, &labels, &pre, &aux.config(lr, augmentation, 1), &(), "M′", &mut |epoch| {
-                if epoch == 0 {
-                    first = Some(accuracy(&g, &holdout, hold_labels, &pre)?);
-                }
-                Ok(true)
-            });
+        let mut after_epoch = |epoch| {
+            if epoch == 0 {
+                first = Some(accuracy(&g, &holdout, hold_labels, &pre)?);
+            }
+            Ok(true)
+        };
+        let watch = Watch { progress: &(), what: "M′", after_epoch: &mut after_epoch };
+        let trained = fine_tune_watched(&g, &fit, &labels, &pre, &aux.config(lr, augmentation, 1), watch);
         if let Err(badexpert_converter::Error::Diverged { .. }) = trained {
             eprintln!("M′ {lr}: diverged");
             continue;

@@ -4,11 +4,13 @@
 //! with M is evidence of a trigger.
 
 use badexpert_runtime::manifest::RateTrial;
-use badexpert_runtime::{FrameSet, Preprocessor};
+use badexpert_runtime::FrameSet;
 
 use crate::augment::Augmentation;
 use crate::onnx::TchGraph;
-use crate::train::{accuracy, class_indices, fine_tune, fine_tune_watched, Optimizer, Progress, TrainConfig};
+use crate::train::{
+    accuracy, class_indices, fine_tune, fine_tune_watched, refit, FineTuneContext, Optimizer, TrainConfig, Watch,
+};
 use crate::{Error, Result};
 
 /// How M′'s initial learning rate is chosen.
@@ -114,21 +116,23 @@ impl AuxiliaryModel {
         }
     }
 
-    /// Makes M′ from fresh copies of M (`fresh`), fine-tuned on `fit` with
-    /// true labels; an automatic rate is judged on `holdout` against M's
-    /// held-out accuracy `model_accuracy`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn make(
-        &self,
-        fresh: &dyn Fn() -> Result<TchGraph>,
-        fit: &FrameSet,
-        holdout: &FrameSet,
-        model_accuracy: f64,
-        pre: &Preprocessor,
-        augmentation: Augmentation,
-        seed: u64,
-        progress: &dyn Progress,
-    ) -> Result<Auxiliary> {
+    /// Trains `made`'s chosen rate afresh ([`refit`]) on a new order of the
+    /// fit frames, judged on `holdout`; `made` stays where the refit diverged.
+    pub fn refit(&self, ctx: &FineTuneContext, holdout: &FrameSet, made: Auxiliary) -> Result<Auxiliary> {
+        let labels = class_indices(ctx.fit.require_labels("fit")?);
+        let what = format!("auxiliary model M′, refit (lr {})", made.config.learning_rate);
+        let mut trials = made.trials.clone();
+        Ok(match refit(ctx, &labels, holdout, &made.config, &mut trials, &what)? {
+            Some((graph, config, holdout_accuracy)) => Auxiliary { graph, config, holdout_accuracy, trials },
+            None => Auxiliary { trials, ..made },
+        })
+    }
+
+    /// Makes M′ from fresh copies of M, fine-tuned on the context's fit
+    /// frames with true labels; an automatic rate is judged on its judged
+    /// frames against M's held-out accuracy.
+    pub fn make(&self, ctx: &FineTuneContext, seed: u64) -> Result<Auxiliary> {
+        let FineTuneContext { fresh, fit, judged: holdout, model_accuracy, pre, augmentation, progress, .. } = *ctx;
         let labels = class_indices(fit.require_labels("fit")?);
         let hold_labels = holdout.require_labels("holdout")?;
         let search = match &self.rate {
@@ -154,7 +158,14 @@ impl AuxiliaryModel {
                 Ok(true)
             };
             let what = format!("auxiliary model M′ (lr {lr})");
-            let trained = fine_tune_watched(&graph, fit, &labels, pre, &config, progress, &what, &mut watch);
+            let trained = fine_tune_watched(
+                &graph,
+                fit,
+                &labels,
+                pre,
+                &config,
+                Watch { progress, what: &what, after_epoch: &mut watch },
+            );
             let first_epoch = first_epoch.map_or(String::new(), |a| format!(" ({:.1}% after epoch 1)", 100.0 * a));
             if let Err(Error::Diverged { epoch, .. }) = trained {
                 log::info!("auxiliary model at lr {lr}: diverged in epoch {}", epoch + 1);

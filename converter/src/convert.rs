@@ -27,7 +27,7 @@ use badexpert_runtime::{sha256_file, FrameSet, Normalization, Preprocessor, Scor
 use crate::augment::Augmentation;
 use crate::auxiliary::AuxiliaryModel;
 use crate::calibration::{calibrate, Calibration, TargetSplit};
-use crate::expert::BackdoorExpert;
+use crate::expert::{BackdoorExpert, Expert};
 use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use crate::onnx::TchGraph;
 use crate::output::{check_destination, move_into_place, staging_dir};
@@ -38,7 +38,7 @@ pub use crate::suspect::{
     MIN_ACCURACY_ABOVE_CHANCE, MIN_CLASS_SHARE,
 };
 use crate::suspect::{class_count, input_shape};
-use crate::train::{accuracy, class_indices, fine_tune, Progress, TrainConfig};
+use crate::train::{accuracy, FineTuneContext, Progress, TrainConfig};
 use crate::{Error, Result};
 
 /// Files of the stored clean frames inside a bundle.
@@ -228,61 +228,6 @@ fn supplied_record(path: &Path, holdout_accuracy: f64) -> Result<TrainingRecord>
     })
 }
 
-/// The seed of a refit: another order of the fine-tuning frames and other augmentations.
-fn refit_seed(seed: u64) -> u64 {
-    seed ^ 0x72_6566_6974
-}
-
-/// Fine-tunes a fresh copy of M at `chosen`'s rate with [`refit_seed`] and
-/// measures it on `holdout`, recording it in `trials`: kept, with the
-/// search's trial marked "chosen" (its rate is kept, its model is not); or,
-/// when it diverged, `None` and the searched model stays (and so does the
-/// bias this avoids).
-#[allow(clippy::too_many_arguments)]
-fn refit(
-    fresh: &dyn Fn() -> Result<TchGraph>,
-    fit: &FrameSet,
-    labels: &[i64],
-    holdout: &FrameSet,
-    hold_labels: &[u32],
-    pre: &Preprocessor,
-    chosen: &TrainConfig,
-    trials: &mut Vec<RateTrial>,
-    progress: &dyn Progress,
-    what: &str,
-) -> Result<Option<(TchGraph, TrainConfig, f64)>> {
-    let config = TrainConfig { seed: refit_seed(chosen.seed), ..chosen.clone() };
-    let graph = fresh()?;
-    match fine_tune(&graph, fit, labels, pre, &config, progress, what) {
-        Err(Error::Diverged { .. }) => {
-            trials.push(RateTrial {
-                learning_rate: config.learning_rate,
-                holdout_accuracy: None,
-                outcome: format!("refit (seed {}) diverged: the searched model was kept", config.seed),
-            });
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-        Ok(_) => {}
-    }
-    let acc = accuracy(&graph, holdout, hold_labels, pre)?;
-    log::info!("{what}: held-out clean accuracy {:.1}%", 100.0 * acc);
-    for t in trials.iter_mut() {
-        if let Some(rest) = t.outcome.strip_prefix("kept") {
-            t.outcome = format!("chosen{rest}");
-        }
-    }
-    trials.push(RateTrial {
-        learning_rate: config.learning_rate,
-        holdout_accuracy: Some(acc),
-        outcome: format!(
-            "kept: the chosen rate trained afresh (seed {}), so τ is not calibrated on the frames the model was chosen on",
-            config.seed
-        ),
-    });
-    Ok(Some((graph, config, acc)))
-}
-
 fn digest(dir: &Path, file: &str) -> Result<FileDigest> {
     Ok(FileDigest { file: file.into(), sha256: sha256_file(&dir.join(file))? })
 }
@@ -345,65 +290,35 @@ pub fn convert(
         }
         Ok(graph)
     };
-    let chosen =
-        opts.expert.make(&load, &fit, judged, classes, model_accuracy, &pre, augmentation, opts.seed, progress)?;
-    let (mut expert, mut expert_cfg, mut expert_trials, mut expert_accuracy) =
-        (chosen.graph, chosen.config, chosen.trials, chosen.holdout_accuracy);
-    // M′: the user's own model, or fine-tuned.
-    let (mut auxiliary, mut aux_source, mut aux_trials, mut auxiliary_accuracy) = match &opts.auxiliary_model {
-        Some(path) => {
+    let ctx =
+        FineTuneContext { fresh: &load, fit: &fit, judged, classes, model_accuracy, pre: &pre, augmentation, progress };
+    // The searches judged the rates on the calibration part: with `refit`,
+    // the chosen rates are trained afresh so that τ is calibrated on frames
+    // no kept model was chosen on.
+    let refit = opts.refit && selection.is_empty();
+    let mut expert = opts.expert.make(&ctx, opts.seed)?;
+    // M′: fine-tuned, or the user's own model.
+    let made_aux = match &opts.auxiliary_model {
+        None => Ok(opts.auxiliary.make(&ctx, opts.seed.wrapping_add(1))?),
+        Some(path) => Err(path),
+    };
+    if refit && opts.expert.rate.is_auto() {
+        expert = opts.expert.refit(&ctx, &holdout, expert, opts.seed)?;
+    }
+    let (auxiliary, aux_source, aux_trials, auxiliary_accuracy) = match made_aux {
+        Ok(mut made) => {
+            if refit && opts.auxiliary.rate.is_auto() {
+                made = opts.auxiliary.refit(&ctx, &holdout, made)?;
+            }
+            (made.graph, AuxiliarySource::Trained(made.config), made.trials, made.holdout_accuracy)
+        }
+        Err(path) => {
             let graph = supplied_auxiliary(path, reserve, classes, &pre, opts.device)?;
             let acc = accuracy(&graph, judged, judged.require_labels("the held-out frames")?, &pre)?;
             (graph, AuxiliarySource::Supplied(supplied_record(path, acc)?), Vec::new(), acc)
         }
-        None => {
-            let made = opts.auxiliary.make(
-                &load,
-                &fit,
-                judged,
-                model_accuracy,
-                &pre,
-                augmentation,
-                opts.seed.wrapping_add(1),
-                progress,
-            )?;
-            (made.graph, AuxiliarySource::Trained(made.config), made.trials, made.holdout_accuracy)
-        }
     };
-    // The searches judged the rates on the calibration part: train the chosen
-    // rates afresh so that τ is calibrated on frames no kept model was chosen on.
-    if opts.refit && selection.is_empty() {
-        let hold_labels = holdout.require_labels("the held-out frames")?;
-        if opts.expert.rate.is_auto() {
-            let wrong = opts.expert.mislabel.apply(fit.require_labels("fit")?, classes, opts.seed);
-            let what = format!("backdoor expert B, refit (lr {:.0e})", expert_cfg.learning_rate);
-            if let Some(r) = refit(
-                &load,
-                &fit,
-                &wrong,
-                &holdout,
-                hold_labels,
-                &pre,
-                &expert_cfg,
-                &mut expert_trials,
-                progress,
-                &what,
-            )? {
-                (expert, expert_cfg, expert_accuracy) = r;
-            }
-        }
-        if let (true, AuxiliarySource::Trained(cfg)) = (opts.auxiliary.rate.is_auto(), &aux_source) {
-            let labels = class_indices(fit.require_labels("fit")?);
-            let what = format!("auxiliary model M′, refit (lr {})", cfg.learning_rate);
-            if let Some(r) =
-                refit(&load, &fit, &labels, &holdout, hold_labels, &pre, cfg, &mut aux_trials, progress, &what)?
-            {
-                let cfg;
-                (auxiliary, cfg, auxiliary_accuracy) = r;
-                aux_source = AuxiliarySource::Trained(cfg);
-            }
-        }
-    }
+    let Expert { graph: expert, config: expert_cfg, holdout_accuracy: expert_accuracy, trials: expert_trials } = expert;
     // Every fresh copy gets the same ones.
     let restored_norms = expert.restored_normalizations();
     if restored_norms > 0 {

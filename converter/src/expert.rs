@@ -8,11 +8,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use badexpert_runtime::manifest::RateTrial;
-use badexpert_runtime::{FrameSet, Preprocessor};
+use badexpert_runtime::FrameSet;
 
 use crate::augment::Augmentation;
 use crate::onnx::TchGraph;
-use crate::train::{accuracy, fine_tune, Optimizer, Progress, TrainConfig};
+use crate::train::{accuracy, fine_tune, refit, FineTuneContext, Optimizer, TrainConfig};
 use crate::{Error, Result};
 
 /// How the wrong labels are chosen.
@@ -158,22 +158,24 @@ impl BackdoorExpert {
         }
     }
 
-    /// Makes B from fresh copies of M (`fresh`), fine-tuned on `fit` and judged
-    /// on `holdout` (clean frames only: no trigger is known) against M's
-    /// held-out accuracy `model_accuracy`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn make(
-        &self,
-        fresh: &dyn Fn() -> Result<TchGraph>,
-        fit: &FrameSet,
-        holdout: &FrameSet,
-        classes: usize,
-        model_accuracy: f64,
-        pre: &Preprocessor,
-        augmentation: Augmentation,
-        seed: u64,
-        progress: &dyn Progress,
-    ) -> Result<Expert> {
+    /// Trains `made`'s chosen rate afresh ([`refit`]) on a new order of the
+    /// fit frames, judged on `holdout`; `made` stays where the refit diverged.
+    pub fn refit(&self, ctx: &FineTuneContext, holdout: &FrameSet, made: Expert, seed: u64) -> Result<Expert> {
+        let wrong = self.mislabel.apply(ctx.fit.require_labels("fit")?, ctx.classes, seed);
+        let what = format!("backdoor expert B, refit (lr {:.0e})", made.config.learning_rate);
+        let mut trials = made.trials.clone();
+        Ok(match refit(ctx, &wrong, holdout, &made.config, &mut trials, &what)? {
+            Some((graph, config, holdout_accuracy)) => Expert { graph, config, holdout_accuracy, trials },
+            None => Expert { trials, ..made },
+        })
+    }
+
+    /// Makes B from fresh copies of M, fine-tuned on the context's fit
+    /// frames and judged on its judged frames (clean frames only: no trigger
+    /// is known) against M's held-out accuracy.
+    pub fn make(&self, ctx: &FineTuneContext, seed: u64) -> Result<Expert> {
+        let FineTuneContext { fresh, fit, judged: holdout, classes, model_accuracy, pre, augmentation, progress } =
+            *ctx;
         let fit_labels = fit.require_labels("fit")?;
         let hold_labels = holdout.require_labels("holdout")?;
         let wrong = self.mislabel.apply(fit_labels, classes, seed);

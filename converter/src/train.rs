@@ -82,6 +82,72 @@ pub trait Progress {
 
 impl Progress for () {}
 
+/// What every fine-tune of one conversion shares: fresh copies of M to
+/// train, the frames they train on and are judged on, M's class count and
+/// held-out accuracy, the preprocessing and augmentation, and the progress bars.
+#[derive(Clone, Copy)]
+pub struct FineTuneContext<'a> {
+    pub fresh: &'a dyn Fn() -> Result<TchGraph>,
+    pub fit: &'a FrameSet,
+    /// Where rates are judged (the selection part, else the calibration part).
+    pub judged: &'a FrameSet,
+    pub classes: usize,
+    pub model_accuracy: f64,
+    pub pre: &'a Preprocessor,
+    pub augmentation: Augmentation,
+    pub progress: &'a dyn Progress,
+}
+
+/// The seed of a refit: another order of the fine-tuning frames and other augmentations.
+pub(crate) fn refit_seed(seed: u64) -> u64 {
+    seed ^ 0x72_6566_6974
+}
+
+/// Fine-tunes a fresh copy of M on `labels` at `chosen`'s rate with
+/// [`refit_seed`] and measures it on `holdout`, recording it in `trials`:
+/// kept, with the search's trial marked "chosen" (its rate is kept, its
+/// model is not); or, when it diverged, `None` and the searched model stays
+/// (and so does the bias this avoids).
+pub(crate) fn refit(
+    ctx: &FineTuneContext,
+    labels: &[i64],
+    holdout: &FrameSet,
+    chosen: &TrainConfig,
+    trials: &mut Vec<RateTrial>,
+    what: &str,
+) -> Result<Option<(TchGraph, TrainConfig, f64)>> {
+    let config = TrainConfig { seed: refit_seed(chosen.seed), ..chosen.clone() };
+    let graph = (ctx.fresh)()?;
+    match fine_tune(&graph, ctx.fit, labels, ctx.pre, &config, ctx.progress, what) {
+        Err(Error::Diverged { .. }) => {
+            trials.push(RateTrial {
+                learning_rate: config.learning_rate,
+                holdout_accuracy: None,
+                outcome: format!("refit (seed {}) diverged: the searched model was kept", config.seed),
+            });
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let acc = accuracy(&graph, holdout, holdout.require_labels("the held-out frames")?, ctx.pre)?;
+    log::info!("{what}: held-out clean accuracy {:.1}%", 100.0 * acc);
+    for t in trials.iter_mut() {
+        if let Some(rest) = t.outcome.strip_prefix("kept") {
+            t.outcome = format!("chosen{rest}");
+        }
+    }
+    trials.push(RateTrial {
+        learning_rate: config.learning_rate,
+        holdout_accuracy: Some(acc),
+        outcome: format!(
+            "kept: the chosen rate trained afresh (seed {}), so τ is not calibrated on the frames the model was chosen on",
+            config.seed
+        ),
+    });
+    Ok(Some((graph, config, acc)))
+}
+
 /// Normalises (and optionally augments) frames `indices` into an NCHW batch.
 pub(crate) fn batch_tensor(
     frames: &FrameSet,
@@ -125,22 +191,28 @@ pub fn fine_tune(
     progress: &dyn Progress,
     what: &str,
 ) -> Result<f64> {
-    fine_tune_watched(graph, frames, labels, pre, cfg, progress, what, &mut |_| Ok(true))
+    fine_tune_watched(graph, frames, labels, pre, cfg, Watch { progress, what, after_epoch: &mut |_| Ok(true) })
 }
 
-/// [`fine_tune`], calling `after_epoch(epoch)` at the end of every epoch;
-/// training stops early when it returns `false`.
-#[allow(clippy::too_many_arguments)]
+/// Who watches a fine-tune: the progress bars, the name it is reported
+/// under, and `after_epoch(epoch)`, called at the end of every epoch (the
+/// fine-tune stops early when it returns `false`).
+pub struct Watch<'a> {
+    pub progress: &'a dyn Progress,
+    pub what: &'a str,
+    pub after_epoch: &'a mut dyn FnMut(usize) -> Result<bool>,
+}
+
+/// [`fine_tune`], watched by `watch`.
 pub fn fine_tune_watched(
     graph: &TchGraph,
     frames: &FrameSet,
     labels: &[i64],
     pre: &Preprocessor,
     cfg: &TrainConfig,
-    progress: &dyn Progress,
-    what: &str,
-    after_epoch: &mut dyn FnMut(usize) -> Result<bool>,
+    watch: Watch<'_>,
 ) -> Result<f64> {
+    let Watch { progress, what, after_epoch } = watch;
     if frames.len() != labels.len() {
         return Err(Error::Data(format!("{} frames but {} training labels", frames.len(), labels.len())));
     }
