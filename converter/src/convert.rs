@@ -232,7 +232,10 @@ fn digest(dir: &Path, file: &str) -> Result<FileDigest> {
     Ok(FileDigest { file: file.into(), sha256: sha256_file(&dir.join(file))? })
 }
 
-/// Runs the whole conversion. See the module documentation for the steps.
+/// Runs the whole conversion: read the model and split the reserve
+/// ([`prepare`]), fine-tune B and M′ ([`fine_tune_experts`]), scan when asked
+/// ([`scan_step`]), then write the bundle beside `out` and calibrate τ on it
+/// ([`write_bundle`]) before moving it into place.
 pub fn convert(
     model_path: &Path,
     reserve: &FrameSet,
@@ -241,12 +244,65 @@ pub fn convert(
     progress: &dyn Progress,
 ) -> Result<Conversion> {
     check_destination(out, opts.overwrite)?;
+    let prepared = prepare(model_path, reserve, opts)?;
+    let experts = fine_tune_experts(&prepared, reserve, opts, progress)?;
+    let scan = scan_step(&prepared, opts)?;
+    let staging = staging_dir(out)?;
+    let (manifest, calibration) = match write_bundle(&staging, model_path, reserve, &prepared, &experts, &scan, opts) {
+        Ok(written) => written,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    move_into_place(&staging, out, opts.overwrite)?;
+    let Experts { expert, auxiliary, auxiliary_trials, auxiliary_accuracy, restored_norms, .. } = experts;
+    Ok(Conversion {
+        bundle: out.to_owned(),
+        manifest,
+        calibration,
+        model_accuracy: prepared.model_accuracy,
+        expert_accuracy: expert.holdout_accuracy,
+        auxiliary_accuracy,
+        expert_trials: expert.trials,
+        auxiliary_trials,
+        restored_norms,
+        expert: expert.graph,
+        auxiliary,
+        scan,
+    })
+}
+
+/// Step 1: the model read and checked against the reserve and the options,
+/// and the reserve split.
+struct Prepared {
+    suspect: Suspect,
+    class_names: Vec<String>,
+    split: ReserveSplit,
+    augmentation: Augmentation,
+    /// M's accuracy on the frames rates are judged on.
+    model_accuracy: f64,
+}
+
+impl Prepared {
+    /// Where rates are judged: the selection part; without one (fraction 0,
+    /// or both rates fixed), the calibration part.
+    fn judged(&self) -> &FrameSet {
+        if self.split.selection.is_empty() {
+            &self.split.calibration
+        } else {
+            &self.split.selection
+        }
+    }
+}
+
+fn prepare(model_path: &Path, reserve: &FrameSet, opts: &ConvertOptions) -> Result<Prepared> {
     if reserve.is_empty() {
         return Err(Error::Data("the clean reserve is empty".into()));
     }
     let labels = reserve.require_labels("the clean reserve")?;
-    let Suspect { source, model, shape, pre, classes } =
-        Suspect::open(model_path, reserve, &opts.normalization, opts.device)?;
+    let suspect = Suspect::open(model_path, reserve, &opts.normalization, opts.device)?;
+    let classes = suspect.classes;
     check_reserve_supports_guard(labels, classes, opts.min_class_share)?;
     let class_names = match &opts.class_names {
         Some(names) if names.len() != classes => {
@@ -263,39 +319,72 @@ pub fn convert(
     }
     let searches = opts.expert.rate.is_auto() || opts.auxiliary.rate.is_auto();
     let selection_fraction = if searches { opts.selection_fraction } else { 0.0 };
-    let ReserveSplit { fit, selection, calibration: holdout } =
+    let split =
         ReserveSplit::new(reserve, opts.holdout_fraction, selection_fraction, opts.split_seed.unwrap_or(opts.seed))?;
-    if ((holdout.len() + 1) as f64 * opts.target_fpr) < 1.0 {
+    let held_out = split.calibration.len();
+    if ((held_out + 1) as f64 * opts.target_fpr) < 1.0 {
         return Err(Error::Data(format!(
-            "a reserve of {} frames holds out {} for calibration, too few for a {:.2}% false-positive rate (need ≥ {} held out)",
+            "a reserve of {} frames holds out {held_out} for calibration, too few for a {:.2}% false-positive rate (need ≥ {} held out)",
             reserve.len(),
-            holdout.len(),
             opts.target_fpr * 100.0,
             (1.0 / opts.target_fpr).ceil() - 1.0
         )));
     }
-    debug_assert_eq!(fit.len() + selection.len() + holdout.len(), labels.len());
-    // Rates are judged on the selection part; without one (fraction 0, or
-    // both rates fixed), on the calibration part.
-    let judged = if selection.is_empty() { &holdout } else { &selection };
-    let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(shape.height, true));
-    let model_accuracy = accuracy(&model, judged, judged.require_labels("the held-out frames")?, &pre)?;
+    debug_assert_eq!(split.fit.len() + split.selection.len() + held_out, labels.len());
+    let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(suspect.shape.height, true));
+    let mut prepared = Prepared { suspect, class_names, split, augmentation, model_accuracy: 0.0 };
+    let judged = prepared.judged();
+    let model_accuracy = accuracy(
+        &prepared.suspect.model,
+        judged,
+        judged.require_labels("the held-out frames")?,
+        &prepared.suspect.pre,
+    )?;
     check_model_fits_reserve(model_accuracy, classes, opts.min_accuracy_above_chance)?;
+    prepared.model_accuracy = model_accuracy;
+    Ok(prepared)
+}
 
+/// Step 2: B, and M′ with where it came from.
+struct Experts {
+    expert: Expert,
+    auxiliary: TchGraph,
+    auxiliary_source: AuxiliarySource,
+    auxiliary_trials: Vec<RateTrial>,
+    auxiliary_accuracy: f64,
+    restored_norms: usize,
+}
+
+fn fine_tune_experts(
+    p: &Prepared,
+    reserve: &FrameSet,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<Experts> {
+    let Suspect { source, pre, classes, .. } = &p.suspect;
+    let (fit, holdout, judged) = (&p.split.fit, &p.split.calibration, p.judged());
     // Fresh copies of M to fine-tune, with BatchNorm restored from the fine-tuning split.
     let load = || -> Result<TchGraph> {
         let mut graph = TchGraph::from_proto(source.clone(), opts.device)?;
         if opts.restore_normalization {
-            graph.restore_normalization(&fit, &pre)?;
+            graph.restore_normalization(fit, pre)?;
         }
         Ok(graph)
     };
-    let ctx =
-        FineTuneContext { fresh: &load, fit: &fit, judged, classes, model_accuracy, pre: &pre, augmentation, progress };
+    let ctx = FineTuneContext {
+        fresh: &load,
+        fit,
+        judged,
+        classes: *classes,
+        model_accuracy: p.model_accuracy,
+        pre,
+        augmentation: p.augmentation,
+        progress,
+    };
     // The searches judged the rates on the calibration part: with `refit`,
     // the chosen rates are trained afresh so that τ is calibrated on frames
     // no kept model was chosen on.
-    let refit = opts.refit && selection.is_empty();
+    let refit = opts.refit && p.split.selection.is_empty();
     let mut expert = opts.expert.make(&ctx, opts.seed)?;
     // M′: fine-tuned, or the user's own model.
     let made_aux = match &opts.auxiliary_model {
@@ -303,148 +392,144 @@ pub fn convert(
         Some(path) => Err(path),
     };
     if refit && opts.expert.rate.is_auto() {
-        expert = opts.expert.refit(&ctx, &holdout, expert, opts.seed)?;
+        expert = opts.expert.refit(&ctx, holdout, expert, opts.seed)?;
     }
-    let (auxiliary, aux_source, aux_trials, auxiliary_accuracy) = match made_aux {
+    let (auxiliary, auxiliary_source, auxiliary_trials, auxiliary_accuracy) = match made_aux {
         Ok(mut made) => {
             if refit && opts.auxiliary.rate.is_auto() {
-                made = opts.auxiliary.refit(&ctx, &holdout, made)?;
+                made = opts.auxiliary.refit(&ctx, holdout, made)?;
             }
             (made.graph, AuxiliarySource::Trained(made.config), made.trials, made.holdout_accuracy)
         }
         Err(path) => {
-            let graph = supplied_auxiliary(path, reserve, classes, &pre, opts.device)?;
-            let acc = accuracy(&graph, judged, judged.require_labels("the held-out frames")?, &pre)?;
+            let graph = supplied_auxiliary(path, reserve, *classes, pre, opts.device)?;
+            let acc = accuracy(&graph, judged, judged.require_labels("the held-out frames")?, pre)?;
             (graph, AuxiliarySource::Supplied(supplied_record(path, acc)?), Vec::new(), acc)
         }
     };
-    let Expert { graph: expert, config: expert_cfg, holdout_accuracy: expert_accuracy, trials: expert_trials } = expert;
     // Every fresh copy gets the same ones.
-    let restored_norms = expert.restored_normalizations();
+    let restored_norms = expert.graph.restored_normalizations();
     if restored_norms > 0 {
         log::info!("{restored_norms} convolution(s) without BatchNorm got a trainable one for fine-tuning, folded back at export");
     }
     log::info!(
         "held-out clean accuracy: M {:.1}%, B {:.1}%, M′ {:.1}%",
-        100.0 * model_accuracy,
-        100.0 * expert_accuracy,
+        100.0 * p.model_accuracy,
+        100.0 * expert.holdout_accuracy,
         100.0 * auxiliary_accuracy
     );
+    Ok(Experts { expert, auxiliary, auxiliary_source, auxiliary_trials, auxiliary_accuracy, restored_norms })
+}
 
-    let scan = match &opts.scan {
-        Some(s) => {
-            let s = ScanOptions {
-                device: opts.device,
-                restore_normalization: opts.restore_normalization,
-                augmentation: s.augmentation.or(Some(augmentation)),
-                ..s.clone()
-            };
-            Some(scan(&source, &fit, &holdout, &pre, classes, &s)?)
-        }
-        None => None,
+/// Step 3: the backdoor scan, when the options ask for one; its device,
+/// augmentation and BatchNorm restoration follow the conversion's.
+fn scan_step(p: &Prepared, opts: &ConvertOptions) -> Result<Option<ScanRecord>> {
+    let Some(s) = &opts.scan else { return Ok(None) };
+    let s = ScanOptions {
+        device: opts.device,
+        restore_normalization: opts.restore_normalization,
+        augmentation: s.augmentation.or(Some(p.augmentation)),
+        ..s.clone()
     };
+    let Suspect { source, pre, classes, .. } = &p.suspect;
+    Ok(Some(scan(source, &p.split.fit, &p.split.calibration, pre, *classes, &s)?))
+}
+
+/// Steps 4 and 5: the plans, stored frames and manifest written into
+/// `staging`, then τ calibrated by the runtime on the written plans (the
+/// manifest is written a first time with τ = 0 for that: the runtime opens
+/// bundles only) and the manifest written again with it, sealed.
+fn write_bundle(
+    staging: &Path,
+    model_path: &Path,
+    reserve: &FrameSet,
+    p: &Prepared,
+    experts: &Experts,
+    scan: &Option<ScanRecord>,
+    opts: &ConvertOptions,
+) -> Result<(Manifest, Calibration)> {
+    let Suspect { source, shape, .. } = &p.suspect;
+    let (shape, precision, holdout) = (*shape, opts.precision, &p.split.calibration);
+    write_plan(source, shape, &staging.join(MODEL_PLAN), "model M", precision)?;
+    write_plan(&experts.expert.graph.to_proto()?, shape, &staging.join(EXPERT_PLAN), "backdoor expert B", precision)?;
+    write_plan(&experts.auxiliary.to_proto()?, shape, &staging.join(AUXILIARY_PLAN), "auxiliary model M′", precision)?;
+    let expert = &experts.expert;
+    let mut manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        input: InputSpec { shape, layout: "NCHW".into() },
+        normalization: opts.normalization.clone(),
+        camera: opts.camera,
+        classes: p.class_names.clone(),
+        precision,
+        int8: None,
+        decision: Decision {
+            score: opts.score,
+            gamma: opts.gamma,
+            threshold: 0.0,
+            target_fpr: opts.target_fpr,
+            calibration_fpr: 0.0,
+            calibration_size: 0,
+            target: None,
+        },
+        plans: Plans {
+            model: digest(staging, MODEL_PLAN)?,
+            expert: digest(staging, EXPERT_PLAN)?,
+            auxiliary: digest(staging, AUXILIARY_PLAN)?,
+        },
+        clean_frames: None,
+        scan: scan.clone(),
+        source_model: FileDigest {
+            file: model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            sha256: sha256_file(model_path)?,
+        },
+        fine_tune: FineTuneRecord {
+            expert: expert.config.record(
+                opts.expert.mislabel.describe(),
+                expert.holdout_accuracy,
+                expert.trials.clone(),
+            ),
+            auxiliary: match &experts.auxiliary_source {
+                AuxiliarySource::Trained(cfg) => {
+                    cfg.record("true labels", experts.auxiliary_accuracy, experts.auxiliary_trials.clone())
+                }
+                AuxiliarySource::Supplied(record) => record.clone(),
+            },
+            reserve_size: reserve.len(),
+            fit_size: p.split.fit.len(),
+            selection_size: p.split.selection.len(),
+            holdout_size: holdout.len(),
+            seed: opts.seed,
+            split_seed: opts.split_seed,
+            device: format!("{:?}", opts.device),
+            restored_norms: experts.restored_norms,
+        },
+        created_by: format!("badexpert-convert {}", env!("CARGO_PKG_VERSION")),
+    };
+    if opts.store_clean > 0 {
+        let kept = holdout.select(&(0..opts.store_clean.min(holdout.len())).collect::<Vec<_>>());
+        write_idx_images(&staging.join(CLEAN_IMAGES), &kept)?;
+        write_idx_labels(&staging.join(CLEAN_LABELS), kept.require_labels("holdout")?)?;
+        manifest.clean_frames =
+            Some(CleanFrames { images: digest(staging, CLEAN_IMAGES)?, labels: digest(staging, CLEAN_LABELS)? });
+    }
+    if precision == Precision::Int8 {
+        // Activation ranges from the fine-tuning split: the held-out
+        // frames stay unseen until τ is calibrated on them.
+        let frames = p.split.fit.head(badexpert_runtime::quantization::DEFAULT_FRAMES);
+        manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(staging, &manifest, &frames)?);
+    }
+    manifest.write(&staging.join(MANIFEST_FILE))?;
     let split = target_split(opts, scan.as_ref());
-
-    // Assemble beside the destination, move into place when complete.
-    let staging = staging_dir(out)?;
-    let result = (|| -> Result<(Manifest, Calibration)> {
-        let precision = opts.precision;
-        write_plan(&source, shape, &staging.join(MODEL_PLAN), "model M", precision)?;
-        write_plan(&expert.to_proto()?, shape, &staging.join(EXPERT_PLAN), "backdoor expert B", precision)?;
-        write_plan(&auxiliary.to_proto()?, shape, &staging.join(AUXILIARY_PLAN), "auxiliary model M′", precision)?;
-        let mut manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            input: InputSpec { shape, layout: "NCHW".into() },
-            normalization: opts.normalization.clone(),
-            camera: opts.camera,
-            classes: class_names,
-            precision,
-            int8: None,
-            decision: Decision {
-                score: opts.score,
-                gamma: opts.gamma,
-                threshold: 0.0,
-                target_fpr: opts.target_fpr,
-                calibration_fpr: 0.0,
-                calibration_size: 0,
-                target: None,
-            },
-            plans: Plans {
-                model: digest(&staging, MODEL_PLAN)?,
-                expert: digest(&staging, EXPERT_PLAN)?,
-                auxiliary: digest(&staging, AUXILIARY_PLAN)?,
-            },
-            clean_frames: None,
-            scan: scan.clone(),
-            source_model: FileDigest {
-                file: model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                sha256: sha256_file(model_path)?,
-            },
-            fine_tune: FineTuneRecord {
-                expert: expert_cfg.record(opts.expert.mislabel.describe(), expert_accuracy, expert_trials.clone()),
-                auxiliary: match &aux_source {
-                    AuxiliarySource::Trained(cfg) => cfg.record("true labels", auxiliary_accuracy, aux_trials.clone()),
-                    AuxiliarySource::Supplied(record) => record.clone(),
-                },
-                reserve_size: reserve.len(),
-                fit_size: fit.len(),
-                selection_size: selection.len(),
-                holdout_size: holdout.len(),
-                seed: opts.seed,
-                split_seed: opts.split_seed,
-                device: format!("{:?}", opts.device),
-                restored_norms,
-            },
-            created_by: format!("badexpert-convert {}", env!("CARGO_PKG_VERSION")),
-        };
-        if opts.store_clean > 0 {
-            let kept = holdout.select(&(0..opts.store_clean.min(holdout.len())).collect::<Vec<_>>());
-            write_idx_images(&staging.join(CLEAN_IMAGES), &kept)?;
-            write_idx_labels(&staging.join(CLEAN_LABELS), kept.require_labels("holdout")?)?;
-            manifest.clean_frames =
-                Some(CleanFrames { images: digest(&staging, CLEAN_IMAGES)?, labels: digest(&staging, CLEAN_LABELS)? });
-        }
-        if precision == Precision::Int8 {
-            // Activation ranges from the fine-tuning split: the held-out
-            // frames stay unseen until τ is calibrated on them.
-            let frames = fit.head(badexpert_runtime::quantization::DEFAULT_FRAMES);
-            manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(&staging, &manifest, &frames)?);
-        }
-        // Provisional manifest (τ = 0) so the runtime can score the held-out frames.
-        manifest.write(&staging.join(MANIFEST_FILE))?;
-        let calibration = calibrate(&staging, &holdout, opts.target_fpr, split.as_ref())?;
-        manifest.decision.threshold = calibration.threshold;
-        manifest.decision.target = calibration.target.clone();
-        manifest.decision.calibration_fpr = calibration.realised_fpr;
-        manifest.decision.calibration_size = calibration.frames_used;
-        manifest.write(&staging.join(MANIFEST_FILE))?;
-        if let Some(key) = &opts.sign_key {
-            crate::signing::write_seal(&staging, &manifest, Some(key))?;
-        }
-        Ok((manifest, calibration))
-    })();
-    let (manifest, calibration) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    move_into_place(&staging, out, opts.overwrite)?;
-    Ok(Conversion {
-        bundle: out.to_owned(),
-        manifest,
-        calibration,
-        model_accuracy,
-        expert_accuracy,
-        auxiliary_accuracy,
-        expert_trials,
-        auxiliary_trials: aux_trials,
-        restored_norms,
-        expert,
-        auxiliary,
-        scan,
-    })
+    let calibration = calibrate(staging, holdout, opts.target_fpr, split.as_ref())?;
+    manifest.decision.threshold = calibration.threshold;
+    manifest.decision.target = calibration.target.clone();
+    manifest.decision.calibration_fpr = calibration.realised_fpr;
+    manifest.decision.calibration_size = calibration.frames_used;
+    manifest.write(&staging.join(MANIFEST_FILE))?;
+    if let Some(key) = &opts.sign_key {
+        crate::signing::write_seal(staging, &manifest, Some(key))?;
+    }
+    Ok((manifest, calibration))
 }
 
 /// The target label that gets a threshold of its own: the user's, else the
