@@ -20,7 +20,7 @@ use badexpert_frames::{write_idx_images, write_idx_labels};
 use badexpert_runtime::camera::CameraPreprocessing;
 use badexpert_runtime::manifest::{
     CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial, ScanRecord,
-    TrainingRecord, FORMAT_VERSION, MANIFEST_FILE,
+    TrainingRecord, FORMAT_VERSION,
 };
 use badexpert_runtime::{sha256_file, FrameSet, Normalization, Preprocessor, ScoreMode};
 
@@ -28,9 +28,9 @@ use crate::augment::Augmentation;
 use crate::auxiliary::AuxiliaryModel;
 use crate::calibration::{calibrate, Calibration, TargetSplit};
 use crate::expert::{BackdoorExpert, Expert};
-use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
+use crate::export::{AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use crate::onnx::TchGraph;
-use crate::output::{check_destination, move_into_place, staging_dir};
+use crate::output::{check_destination, BundleWriter};
 use crate::scan::{scan, ScanOptions};
 use crate::signing::SecretKey;
 pub use crate::suspect::{
@@ -228,10 +228,6 @@ fn supplied_record(path: &Path, holdout_accuracy: f64) -> Result<TrainingRecord>
     })
 }
 
-fn digest(dir: &Path, file: &str) -> Result<FileDigest> {
-    Ok(FileDigest { file: file.into(), sha256: sha256_file(&dir.join(file))? })
-}
-
 /// Runs the whole conversion: read the model and split the reserve
 /// ([`prepare`]), fine-tune B and M′ ([`fine_tune_experts`]), scan when asked
 /// ([`scan_step`]), then write the bundle beside `out` and calibrate τ on it
@@ -247,15 +243,9 @@ pub fn convert(
     let prepared = prepare(model_path, reserve, opts)?;
     let experts = fine_tune_experts(&prepared, reserve, opts, progress)?;
     let scan = scan_step(&prepared, opts)?;
-    let staging = staging_dir(out)?;
-    let (manifest, calibration) = match write_bundle(&staging, model_path, reserve, &prepared, &experts, &scan, opts) {
-        Ok(written) => written,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    move_into_place(&staging, out, opts.overwrite)?;
+    let writer = BundleWriter::new(out, opts.overwrite)?;
+    let (manifest, calibration) = write_bundle(&writer, model_path, reserve, &prepared, &experts, &scan, opts)?;
+    writer.finish(&manifest, opts.sign_key.as_ref())?;
     let Experts { expert, auxiliary, auxiliary_trials, auxiliary_accuracy, restored_norms, .. } = experts;
     Ok(Conversion {
         bundle: out.to_owned(),
@@ -435,12 +425,12 @@ fn scan_step(p: &Prepared, opts: &ConvertOptions) -> Result<Option<ScanRecord>> 
     Ok(Some(scan(source, &p.split.fit, &p.split.calibration, pre, *classes, &s)?))
 }
 
-/// Steps 4 and 5: the plans, stored frames and manifest written into
-/// `staging`, then τ calibrated by the runtime on the written plans (the
-/// manifest is written a first time with τ = 0 for that: the runtime opens
-/// bundles only) and the manifest written again with it, sealed.
+/// Steps 4 and 5: the plans and stored frames written, then τ calibrated by
+/// the runtime on the written plans (with a first manifest, τ = 0: the
+/// runtime opens bundles only); returns the manifest with τ, for
+/// [`BundleWriter::finish`] to write and seal.
 fn write_bundle(
-    staging: &Path,
+    writer: &BundleWriter,
     model_path: &Path,
     reserve: &FrameSet,
     p: &Prepared,
@@ -450,9 +440,17 @@ fn write_bundle(
 ) -> Result<(Manifest, Calibration)> {
     let Suspect { source, shape, .. } = &p.suspect;
     let (shape, precision, holdout) = (*shape, opts.precision, &p.split.calibration);
-    write_plan(source, shape, &staging.join(MODEL_PLAN), "model M", precision)?;
-    write_plan(&experts.expert.graph.to_proto()?, shape, &staging.join(EXPERT_PLAN), "backdoor expert B", precision)?;
-    write_plan(&experts.auxiliary.to_proto()?, shape, &staging.join(AUXILIARY_PLAN), "auxiliary model M′", precision)?;
+    let plans = Plans {
+        model: writer.plan(source, shape, MODEL_PLAN, "model M", precision)?,
+        expert: writer.plan(&experts.expert.graph.to_proto()?, shape, EXPERT_PLAN, "backdoor expert B", precision)?,
+        auxiliary: writer.plan(
+            &experts.auxiliary.to_proto()?,
+            shape,
+            AUXILIARY_PLAN,
+            "auxiliary model M′",
+            precision,
+        )?,
+    };
     let expert = &experts.expert;
     let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -471,11 +469,7 @@ fn write_bundle(
             calibration_size: 0,
             target: None,
         },
-        plans: Plans {
-            model: digest(staging, MODEL_PLAN)?,
-            expert: digest(staging, EXPERT_PLAN)?,
-            auxiliary: digest(staging, AUXILIARY_PLAN)?,
-        },
+        plans,
         clean_frames: None,
         scan: scan.clone(),
         source_model: FileDigest {
@@ -507,28 +501,24 @@ fn write_bundle(
     };
     if opts.store_clean > 0 {
         let kept = holdout.select(&(0..opts.store_clean.min(holdout.len())).collect::<Vec<_>>());
-        write_idx_images(&staging.join(CLEAN_IMAGES), &kept)?;
-        write_idx_labels(&staging.join(CLEAN_LABELS), kept.require_labels("holdout")?)?;
+        write_idx_images(&writer.dir().join(CLEAN_IMAGES), &kept)?;
+        write_idx_labels(&writer.dir().join(CLEAN_LABELS), kept.require_labels("holdout")?)?;
         manifest.clean_frames =
-            Some(CleanFrames { images: digest(staging, CLEAN_IMAGES)?, labels: digest(staging, CLEAN_LABELS)? });
+            Some(CleanFrames { images: writer.digest(CLEAN_IMAGES)?, labels: writer.digest(CLEAN_LABELS)? });
     }
     if precision == Precision::Int8 {
         // Activation ranges from the fine-tuning split: the held-out
         // frames stay unseen until τ is calibrated on them.
         let frames = p.split.fit.head(badexpert_runtime::quantization::DEFAULT_FRAMES);
-        manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(staging, &manifest, &frames)?);
+        manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(writer.dir(), &manifest, &frames)?);
     }
-    manifest.write(&staging.join(MANIFEST_FILE))?;
+    writer.write_manifest(&manifest)?;
     let split = target_split(opts, scan.as_ref());
-    let calibration = calibrate(staging, holdout, opts.target_fpr, split.as_ref())?;
+    let calibration = calibrate(writer.dir(), holdout, opts.target_fpr, split.as_ref())?;
     manifest.decision.threshold = calibration.threshold;
     manifest.decision.target = calibration.target.clone();
     manifest.decision.calibration_fpr = calibration.realised_fpr;
     manifest.decision.calibration_size = calibration.frames_used;
-    manifest.write(&staging.join(MANIFEST_FILE))?;
-    if let Some(key) = &opts.sign_key {
-        crate::signing::write_seal(staging, &manifest, Some(key))?;
-    }
     Ok((manifest, calibration))
 }
 

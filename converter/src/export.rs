@@ -217,7 +217,7 @@ pub fn bundle_at_precision(
     precision: Precision,
     clean: Option<&FrameSet>,
 ) -> Result<badexpert_runtime::Manifest> {
-    use badexpert_runtime::manifest::{FileDigest, MANIFEST_FILE};
+    use badexpert_runtime::manifest::MANIFEST_FILE;
     let mut manifest = badexpert_runtime::Manifest::read(&src.join(MANIFEST_FILE))?;
     if manifest.precision != Precision::F32 {
         return Err(Error::Invalid(format!(
@@ -226,25 +226,24 @@ pub fn bundle_at_precision(
             manifest.precision
         )));
     }
-    std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    let writer = crate::output::BundleWriter::new(dst, true)?;
     let nnef = tract_nnef::nnef().with_onnx();
     for plan in [&mut manifest.plans.model, &mut manifest.plans.expert, &mut manifest.plans.auxiliary] {
-        let what = plan.file.as_str();
-        if precision == Precision::Int8 {
+        let what = plan.file.clone();
+        *plan = if precision == Precision::Int8 {
             // The f32 plans as they are; the manifest's scales make them int8.
-            std::fs::copy(src.join(what), dst.join(what)).map_err(|e| Error::io(dst.join(what), e))?;
-            continue;
-        }
-        let model = nnef
-            .model_for_path(src.join(&plan.file))
-            .map_err(|e| Error::Export { what: what.into(), reason: format!("cannot read NNEF: {e:#}") })?;
-        let out = dst.join(&plan.file);
-        write_typed(&model, &out, what, precision)?;
-        *plan = FileDigest { file: plan.file.clone(), sha256: badexpert_runtime::sha256_file(&out)? };
+            writer.copy(&src.join(&what), &what)?
+        } else {
+            let model = nnef
+                .model_for_path(src.join(&what))
+                .map_err(|e| Error::Export { what: what.clone(), reason: format!("cannot read NNEF: {e:#}") })?;
+            write_typed(&model, &writer.dir().join(&what), &what, precision)?;
+            writer.digest(&what)?
+        };
     }
     if let Some(clean) = &manifest.clean_frames {
         for f in [&clean.images.file, &clean.labels.file] {
-            std::fs::copy(src.join(f), dst.join(f)).map_err(|e| Error::io(dst.join(f), e))?;
+            writer.copy(&src.join(f), f)?;
         }
     }
     manifest.precision = precision;
@@ -252,8 +251,8 @@ pub fn bundle_at_precision(
         let clean = clean.ok_or_else(|| {
             Error::Invalid("an int8 bundle needs clean frames to calibrate its activation scales".into())
         })?;
-        manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(dst, &manifest, clean)?);
+        manifest.int8 = Some(badexpert_runtime::quantization::calibrate_bundle(writer.dir(), &manifest, clean)?);
     }
-    manifest.write(&dst.join(MANIFEST_FILE))?;
+    writer.finish(&manifest, None)?;
     Ok(manifest)
 }

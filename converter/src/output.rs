@@ -1,14 +1,95 @@
 //! Where a bundle goes: `--overwrite` replaces only a bundle (or an empty
 //! directory), and the new bundle is assembled beside the destination and
 //! moved into place whole, so a crash or a kill mid-conversion leaves the
-//! old bundle as it was and never deletes a user's files.
+//! old bundle as it was and never deletes a user's files. [`BundleWriter`]
+//! is the one way the converter and the lab write a bundle.
 
 use std::path::{Path, PathBuf};
 
-use badexpert_runtime::manifest::MANIFEST_FILE;
+use badexpert_runtime::manifest::{FileDigest, Precision, MANIFEST_FILE};
 use badexpert_runtime::seal::SEAL_FILE;
+use badexpert_runtime::{sha256_file, FrameShape, Manifest};
 
+use crate::export::write_plan;
+use crate::onnx::pb::ModelProto;
+use crate::signing::{write_seal, SecretKey};
 use crate::{Error, Result};
+
+/// A bundle being written: files go into a staging directory beside the
+/// destination; [`BundleWriter::finish`] writes the manifest and its seal
+/// last and moves the whole directory into place. Dropped unfinished (an
+/// error on the way), it removes the staging directory.
+pub struct BundleWriter {
+    staging: PathBuf,
+    out: PathBuf,
+    overwrite: bool,
+    finished: bool,
+}
+
+impl BundleWriter {
+    /// Checks that `out` may be written ([`check_destination`]) and makes
+    /// the staging directory.
+    pub fn new(out: &Path, overwrite: bool) -> Result<BundleWriter> {
+        check_destination(out, overwrite)?;
+        let staging = staging_dir(out)?;
+        Ok(BundleWriter { staging, out: out.to_owned(), overwrite, finished: false })
+    }
+
+    /// The staging directory, for steps that read the bundle as written so far.
+    pub fn dir(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Writes `model` as the plan `file` in `precision` and returns its digest.
+    pub fn plan(
+        &self,
+        model: &ModelProto,
+        shape: FrameShape,
+        file: &str,
+        what: &str,
+        precision: Precision,
+    ) -> Result<FileDigest> {
+        write_plan(model, shape, &self.staging.join(file), what, precision)?;
+        self.digest(file)
+    }
+
+    /// Copies `from` into the bundle as `file` and returns its digest.
+    pub fn copy(&self, from: &Path, file: &str) -> Result<FileDigest> {
+        std::fs::copy(from, self.staging.join(file)).map_err(|e| Error::io(self.staging.join(file), e))?;
+        self.digest(file)
+    }
+
+    /// The digest of a file already written into the bundle.
+    pub fn digest(&self, file: &str) -> Result<FileDigest> {
+        Ok(FileDigest { file: file.into(), sha256: sha256_file(&self.staging.join(file))? })
+    }
+
+    /// Writes `manifest` (sealed) into the staging directory, so that the
+    /// runtime can open the bundle before it is finished (calibration).
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        Ok(manifest.write(&self.staging.join(MANIFEST_FILE))?)
+    }
+
+    /// Writes `manifest` and its seal (signed with `key` when given) and
+    /// moves the bundle into place.
+    pub fn finish(mut self, manifest: &Manifest, key: Option<&SecretKey>) -> Result<PathBuf> {
+        self.write_manifest(manifest)?;
+        if key.is_some() {
+            write_seal(&self.staging, manifest, key)?;
+        }
+        move_into_place(&self.staging, &self.out, self.overwrite)?;
+        self.finished = true;
+        Ok(self.out.clone())
+    }
+}
+
+impl Drop for BundleWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_dir_all(&self.staging);
+        }
+    }
+}
 
 /// Files a bundle may hold besides the ones its manifest names.
 const BUNDLE_FILES: &[&str] = &[MANIFEST_FILE, SEAL_FILE];
@@ -120,4 +201,36 @@ pub fn move_into_place(staging: &Path, out: &Path, overwrite: bool) -> Result<()
     }
     let _ = std::fs::remove_dir_all(&aside);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("badexpert-output-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_unfinished_bundle_leaves_nothing_and_a_finished_one_lands_whole() {
+        let dir = scratch("writer");
+        let out = dir.join("bundle");
+        let writer = BundleWriter::new(&out, false).unwrap();
+        let staging = writer.dir().to_owned();
+        std::fs::write(staging.join("x.bin"), b"plan").unwrap();
+        assert_eq!(writer.digest("x.bin").unwrap().sha256.len(), 64);
+        drop(writer);
+        assert!(!staging.exists() && !out.exists(), "dropped unfinished: nothing left");
+
+        let manifest: Manifest =
+            serde_json::from_str(include_str!("../../models/badnet-fmnist/bundle/manifest.json")).unwrap();
+        let writer = BundleWriter::new(&out, false).unwrap();
+        std::fs::write(writer.dir().join("x.bin"), b"plan").unwrap();
+        assert_eq!(writer.finish(&manifest, None).unwrap(), out);
+        assert!(out.join(MANIFEST_FILE).is_file() && out.join(SEAL_FILE).is_file() && out.join("x.bin").is_file());
+        assert!(BundleWriter::new(&out, false).is_err(), "an existing bundle needs overwrite");
+    }
 }

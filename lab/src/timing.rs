@@ -7,13 +7,13 @@
 
 use std::path::Path;
 
-use badexpert_converter::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
+use badexpert_converter::export::{AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use badexpert_converter::onnx::{normalization_metadata, read_model, TchGraph};
+use badexpert_converter::output::BundleWriter;
 use badexpert_converter::{Error, Result};
 use badexpert_runtime::camera::CameraPreprocessing;
 use badexpert_runtime::manifest::{
     Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, TrainingRecord, FORMAT_VERSION,
-    MANIFEST_FILE,
 };
 use badexpert_runtime::{sha256_file, FrameShape, Normalization, ScoreMode};
 
@@ -29,12 +29,12 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
     let x =
         tch::Tensor::zeros([2, shape.channels as i64, shape.height as i64, shape.width as i64], tch::kind::FLOAT_CPU);
     let classes = graph.predict(&x)?.size()[1] as usize;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    for (plan, what) in [(MODEL_PLAN, "model M"), (EXPERT_PLAN, "M as B"), (AUXILIARY_PLAN, "M as M′")] {
-        write_plan(&source, shape, &out.join(plan), what, Precision::F32)?;
-    }
-    let digest = |file: &str| -> Result<FileDigest> {
-        Ok(FileDigest { file: file.into(), sha256: sha256_file(&out.join(file))? })
+    let writer = BundleWriter::new(out, true)?;
+    let plan = |file: &str, what: &str| writer.plan(&source, shape, file, what, Precision::F32);
+    let plans = Plans {
+        model: plan(MODEL_PLAN, "model M")?,
+        expert: plan(EXPERT_PLAN, "M as B")?,
+        auxiliary: plan(AUXILIARY_PLAN, "M as M′")?,
     };
     let untrained = |labels: &str| TrainingRecord {
         optimizer: "none (timing bundle)".into(),
@@ -66,7 +66,7 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
             calibration_size: 0,
             target: None,
         },
-        plans: Plans { model: digest(MODEL_PLAN)?, expert: digest(EXPERT_PLAN)?, auxiliary: digest(AUXILIARY_PLAN)? },
+        plans,
         source_model: FileDigest {
             file: model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             sha256: sha256_file(model)?,
@@ -87,6 +87,6 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
         },
         created_by: format!("badexpert-lab timing_bundle {}", env!("CARGO_PKG_VERSION")),
     };
-    manifest.write(&out.join(MANIFEST_FILE))?;
+    writer.finish(&manifest, None)?;
     Ok(manifest)
 }
