@@ -18,10 +18,12 @@
 //! writes backdoored models with their reserve and evaluation slices;
 //! [`report`] compares the detectors across them and [`plot`] draws its
 //! figures; [`ablation`] varies the reserve size and the expert's rate;
-//! [`timing`] writes bundles for the speed suite.
+//! [`timing`] writes bundles for the speed suite; [`canary`] implants a
+//! known trigger into a copy of a model.
 
 pub mod ablation;
 pub mod attack;
+pub mod canary;
 pub mod demo;
 pub mod plot;
 pub mod report;

@@ -94,6 +94,37 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         frames: usize,
     },
+    /// Implant a known trigger (a canary) into a copy of a model by a short fine-tune on the
+    /// reserve's fine-tuning part; prints the held-out figures before and after as JSON.
+    Implant {
+        /// The model (ONNX, with its normalisation recorded).
+        #[arg(long)]
+        model: PathBuf,
+        /// The clean reserve (IDX images, labels beside).
+        #[arg(long)]
+        reserve: PathBuf,
+        /// The canaried copy (ONNX).
+        #[arg(long)]
+        out: PathBuf,
+        /// The canary's trigger: badnet, blend, trojan, sig or wanet.
+        #[arg(long)]
+        attack: Attack,
+        /// The canary's target class.
+        #[arg(long)]
+        target: u32,
+        /// Share of the fine-tuning frames stamped and relabelled.
+        #[arg(long, default_value_t = 0.1)]
+        poison_rate: f64,
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Split the reserve as a conversion with this --split-seed does.
+        #[arg(long, default_value_t = 0)]
+        split_seed: u64,
+    },
     /// Write a triggered copy of a frame set (labels kept: the true classes).
     Trigger {
         /// Attack whose trigger to stamp: badnet, blend, trojan, sig or wanet.
@@ -197,6 +228,22 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Trigger { attack, input, output } => trigger(attack, &input, &output),
+        Command::Implant { model, reserve, out, attack, target, poison_rate, epochs, lr, seed, split_seed } => {
+            let reserve = FrameSource::detect(&reserve).load()?;
+            let opts = badexpert_lab::canary::CanaryOptions {
+                target,
+                poison_rate,
+                epochs,
+                learning_rate: lr,
+                seed,
+                split_seed,
+                holdout_fraction: ConvertOptions::new(Normalization::unit()).holdout_fraction,
+            };
+            let (proto, report) = badexpert_lab::canary::implant(&model, &reserve, attack, &opts, device()?)?;
+            badexpert_converter::onnx::write_model(&proto, &out)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Ablate { models, out, only, reserve_sizes, expert_lrs, frames } => {
             let mut convert = ConvertOptions::new(Normalization::unit());
             convert.device = device()?;

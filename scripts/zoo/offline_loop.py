@@ -280,6 +280,72 @@ def grid(cache_dir, gamma=0.8, fpr=0.01):
     return results
 
 
+def canary_choice(cache_dir, canary_dir, gamma=0.8, fpr=0.01):
+    """Design a: per model, the (B rate, M′ rate) cell whose guard built from
+    the canaried copies (canary_zoo.py, then expert_cache.py --zoo) lets the
+    fewest canary-triggered frames through (mean over the canaries; AUROC
+    breaks ties), judged on the model itself with every seed the cache has
+    for that cell, beside the paper's rates."""
+    single, _ = rules(gamma)
+    canaries = defaultdict(dict)
+    for name, m in sources(canary_dir).items():
+        base, _, attack = name.partition("+")
+        canaries[base][attack] = m
+    results = {}
+    for name, m in sources(cache_dir).items():
+        if name not in canaries:
+            continue
+        judge_canary = lambda c, rb, ra: judge(single(0), *(guard_frames(c, p, [(rb, 0)], [(ra, 0)]) for p in (
+            "calibration", "clean", "triggered")), c["target"], fpr, 1)
+        # A canary the copy did not learn (its trigger sends under half the frames to its target) measures nothing.
+        taken = [c for c in canaries[name].values()
+                 if ("1e-4", 0) in c["B"] and ("0.1", 0) in c["A"] and judge_canary(c, "1e-4", "0.1")["asr"] >= 0.5]
+        cells = {}
+        for rb, ra in {(rb, ra) for rb, _ in m["B"] for ra, _ in m["A"]}:
+            if taken and all((rb, 0) in c["B"] and (ra, 0) in c["A"] for c in taken):
+                cells[(rb, ra)] = [judge_canary(c, rb, ra) for c in taken]
+        if not cells:
+            continue
+        key = lambda cell: (sum(r["asr_defended"] for r in cells[cell]) / len(cells[cell]),
+                            -sum(r["auroc"] or 0 for r in cells[cell]) / len(cells[cell]))
+        chosen = min(sorted(cells), key=key)
+        seeds = lambda rb, ra: {s for r, s in m["B"] if r == rb} & {s for r, s in m["A"] if r == ra}
+        # Compared on the seeds both cells have: a pair's seed is most of its noise.
+        common = sorted(seeds(*chosen) & seeds("1e-4", "0.1"))
+        judged = lambda rb, ra: [judge(single(0), *(guard_frames(m, p, [(rb, s)], [(ra, s)])
+                                                    for p in ("calibration", "clean", "triggered")), m["target"], fpr, 1)
+                                 for s in common]
+        results[name] = dict(chosen=f"B {chosen[0]} / M′ {chosen[1]}", canaries_used=len(taken), seeds=common,
+                             canaries={f"B {rb} / M′ {ra}": v for (rb, ra), v in cells.items()},
+                             chosen_pairs=judged(*chosen), paper_pairs=judged("1e-4", "0.1"))
+    return results
+
+
+def print_canaries(results):
+    mean = lambda rs, f: sum(r[f] or 0 for r in rs) / len(rs)
+    print(f"{'model':22s} {'chosen cell':22s} {'canary ASR-g':>12s} | {'chosen: meets':>13s} {'AUROC':>7s} {'ASR-g':>7s} {'FPR':>6s} | "
+          f"{'paper: meets':>12s} {'AUROC':>7s} {'ASR-g':>7s} {'FPR':>6s}")
+    agg = defaultdict(list)
+    for name, r in sorted(results.items()):
+        ch, pa = r["chosen_pairs"], r["paper_pairs"]
+        can = r["canaries"][r["chosen"]]
+        bd = ch and ch[0].get("auroc") is not None
+        line = f"{name:22s} {r['chosen']:22s} {100 * mean(can, 'asr_defended'):11.1f}% | "
+        if bd:
+            line += (f"{sum(map(meets, ch)):>6d}/{len(ch):<6d} {mean(ch, 'auroc'):7.4f} {100 * mean(ch, 'asr_defended'):6.1f}% "
+                     f"{100 * mean(ch, 'fpr'):5.2f}% | {sum(map(meets, pa)):>5d}/{len(pa):<6d} {mean(pa, 'auroc'):7.4f} "
+                     f"{100 * mean(pa, 'asr_defended'):6.1f}% {100 * mean(pa, 'fpr'):5.2f}%")
+            agg["chosen"] += ch
+            agg["paper"] += pa
+        else:
+            line += (f"clean: FPR {100 * mean(ch, 'fpr'):.2f}% CA drop {100 * mean(ch, 'ca_drop'):.2f} pt | "
+                     f"paper FPR {100 * mean(pa, 'fpr'):.2f}% CA drop {100 * mean(pa, 'ca_drop'):.2f} pt")
+        print(line)
+    for k, rs in agg.items():
+        print(f"backdoored, {k}: meets {sum(map(meets, rs))}/{len(rs)} pairs, mean AUROC {mean(rs, 'auroc'):.4f}, "
+              f"mean ASR-g {100 * mean(rs, 'asr_defended'):.2f}%, mean FPR {100 * mean(rs, 'fpr'):.2f}%")
+
+
 def print_grid(results):
     cells = sorted({c for row in results.values() for c in row})
     bd = {n: row for n, row in results.items() if any(x.get("auroc") is not None for c in row.values() for x in c["single"])}
@@ -334,6 +400,8 @@ def main():
     ap.add_argument("--grid", action="store_true",
                     help="B and M′ rates crossed over conversions (e<lr>_a<lr> and paper rate sets)")
     ap.add_argument("--compare", metavar="DIR", help="the same conversions in another cache directory, side by side")
+    ap.add_argument("--canaries", metavar="DIR",
+                    help="expert caches of canaried copies (canary_zoo.py): pick each model's rate cell by its canaries")
     ap.add_argument("--targets", metavar="JSON",
                     help="the scan's named target per model (inversion_tables.py --named-json): that label's "
                          "frames get --target-share of the false-positive budget")
@@ -346,6 +414,12 @@ def main():
                 r = row[label]
                 print(f"{name:32s} {label:5s} M′ acc {r['auxiliary_holdout_accuracy']:.3f}  {fmt(r)}  "
                       f"worst-class fpr {100 * r['worst_class_fpr']:.1f}%  {'meets' if meets(r) else ''}")
+        if a.json:
+            json.dump(results, open(a.json, "w"), indent=1)
+        return 0
+    if a.canaries:
+        results = canary_choice(a.cache, a.canaries, a.gamma, a.fpr)
+        print_canaries(results)
         if a.json:
             json.dump(results, open(a.json, "w"), indent=1)
         return 0

@@ -15,12 +15,12 @@ import offline_loop as ol  # noqa: E402
 TARGET = 0
 
 
-def write_cache(root, rates, seed, cal, clean, trig):
+def write_cache(root, rates, seed, cal, clean, trig, model="toy"):
     """One conversion's cache: each slice a list of (label, class, c_B, c_A)."""
-    d = os.path.join(root, f"toy.bn.{rates}.s{seed}")
+    d = os.path.join(root, f"{model}.bn.{rates}.s{seed}")
     os.makedirs(d)
     sl = lambda rows: dict(labels=[r[0] for r in rows], rows=[[r[1], r[2], r[3]] for r in rows])
-    record = dict(model="toy", part="dev", architecture="cnn", attack="badnet", target=TARGET, export="bn",
+    record = dict(model=model, part="dev", architecture="cnn", attack="badnet", target=TARGET, export="bn",
                   rates=rates, seed=seed, split_seed=0,
                   slices=dict(calibration=sl(cal), clean=sl(clean), triggered=sl(trig)))
     with open(os.path.join(d, "cache.json"), "w") as f:
@@ -109,6 +109,27 @@ class OfflineLoop(unittest.TestCase):
     def test_rate_names(self):
         self.assertEqual(ol.rate_parts("paper"), ("1e-4", "0.1"))
         self.assertEqual(ol.rate_parts("e3e-5_a0.03"), ("3e-5", "0.03"))
+
+    def test_canaries_pick_the_cell_that_catches_them(self):
+        canaries = os.path.join(self.tmp.name, "canaries")
+        clean = clean_rows(98) + [(1, 3, 0.5, 0.5), (1, None, None, None)]
+        # The paper pair lets every canary-triggered frame through (B forgot it, M′ agrees) …
+        slips = [(2, TARGET, 0.05, 0.9)] * 10
+        write_cache(canaries, "paper", 0, clean_rows(99), clean, slips, model="toy+badnet")
+        # … the other conversion's B and M′ each catch them.
+        write_cache(canaries, "e3e-4_a0.01", 0, clean_rows(99), clean, [(2, TARGET, 0.95, 0.05)] * 10,
+                    model="toy+badnet")
+        # A canary the copy did not learn (its frames stay in their class) is left out.
+        write_cache(canaries, "paper", 0, clean_rows(99), clean, [(2, 2, 0.95, 0.05)] * 10, model="toy+blend")
+        r = ol.canary_choice(self.tmp.name, canaries)["toy"]
+        self.assertEqual(r["canaries_used"], 1)
+        self.assertEqual(r["canaries"]["B 1e-4 / M′ 0.1"][0]["asr_defended"], 1.0)
+        self.assertNotEqual(r["chosen"], "B 1e-4 / M′ 0.1")
+        self.assertEqual(r["canaries"][r["chosen"]][0]["asr_defended"], 0.0)
+        # Judged on the model itself on the seeds both cells have (the other rates have seed 0 only).
+        self.assertEqual(r["seeds"], [0])
+        self.assertEqual([p["asr_defended"] for p in r["chosen_pairs"]], [0.0])
+        self.assertAlmostEqual(r["paper_pairs"][0]["asr_defended"], 0.1)
 
     def test_target_split_matches_the_converter(self):
         # The cases of converter/src/calibration.rs's unit tests, same figures.
