@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The OS error is part of the message, not a `source`, so that error
     /// chains (`anyhow`'s `{:#}`) print it once.
@@ -35,9 +36,6 @@ pub enum Error {
 
     #[error("{what}: training diverged (loss {loss} in epoch {epoch}); lower the learning rate")]
     Diverged { what: String, loss: f64, epoch: usize },
-
-    #[error("plot {}: {reason}", path.display())]
-    Plot { path: PathBuf, reason: String },
 
     #[error("{0}")]
     Invalid(String),

@@ -39,7 +39,7 @@ fn draw(
     size: (u32, u32),
     f: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), String>,
 ) -> Result<PathBuf> {
-    let fail = |reason: String| Error::Plot { path: path.to_path_buf(), reason };
+    let fail = |reason: String| Error::io(path, std::io::Error::other(format!("plot: {reason}")));
     {
         let root = SVGBackend::new(path, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;

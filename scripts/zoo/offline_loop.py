@@ -280,12 +280,13 @@ def grid(cache_dir, gamma=0.8, fpr=0.01):
     return results
 
 
-def canary_choice(cache_dir, canary_dir, gamma=0.8, fpr=0.01):
+def canary_choice(cache_dir, canary_dir, gamma=0.8, fpr=0.01, named=None, share=0.0):
     """Design a: per model, the (B rate, M′ rate) cell whose guard built from
     the canaried copies (canary_zoo.py, then expert_cache.py --zoo) lets the
     fewest canary-triggered frames through (mean over the canaries; AUROC
     breaks ties), judged on the model itself with every seed the cache has
-    for that cell, beside the paper's rates."""
+    for that cell, beside the paper's rates; with `named` targets and a
+    `share` the model's own guards split the budget (the canaries' do not)."""
     single, _ = rules(gamma)
     canaries = defaultdict(dict)
     for name, m in sources(canary_dir).items():
@@ -313,7 +314,8 @@ def canary_choice(cache_dir, canary_dir, gamma=0.8, fpr=0.01):
         # Compared on the seeds both cells have: a pair's seed is most of its noise.
         common = sorted(seeds(*chosen) & seeds("1e-4", "0.1"))
         judged = lambda rb, ra: [judge(single(0), *(guard_frames(m, p, [(rb, s)], [(ra, s)])
-                                                    for p in ("calibration", "clean", "triggered")), m["target"], fpr, 1)
+                                                    for p in ("calibration", "clean", "triggered")), m["target"], fpr, 1,
+                                       (named or {}).get(name), share)
                                  for s in common]
         results[name] = dict(chosen=f"B {chosen[0]} / M′ {chosen[1]}", canaries_used=len(taken), seeds=common,
                              canaries={f"B {rb} / M′ {ra}": v for (rb, ra), v in cells.items()},
@@ -418,7 +420,8 @@ def main():
             json.dump(results, open(a.json, "w"), indent=1)
         return 0
     if a.canaries:
-        results = canary_choice(a.cache, a.canaries, a.gamma, a.fpr)
+        named = json.load(open(a.targets)) if a.targets else None
+        results = canary_choice(a.cache, a.canaries, a.gamma, a.fpr, named, a.target_share if named else 0.0)
         print_canaries(results)
         if a.json:
             json.dump(results, open(a.json, "w"), indent=1)
