@@ -4,9 +4,9 @@ mod common;
 
 use badexpert_converter::onnx::TchGraph;
 use badexpert_converter::train::predict_logits;
+use badexpert_eval::metrics::{Evaluation, Scored};
 use badexpert_lab::attack::Attack;
 use badexpert_lab::demo::{load_fashion_mnist, split_test_set};
-use badexpert_runtime::metrics::{Evaluation, Scored};
 use badexpert_runtime::{advanced, FrameSet, Guard, GuardBundle, PixelLayout, Preprocessor, Role};
 use tract_core::prelude::*;
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use badexpert_converter::onnx::{normalization_metadata, read_model};
 use badexpert_converter::{convert, ConvertOptions};
-use badexpert_runtime::metrics::{Evaluation, Scored};
+use badexpert_eval::metrics::{Evaluation, Scored};
 use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout};
 
 use common::*;

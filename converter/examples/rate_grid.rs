@@ -25,8 +25,9 @@ use badexpert_converter::convert::split_reserve;
 use badexpert_converter::expert::{BackdoorExpert, Mislabel};
 use badexpert_converter::onnx::{normalization_metadata, read_model, TchGraph};
 use badexpert_converter::train::{accuracy, class_indices, fine_tune, fine_tune_watched, predict_logits, Watch};
+use badexpert_eval::metrics::{Evaluation, Scored};
 use badexpert_frames::FrameSource;
-use badexpert_runtime::metrics::{threshold_at_fpr, Evaluation, Scored};
+use badexpert_runtime::threshold::threshold_at_fpr;
 use badexpert_runtime::{Confidences, FrameSet, Preprocessor, ScoreMode};
 use tch::{Device, Kind};
 

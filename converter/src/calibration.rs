@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use badexpert_runtime::manifest::TargetThreshold;
-use badexpert_runtime::metrics::threshold_at_fpr;
+use badexpert_runtime::threshold::threshold_at_fpr;
 use badexpert_runtime::{FrameSet, Guard, GuardBundle, PixelLayout};
 
 use crate::Result;

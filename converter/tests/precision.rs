@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use badexpert_converter::export::bundle_at_precision;
 use badexpert_eval::agreement::agreement;
+use badexpert_eval::metrics::{Evaluation, Scored};
 use badexpert_frames::FrameSource;
 use badexpert_runtime::advanced::ops::{PackedConv, PackedDense};
 use badexpert_runtime::manifest::Precision;
-use badexpert_runtime::metrics::{Evaluation, Scored};
 use badexpert_runtime::{advanced, FrameSet, Guard, GuardBundle, PixelLayout, Role};
 
 fn demo() -> PathBuf {

@@ -7,7 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::baselines::{ScaleUp, Strip};
-use badexpert_runtime::metrics::{threshold_at_fpr, ComponentAuroc, Evaluation, Scored};
+use badexpert_runtime::threshold::threshold_at_fpr;
+
+use crate::metrics::{ComponentAuroc, Evaluation, Scored};
 use badexpert_runtime::{Error, FrameSet, GuardBundle, Result};
 use badexpert_runtime::{Guard, PixelLayout, Verdict};
 

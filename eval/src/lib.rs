@@ -28,5 +28,6 @@ pub mod agreement;
 pub mod baselines;
 pub mod evaluate;
 pub mod latency;
+pub mod metrics;
 pub mod profile;
 pub mod table;

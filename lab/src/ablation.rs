@@ -12,8 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use badexpert_eval::evaluate::{evaluate_detectors, DetectorKind};
+use badexpert_eval::metrics::{ComponentAuroc, Evaluation};
 use badexpert_eval::table::Table;
-use badexpert_runtime::metrics::{ComponentAuroc, Evaluation};
 use badexpert_runtime::{FrameSet, Guard, GuardBundle};
 
 use crate::demo::DemoDir;

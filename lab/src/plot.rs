@@ -9,8 +9,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use badexpert_eval::evaluate::{DetectorKind, DetectorReport};
-use badexpert_runtime::metrics::Scored;
-use badexpert_runtime::metrics::{roc_curve, roc_sides};
+use badexpert_eval::metrics::Scored;
+use badexpert_eval::metrics::{roc_curve, roc_sides};
 
 use badexpert_converter::{Error, Result};
 

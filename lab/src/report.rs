@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use badexpert_eval::evaluate::{detector_table, evaluate_detectors, DetectorKind, DetectorReport};
+use badexpert_eval::metrics::Evaluation;
 use badexpert_eval::table::{pct, Table};
-use badexpert_runtime::metrics::Evaluation;
 use badexpert_runtime::{Guard, GuardBundle};
 
 use crate::attack::Attack;

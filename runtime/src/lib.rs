@@ -22,8 +22,8 @@
 //! kernels in place of tract's slow ones), a guard runs them — [`Guard`] one
 //! frame at a time, [`ParallelGuard`] with the three models concurrently,
 //! [`BatchGuard`] several frames per run, all behind [`FrameGuard`] — and
-//! [`score`] turns confidences into the statistic; [`metrics`] calibrates
-//! thresholds and computes CA / ASR / AUROC, [`quantization`] measures int8
+//! [`score`] turns confidences into the statistic; [`threshold`] calibrates
+//! the threshold (CA / ASR / AUROC are `badexpert-eval`'s), [`quantization`] measures int8
 //! activation scales, [`manifest`] is the bundle's format, [`seal`] its
 //! digest and signature (checked at load, against a [`TrustedKey`] when
 //! [`LoadOptions`] names one) and [`advanced`]
@@ -40,13 +40,13 @@ mod frames;
 mod guard;
 mod guard_core;
 pub mod manifest;
-pub mod metrics;
 mod parallel;
 mod preprocess;
 pub mod quantization;
 mod resample;
 pub mod score;
 pub mod seal;
+pub mod threshold;
 
 pub use batch::BatchGuard;
 pub use bundle::{sha256_file, verify_files, GuardBundle, LoadOptions, Role, BATCH_SYMBOL};

@@ -56,7 +56,7 @@ def correct_scores(binaries, bundle, images, labels):
 
 
 def threshold_at_fpr(scores, fpr):
-    """runtime/src/metrics.rs threshold_at_fpr: the j-th smallest, j = floor(fpr (n + 1))."""
+    """runtime/src/threshold.rs threshold_at_fpr: the j-th smallest, j = floor(fpr (n + 1))."""
     j = int(fpr * (len(scores) + 1) + 1e-9)
     return sorted(scores)[j - 1]
 

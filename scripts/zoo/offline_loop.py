@@ -42,7 +42,7 @@ def ensemble(gamma):
 
 
 def threshold_at_fpr(scores, fpr):
-    """runtime/src/metrics.rs threshold_at_fpr: the j-th smallest, j = floor(fpr (n + 1))."""
+    """runtime/src/threshold.rs threshold_at_fpr: the j-th smallest, j = floor(fpr (n + 1))."""
     j = int(fpr * (len(scores) + 1) + 1e-9)
     return sorted(scores)[max(j, 1) - 1]
 

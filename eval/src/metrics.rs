@@ -1,10 +1,11 @@
-//! Thresholds and evaluation figures (docs/design.md §3.4–3.5), in one place: the
-//! converter calibrates with these functions and `badexpert-guard eval`
-//! reports with them.
+//! Evaluation figures (docs/design.md §3.5): AUROC, clean accuracy and
+//! attack success with and without the guard, the realised FPR, the ROC
+//! curve, and the AUROC of each of BaDExpert's parts. The runtime never
+//! needs them; `badexpert-guard eval`, the reports and the tests do.
 
 use serde::Serialize;
 
-use crate::{Confidences, Error, Result, Verdict};
+use badexpert_runtime::{Confidences, Error, Result, Verdict};
 
 /// Area under the ROC curve: the probability that a positive outranks a
 /// negative (ties count half). Higher scores mean "more positive". `None`
@@ -30,42 +31,6 @@ pub fn auroc(negatives: &[f32], positives: &[f32]) -> Option<f64> {
     }
     let (n_pos, n_neg) = (positives.len() as f64, negatives.len() as f64);
     Some((rank_sum_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
-}
-
-/// The threshold that rejects at most a fraction `fpr` of *new* clean
-/// frames (reject when score < τ). Sorted ascending, τ is the j-th smallest
-/// calibration score with j = ⌊fpr·(n+1)⌋: a new clean score falls below it
-/// with probability j/(n+1) ≤ fpr (the split-conformal finite-sample rule).
-/// The index ⌊fpr·n⌋ is one order statistic higher: its expected
-/// out-of-sample FPR is (⌊fpr·n⌋+1)/(n+1), above the target (docs/design.md §3.4).
-/// Fails when the set is too small for that rate (n + 1 < 1/fpr).
-pub fn threshold_at_fpr(clean_scores: &[f32], fpr: f64) -> Result<f32> {
-    if !(fpr > 0.0 && fpr < 1.0) {
-        return Err(Error::Invalid(format!("target false-positive rate {fpr} must be in (0, 1)")));
-    }
-    if let Some(s) = clean_scores.iter().find(|s| !s.is_finite()) {
-        return Err(Error::Invalid(format!("calibration score {s} is not finite")));
-    }
-    let n = clean_scores.len();
-    let j = (fpr * (n + 1) as f64 + 1e-9).floor() as usize;
-    if j == 0 {
-        return Err(Error::Invalid(format!(
-            "{n} clean calibration frames cannot calibrate a {:.2}% false-positive rate: need at least {} (use a larger reserve or a larger --fpr)",
-            fpr * 100.0,
-            ((1.0 / fpr).ceil() as usize).saturating_sub(1)
-        )));
-    }
-    let mut sorted = clean_scores.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    Ok(sorted[j - 1])
-}
-
-/// Fraction of scores below the threshold (i.e. rejected).
-pub fn rejection_rate(scores: &[f32], threshold: f32) -> f64 {
-    if scores.is_empty() {
-        return 0.0;
-    }
-    scores.iter().filter(|&&s| s < threshold).count() as f64 / scores.len() as f64
 }
 
 /// One frame as any detector saw it: the label it should have had, the
@@ -250,7 +215,6 @@ impl Evaluation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Confidences;
 
     #[test]
     fn auroc_counts_ties_half_and_orders() {
@@ -260,21 +224,6 @@ mod tests {
         // pos {1, 3} vs neg {0, 1, 2}: pairs won 1 + 0.5 + 0 + 1+1+1 = 4.5 of 6
         assert_eq!(auroc(&[0.0, 1.0, 2.0], &[1.0, 3.0]), Some(0.75));
         assert_eq!(auroc(&[], &[1.0]), None);
-    }
-
-    #[test]
-    fn threshold_takes_the_fpr_quantile_and_refuses_tiny_sets() {
-        // 199 scores 0..198: j = ⌊0.01·200⌋ = 2, τ = the 2nd smallest; one calibration score is below it.
-        let scores: Vec<f32> = (0..199).rev().map(|i| i as f32).collect();
-        let t = threshold_at_fpr(&scores, 0.01).unwrap();
-        assert_eq!(t, 1.0);
-        assert_eq!(rejection_rate(&scores, t), 1.0 / 199.0);
-        // 357 frames: j = 3 (DESIGN's ⌊fpr·n⌋ index would be the 4th smallest).
-        let scores: Vec<f32> = (0..357).map(|i| i as f32).collect();
-        assert_eq!(threshold_at_fpr(&scores, 0.01).unwrap(), 2.0);
-        let err = threshold_at_fpr(&scores[..50], 0.01).unwrap_err().to_string();
-        assert!(err.contains("50 clean calibration frames") && err.contains("at least 99"), "{err}");
-        assert!(threshold_at_fpr(&scores, 0.0).is_err());
     }
 
     #[test]
