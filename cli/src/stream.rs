@@ -6,15 +6,19 @@
 //! the verdicts failed (e.g. the reading end of the pipe closed).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use badexpert_frames::FrameSource;
+use badexpert_runtime::alarm::{AlarmSettings, StreamAlarm};
 use badexpert_runtime::camera::DEFAULT_MAX_FRAME_BYTES;
-use badexpert_runtime::{FrameGeometry, FrameGuard, Guard, GuardBundle, LoadOptions, ParallelGuard, PixelFormat};
+use badexpert_runtime::{
+    FrameGeometry, FrameGuard, Guard, GuardBundle, LoadOptions, ParallelGuard, PixelFormat, PixelLayout,
+};
 use badexpert_stream::{guard_stream, DropPolicy, StreamEnd, StreamOptions};
 use clap::Args;
 
@@ -57,6 +61,17 @@ pub struct StreamArgs {
     /// Run M, B and M′ concurrently (as `run --parallel`).
     #[arg(long)]
     parallel: bool,
+    /// Raise a stream alarm (an `"event":"alarm"` line) when the frames' evidence of a
+    /// trigger in view builds up, allowing at most this many false alarms per hour of clean
+    /// video (docs/design.md §10); off when absent.
+    #[arg(long)]
+    alarm_per_hour: Option<f64>,
+    /// The stream's frame rate, for --alarm-per-hour.
+    #[arg(long, default_value_t = AlarmSettings::default().frame_rate)]
+    alarm_fps: f64,
+    /// κ of the alarm's p-value calibrator κ·p^(κ−1), in (0, 1).
+    #[arg(long, default_value_t = AlarmSettings::default().kappa)]
+    alarm_kappa: f64,
 }
 
 /// Runs the stream; `Err` is a usage or bundle error (exit 2).
@@ -78,11 +93,21 @@ pub fn stream(args: StreamArgs, load: LoadOptions) -> Result<ExitCode> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("cannot install the signal handlers")?;
     }
+    let alarm = match args.alarm_per_hour {
+        Some(rate) => {
+            let settings =
+                AlarmSettings { false_alarms_per_hour: rate, frame_rate: args.alarm_fps, kappa: args.alarm_kappa };
+            let reference = alarm_reference(&bundle, &args.bundle, guard.as_mut())?;
+            Some(StreamAlarm::new(&reference, settings)?)
+        }
+        None => None,
+    };
     let options = StreamOptions {
         geometry,
         policy: if args.block || args.drop == "none" { DropPolicy::Block } else { DropPolicy::Oldest },
         queue: args.queue as usize,
         stats_every: (args.stats_every > 0.0).then(|| Duration::from_secs_f64(args.stats_every)),
+        alarm,
     };
     eprintln!(
         "badexpert-guard stream: {geometry} frames from {} into {} ({} policy)",
@@ -119,4 +144,30 @@ pub fn stream(args: StreamArgs, load: LoadOptions) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(code))
+}
+
+/// The alarm's reference scores: the calibration scores the bundle records,
+/// or, in a bundle written before they were, the guard's scores of the
+/// clean held-out frames it stores (those M classifies correctly).
+fn alarm_reference(bundle: &GuardBundle, dir: &Path, guard: &mut dyn FrameGuard) -> Result<Vec<f32>> {
+    let manifest = bundle.manifest();
+    if !manifest.decision.calibration_scores.is_empty() {
+        return Ok(manifest.decision.calibration_scores.clone());
+    }
+    let Some(clean) = &manifest.clean_frames else {
+        anyhow::bail!(
+            "--alarm-per-hour: bundle {} records no calibration scores and stores no clean frames; convert it again",
+            dir.display()
+        )
+    };
+    let frames = FrameSource::detect(&dir.join(&clean.images.file)).load()?;
+    let labels = frames.require_labels("the bundle's clean frames")?;
+    let mut scores = Vec::with_capacity(frames.len());
+    for (i, &label) in labels.iter().enumerate() {
+        let v = guard.guard(frames.frame(i), PixelLayout::Chw)?;
+        if v.class as u32 == label {
+            scores.push(v.score);
+        }
+    }
+    Ok(scores)
 }

@@ -331,3 +331,35 @@ fn a_fifo_is_read_like_stdin() {
     assert_eq!(lines(&out.stdout).len(), 5);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The stream alarm (docs/design.md §10): silent over the demo's 500 clean
+/// frames, raised within a few frames once BadNet-triggered frames follow;
+/// the shipped bundle records no calibration scores, so the reference is
+/// its stored clean frames.
+#[test]
+fn the_alarm_stays_silent_on_clean_frames_and_fires_soon_after_a_trigger_appears() {
+    let clean = FrameSource::detect(&demo().join("eval-clean-images-idx3-ubyte.gz")).load().unwrap();
+    let triggered = FrameSource::detect(&demo().join("eval-badnet-images-idx3-ubyte.gz")).load().unwrap();
+    let (n_clean, n_triggered) = (clean.len().min(500), 30);
+    let labels = triggered.labels().unwrap();
+    // Triggered frames of classes other than the target (0), as an attacker would show them.
+    let shown: Vec<usize> = (0..triggered.len()).filter(|&i| labels[i] != 0).take(n_triggered).collect();
+    let mut input: Vec<u8> = (0..n_clean).flat_map(|i| clean.frame(i).to_vec()).collect();
+    input.extend(shown.iter().flat_map(|&i| triggered.frame(i).to_vec()));
+    let args = ["--format", "gray8", "--width", "28", "--height", "28", "--block", "--alarm-per-hour", "1"];
+    let o = stream(&args, &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = lines(&o.stdout);
+    let alarms: Vec<&Value> = all.iter().filter(|l| l["event"] == "alarm").collect();
+    assert_eq!(all.len() - alarms.len(), n_clean + n_triggered, "one line per frame besides the alarms");
+    let first = alarms.first().expect("an alarm once the trigger is in view");
+    let at = first["index"].as_u64().unwrap() as usize;
+    assert!(at >= n_clean, "a false alarm at clean frame {at}");
+    assert!(at < n_clean + 10, "the alarm came {} frames after the trigger appeared", at - n_clean);
+    assert!(first["evidence"].as_f64().unwrap() >= first["threshold"].as_f64().unwrap());
+    assert!((first["threshold"].as_f64().unwrap() - (30.0f64 * 3600.0).ln()).abs() < 1e-9);
+    assert!(stderr(&o).contains("\"alarms\":"), "{}", stderr(&o));
+    // Without --alarm-per-hour, no alarm line.
+    let o = stream(&args[..7], &input);
+    assert!(lines(&o.stdout).iter().all(|l| l.get("event").is_none()));
+}

@@ -238,6 +238,10 @@ fn tiny_model_converts_end_to_end() {
     assert_eq!((ft.selection_size, ft.holdout_size), (60, 120));
     assert_eq!(m.normalization, Normalization::unit());
     assert!(m.decision.threshold.is_finite());
+    // The stream alarm's reference: the scores τ was taken over, ascending.
+    let scores = &m.decision.calibration_scores;
+    assert_eq!(scores.len(), m.decision.calibration_size);
+    assert!(scores.windows(2).all(|w| w[0] <= w[1]));
 }
 
 #[test]

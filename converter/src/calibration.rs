@@ -22,6 +22,8 @@ pub struct Calibration {
     pub target: Option<TargetThreshold>,
     /// Rejected fraction of the calibration frames at those thresholds.
     pub realised_fpr: f64,
+    /// The scores of the frames the thresholds were taken over, ascending.
+    pub scores: Vec<f32>,
     /// Clean frames M classifies correctly (the ones the quantile is taken over).
     pub frames_used: usize,
     /// M's accuracy on the held-out frames.
@@ -62,10 +64,13 @@ pub fn calibrate(dir: &Path, holdout: &FrameSet, target_fpr: f64, split: Option<
         _ => threshold,
     };
     let rejected = scored.iter().filter(|(class, score)| *score < threshold_for(*class)).count();
+    let mut scores = all;
+    scores.sort_by(f32::total_cmp);
     Ok(Calibration {
         threshold,
         target,
         realised_fpr: rejected as f64 / scored.len().max(1) as f64,
+        scores,
         frames_used: scored.len(),
         model_accuracy: scored.len() as f64 / holdout.len().max(1) as f64,
     })

@@ -468,6 +468,7 @@ fn write_bundle(
             calibration_fpr: 0.0,
             calibration_size: 0,
             target: None,
+            calibration_scores: Vec::new(),
         },
         plans,
         clean_frames: None,
@@ -517,6 +518,7 @@ fn write_bundle(
     let calibration = calibrate(writer.dir(), holdout, opts.target_fpr, split.as_ref())?;
     manifest.decision.threshold = calibration.threshold;
     manifest.decision.target = calibration.target.clone();
+    manifest.decision.calibration_scores = calibration.scores.clone();
     manifest.decision.calibration_fpr = calibration.realised_fpr;
     manifest.decision.calibration_size = calibration.frames_used;
     Ok((manifest, calibration))

@@ -65,6 +65,7 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
             calibration_fpr: 0.0,
             calibration_size: 0,
             target: None,
+            calibration_scores: Vec::new(),
         },
         plans,
         source_model: FileDigest {

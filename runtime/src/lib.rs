@@ -32,6 +32,7 @@
 //! C ABI in `badexpert-ffi`.
 
 pub mod advanced;
+pub mod alarm;
 mod batch;
 mod bundle;
 pub mod camera;

@@ -111,6 +111,11 @@ pub struct Decision {
     /// A threshold of its own for the backdoor's suspected target label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetThreshold>,
+    /// The calibration frames' scores, ascending: the reference of the
+    /// stream alarm's p-values ([`crate::alarm`]); empty in bundles written
+    /// before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration_scores: Vec<f32>,
 }
 
 /// An all-to-one backdoor succeeds only on frames M assigns to its target
@@ -416,6 +421,9 @@ impl Manifest {
         }
         if !(d.gamma.is_finite() && d.gamma > 0.0) {
             return Err(format!("decision.gamma {} must be positive", d.gamma));
+        }
+        if let Some(s) = d.calibration_scores.iter().find(|s| !s.is_finite()) {
+            return Err(format!("decision.calibration_scores holds {s}, not a finite score"));
         }
         if let Some(t) = &d.target {
             if t.label >= self.classes.len() {

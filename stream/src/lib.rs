@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use badexpert_runtime::alarm::StreamAlarm;
 use badexpert_runtime::{CameraFrame, FrameGeometry, FrameGuard};
 
 pub use handoff::{DropPolicy, ReaderEnd};
@@ -53,12 +54,21 @@ pub struct StreamOptions {
     pub queue: usize,
     /// How often to report [`Stats`]; `None` only at the end.
     pub stats_every: Option<Duration>,
+    /// A stream alarm over the guarded frames' scores; each alarm is a line
+    /// of its own ([`lines`]) and counted in [`Counts::alarms`].
+    pub alarm: Option<StreamAlarm>,
 }
 
 impl StreamOptions {
     /// Drop-oldest with one waiting frame, stats every 10 s.
     pub fn new(geometry: FrameGeometry) -> StreamOptions {
-        StreamOptions { geometry, policy: DropPolicy::Oldest, queue: 1, stats_every: Some(Duration::from_secs(10)) }
+        StreamOptions {
+            geometry,
+            policy: DropPolicy::Oldest,
+            queue: 1,
+            stats_every: Some(Duration::from_secs(10)),
+            alarm: None,
+        }
     }
 }
 
@@ -148,6 +158,7 @@ where
     let mut latencies = Latencies::default();
     let mut dropped = heapless::Vec::<(u64, f64), DROP_LOG>::new();
     let mut next_index = 0u64;
+    let mut alarm = options.alarm.clone();
     let mut last_stats = Instant::now();
     let stats_of = |counts: Counts, latencies: &mut Latencies| {
         let p = latencies.percentiles();
@@ -199,6 +210,10 @@ where
                 Err(_) => counts.failed += 1,
             }
             written = written.and_then(|()| out.verdict(slot.index, slot.arrived, &verdict, micros));
+            if let Some(event) = alarm.as_mut().and_then(|a| a.observe(&verdict)) {
+                counts.alarms += 1;
+                written = written.and_then(|()| out.alarm(slot.index, slot.arrived, &event));
+            }
             next_index = slot.index + 1;
             handoff.recycle(slot.data);
             if let Err(e) = written {

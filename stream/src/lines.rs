@@ -4,6 +4,8 @@
 //! - guarded: `{"index":0,"timestamp":0.033,"class":3,"label":"dress","score":4.21,"accepted":true,"latency_us":812}`
 //! - dropped unguarded: `{"index":1,"timestamp":0.066,"dropped":true,"accepted":false}`
 //! - not scorable (fail closed): `{"index":2,"timestamp":0.1,"accepted":false,"error":"…"}`
+//! - a stream alarm, after the line of the frame that raised it:
+//!   `{"event":"alarm","index":9,"timestamp":0.3,"evidence":11.9,"threshold":11.59,"run_frames":5}`
 //!
 //! `index` counts input frames from 0; `timestamp` is seconds since the
 //! stream began, when the frame was read (`null` for a dropped frame too old
@@ -11,6 +13,7 @@
 
 use std::io::{BufWriter, Write};
 
+use badexpert_runtime::alarm::AlarmEvent;
 use badexpert_runtime::{Result as GuardResult, Verdict};
 
 /// Writes the lines of one stream.
@@ -61,6 +64,16 @@ impl<'c, W: Write> LineWriter<'c, W> {
         self.out.flush()
     }
 
+    /// The line of a stream alarm raised by frame `index`, flushed.
+    pub fn alarm(&mut self, index: u64, arrived: f64, event: &AlarmEvent) -> std::io::Result<()> {
+        write!(self.out, "{{\"event\":\"alarm\",\"index\":{index},\"timestamp\":{arrived:.6},\"evidence\":")?;
+        self.number(Some(event.evidence))?;
+        write!(self.out, ",\"threshold\":")?;
+        self.number(Some(event.threshold))?;
+        writeln!(self.out, ",\"run_frames\":{}}}", event.run_frames)?;
+        self.out.flush()
+    }
+
     /// A JSON number, or `null` when absent or not finite.
     fn number(&mut self, value: Option<f64>) -> std::io::Result<()> {
         match value {
@@ -86,6 +99,7 @@ mod tests {
             w.dropped(1, Some(0.75)).unwrap();
             w.dropped(2, None).unwrap();
             w.verdict(3, 1.0, &Err(Error::Frame("bad \"frame\"".into())), 3).unwrap();
+            w.alarm(3, 1.0, &AlarmEvent { frame: 3, evidence: 12.5, threshold: 11.6, run_frames: 4 }).unwrap();
         }
         let lines: Vec<serde_json::Value> =
             String::from_utf8(buf).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -95,6 +109,8 @@ mod tests {
         assert_eq!(lines[1]["dropped"], true);
         assert_eq!(lines[2]["timestamp"], serde_json::Value::Null);
         assert!(lines[3]["error"].as_str().unwrap().contains("bad \"frame\""));
-        assert_eq!(lines.len(), 4);
+        assert_eq!((lines[4]["event"].as_str(), lines[4]["index"].as_u64()), (Some("alarm"), Some(3)));
+        assert_eq!((lines[4]["evidence"].as_f64(), lines[4]["run_frames"].as_u64()), (Some(12.5), Some(4)));
+        assert_eq!(lines.len(), 5);
     }
 }

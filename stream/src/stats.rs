@@ -18,6 +18,8 @@ pub struct Counts {
     pub dropped: u64,
     /// Frames the guard could not score (rejected too: fail closed).
     pub failed: u64,
+    /// Stream alarms raised ([`crate::StreamOptions::alarm`]).
+    pub alarms: u64,
 }
 
 /// Latencies of the last [`WINDOW`] guarded frames, in µs.

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use badexpert_runtime::alarm::{AlarmSettings, StreamAlarm};
 use badexpert_runtime::camera::DEFAULT_MAX_FRAME_BYTES;
 use badexpert_runtime::{advanced, FrameGeometry, Guard, GuardBundle, PixelFormat, Role};
 use badexpert_stream::{guard_stream, DropPolicy, StreamEnd, StreamOptions};
@@ -49,7 +50,10 @@ fn main() {
     let frame_bytes = geometry.frame_bytes().unwrap();
     let input: Arc<Vec<u8>> = Arc::new((0..2 * N * frame_bytes).map(|i| (i * 31 % 251) as u8).collect());
     let mut guard = Guard::new(&bundle).unwrap();
-    let options = StreamOptions { policy: DropPolicy::Block, stats_every: None, ..StreamOptions::new(geometry) };
+    // With the stream alarm on: its p-values and CUSUM allocate nothing either.
+    let reference: Vec<f32> = (1..400).map(|i| i as f32 * 1e-2).collect();
+    let alarm = Some(StreamAlarm::new(&reference, AlarmSettings::default()).unwrap());
+    let options = StreamOptions { policy: DropPolicy::Block, stats_every: None, alarm, ..StreamOptions::new(geometry) };
     let stop = AtomicBool::new(false);
     let mut run = |frames: usize| -> usize {
         let bytes = input[..frames * frame_bytes].to_vec();
