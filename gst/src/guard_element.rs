@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+use badexpert_runtime::alarm::{AlarmSettings, StreamAlarm};
 use badexpert_runtime::{
     CameraFrame, FrameGeometry, FrameGuard, Guard, GuardBundle, LoadOptions, ParallelGuard, PixelFormat, TrustedKey,
     Verdict,
@@ -20,6 +21,10 @@ pub const VERDICT_META: &str = "BadexpertVerdictMeta";
 /// `frame` u64, `pts` u64 ns when known, `class`, `score`, `threshold`,
 /// `error` when the frame could not be scored).
 pub const REJECTED_MESSAGE: &str = "badexpert-rejected";
+/// Name of the element message posted for each stream alarm (with
+/// `alarm-per-hour` set; fields: `frame` u64, `pts` u64 ns when known,
+/// `evidence` f64, `threshold` f64, `run-frames` u64; docs/design.md §10).
+pub const ALARM_MESSAGE: &str = "badexpert-alarm";
 
 /// What the element does with a frame the guard rejects.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
@@ -101,12 +106,28 @@ mod imp {
         gst::DebugCategory::new("badexpertguard", gst::DebugColorFlags::empty(), Some("badexpert guard"))
     });
 
-    #[derive(Debug, Clone, Default)]
+    #[derive(Debug, Clone)]
     struct Settings {
         bundle: Option<String>,
         trusted_key: Option<String>,
         action: Action,
         parallel: bool,
+        /// 0: no stream alarm.
+        alarm_per_hour: f64,
+        alarm_fps: f64,
+    }
+
+    impl Default for Settings {
+        fn default() -> Self {
+            Settings {
+                bundle: None,
+                trusted_key: None,
+                action: Action::default(),
+                parallel: false,
+                alarm_per_hour: 0.0,
+                alarm_fps: AlarmSettings::default().frame_rate,
+            }
+        }
     }
 
     /// What runs between start and stop.
@@ -117,6 +138,7 @@ mod imp {
         contiguous: Vec<u8>,
         frames: u64,
         rejected: u64,
+        alarm: Option<StreamAlarm>,
     }
 
     #[derive(Default)]
@@ -157,9 +179,28 @@ mod imp {
                         .default_value(false)
                         .mutable_ready()
                         .build(),
+                    glib::ParamSpecDouble::builder("alarm-per-hour")
+                        .nick("Stream alarm rate")
+                        .blurb("Post a badexpert-alarm message when evidence of a trigger in view builds up, with at most this many false alarms per hour of clean video (0: off)")
+                        .minimum(0.0)
+                        .default_value(0.0)
+                        .mutable_ready()
+                        .build(),
+                    glib::ParamSpecDouble::builder("alarm-fps")
+                        .nick("Stream alarm frame rate")
+                        .blurb("Frames per second, for alarm-per-hour")
+                        .minimum(0.001)
+                        .default_value(AlarmSettings::default().frame_rate)
+                        .mutable_ready()
+                        .build(),
                     glib::ParamSpecUInt64::builder("rejected")
                         .nick("Rejected")
                         .blurb("Frames rejected so far")
+                        .read_only()
+                        .build(),
+                    glib::ParamSpecUInt64::builder("alarms")
+                        .nick("Alarms")
+                        .blurb("Stream alarms raised so far")
                         .read_only()
                         .build(),
                 ]
@@ -174,6 +215,8 @@ mod imp {
                 "trusted-key" => s.trusted_key = value.get().expect("type checked upstream"),
                 "action" => s.action = value.get().expect("type checked upstream"),
                 "parallel" => s.parallel = value.get().expect("type checked upstream"),
+                "alarm-per-hour" => s.alarm_per_hour = value.get().expect("type checked upstream"),
+                "alarm-fps" => s.alarm_fps = value.get().expect("type checked upstream"),
                 other => gst::warning!(CAT, imp = self, "no writable property {other}"),
             }
         }
@@ -185,6 +228,12 @@ mod imp {
                 "trusted-key" => s.trusted_key.to_value(),
                 "action" => s.action.to_value(),
                 "parallel" => s.parallel.to_value(),
+                "alarm-per-hour" => s.alarm_per_hour.to_value(),
+                "alarm-fps" => s.alarm_fps.to_value(),
+                "alarms" => {
+                    let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    state.as_ref().and_then(|st| st.alarm.as_ref()).map_or(0u64, |a| a.alarms()).to_value()
+                }
                 _ => {
                     let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                     state.as_ref().map_or(0u64, |st| st.rejected).to_value()
@@ -254,9 +303,22 @@ mod imp {
             } else {
                 Box::new(Guard::new(&bundle).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ["{e}"]))?)
             };
+            let alarm = if settings.alarm_per_hour > 0.0 {
+                let alarm_settings = AlarmSettings {
+                    false_alarms_per_hour: settings.alarm_per_hour,
+                    frame_rate: settings.alarm_fps,
+                    ..AlarmSettings::default()
+                };
+                let scores = &bundle.manifest().decision.calibration_scores;
+                Some(StreamAlarm::new(scores, alarm_settings).map_err(|e| {
+                    gst::error_msg!(gst::CoreError::Failed, ["alarm-per-hour: bundle {dir}: {e} (convert it again)"])
+                })?)
+            } else {
+                None
+            };
             gst::info!(CAT, imp = self, "guarding with {dir} (input {})", bundle.manifest().input.shape);
             *self.state.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(State { guard, geometry: None, contiguous: vec![], frames: 0, rejected: 0 });
+                Some(State { guard, geometry: None, contiguous: vec![], frames: 0, rejected: 0, alarm });
             Ok(())
         }
 
@@ -295,6 +357,18 @@ mod imp {
             // Fail closed: a frame that cannot be scored is rejected with its reason.
             let verdict = guard_frame(st, frame);
             let accepted = verdict.as_ref().is_ok_and(|v| v.accepted);
+            let observed = verdict.clone().map_err(badexpert_runtime::Error::Frame);
+            if let Some(event) = st.alarm.as_mut().and_then(|a| a.observe(&observed)) {
+                let mut s = gst::Structure::builder(ALARM_MESSAGE)
+                    .field("frame", index)
+                    .field("evidence", event.evidence)
+                    .field("threshold", event.threshold)
+                    .field("run-frames", event.run_frames);
+                if let Some(pts) = frame.buffer().pts() {
+                    s = s.field("pts", pts.nseconds());
+                }
+                let _ = self.obj().post_message(gst::message::Element::builder(s.build()).src(&*self.obj()).build());
+            }
             if !accepted {
                 st.rejected += 1;
                 let mut s = gst::Structure::builder(REJECTED_MESSAGE).field("frame", index);

@@ -3,7 +3,8 @@
 //! flags as triggered (`action=drop`, the default) or passes every frame
 //! with its verdict attached as a `BadexpertVerdictMeta` custom meta
 //! (`action=tag`). Each rejected frame also posts a `badexpert-rejected`
-//! element message on the bus. Frames of any size in GRAY8, RGB, BGR, YUY2
+//! element message on the bus; with `alarm-per-hour` set, a stream alarm
+//! (docs/design.md §10) posts a `badexpert-alarm` message. Frames of any size in GRAY8, RGB, BGR, YUY2
 //! and NV12 are brought to the model's input as the bundle's manifest says
 //! (docs/camera.md).
 //!
@@ -18,7 +19,9 @@
 
 mod guard_element;
 
-pub use guard_element::{verdict_of, Action, BadexpertGuard, TaggedVerdict, REJECTED_MESSAGE, VERDICT_META};
+pub use guard_element::{
+    verdict_of, Action, BadexpertGuard, TaggedVerdict, ALARM_MESSAGE, REJECTED_MESSAGE, VERDICT_META,
+};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
     guard_element::register(plugin)

@@ -215,3 +215,82 @@ fn demo_frames_upscaled_get_the_runtime_guards_verdicts_through_the_element() {
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The stream alarm through the element (docs/design.md §10): silent over
+/// the demo's 500 clean frames, one `badexpert-alarm` message within a few
+/// frames once BadNet-triggered frames follow. The shipped bundle predates
+/// recorded calibration scores: a copy gets them (its stored clean frames'
+/// scores, as `stream` uses) and is sealed again; the original is refused
+/// with the reason.
+#[test]
+fn the_alarm_posts_a_message_soon_after_a_trigger_appears_and_not_before() {
+    gst::init().unwrap();
+    gstbadexpert::plugin_register_static().unwrap();
+    let dir = demo();
+    let work = scratch("alarm");
+    let copy = work.join("bundle");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(dir.join("bundle")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let bundle = GuardBundle::open(&copy).unwrap();
+    let mut manifest = bundle.manifest().clone();
+    let stored = FrameSource::detect(&copy.join(&manifest.clean_frames.as_ref().unwrap().images.file)).load().unwrap();
+    let mut guard = Guard::new(&bundle).unwrap();
+    let labels = stored.labels().unwrap();
+    manifest.decision.calibration_scores = (0..stored.len())
+        .map(|i| guard.guard(stored.frame(i), badexpert_runtime::PixelLayout::Chw).unwrap())
+        .zip(labels)
+        .filter(|(v, &l)| v.class as u32 == l)
+        .map(|(v, _)| v.score)
+        .collect();
+    manifest.write(&copy.join(badexpert_runtime::manifest::MANIFEST_FILE)).unwrap();
+
+    let clean = FrameSource::detect(&dir.join("eval-clean-images-idx3-ubyte.gz")).load().unwrap();
+    let triggered = FrameSource::detect(&dir.join("eval-badnet-images-idx3-ubyte.gz")).load().unwrap();
+    let n_clean = clean.len().min(500);
+    let mut raw: Vec<u8> = (0..n_clean).flat_map(|i| clean.frame(i).to_vec()).collect();
+    let shown = (0..triggered.len()).filter(|&i| triggered.labels().unwrap()[i] != 0).take(30);
+    raw.extend(shown.flat_map(|i| triggered.frame(i).to_vec()));
+    let path = work.join("clean-then-triggered.gray8");
+    std::fs::write(&path, &raw).unwrap();
+
+    let run = |bundle: &Path| -> Result<Vec<u64>, String> {
+        let description = format!(
+            "filesrc location={} ! rawvideoparse format=gray8 width=28 height=28 framerate=30/1 \
+             ! badexpertguard bundle={} alarm-per-hour=1 alarm-fps=30 ! fakesink sync=false",
+            path.display(),
+            bundle.display()
+        );
+        let pipeline = gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let _ = pipeline.set_state(gst::State::Playing);
+        let mut alarms = Vec::new();
+        let mut failure = None;
+        for msg in pipeline.bus().unwrap().iter_timed(gst::ClockTime::from_seconds(120)) {
+            match msg.view() {
+                gst::MessageView::Eos(..) => break,
+                gst::MessageView::Error(e) => {
+                    failure = Some(format!("{} {:?}", e.error(), e.debug()));
+                    break;
+                }
+                gst::MessageView::Element(e) => {
+                    if let Some(s) = e.structure().filter(|s| s.name() == gstbadexpert::ALARM_MESSAGE) {
+                        assert!(s.get::<f64>("evidence").unwrap() >= s.get::<f64>("threshold").unwrap());
+                        alarms.push(s.get::<u64>("frame").unwrap());
+                    }
+                }
+                _ => {}
+            }
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        failure.map_or(Ok(alarms), Err)
+    };
+    let alarms = run(&copy).unwrap();
+    let first = *alarms.first().expect("an alarm once the trigger is in view") as usize;
+    assert!(first >= n_clean, "a false alarm at clean frame {first}");
+    assert!(first < n_clean + 10, "the alarm came {} frames after the trigger appeared", first - n_clean);
+    let refused = run(&dir.join("bundle")).unwrap_err();
+    assert!(refused.contains("calibration scores"), "{refused}");
+    let _ = std::fs::remove_dir_all(&work);
+}
