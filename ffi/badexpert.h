@@ -80,6 +80,9 @@ typedef struct BadexpertVerdict {
   float threshold;
   // False when the frame is flagged as triggered, or was not scored.
   bool accepted;
+  // True when this frame raised the stream alarm
+  // (`badexpert_guard_set_alarm`); always false without one.
+  bool alarm;
 } BadexpertVerdict;
 
 // An 8-bit image laid out as `sensor_msgs/Image` carries one.
@@ -168,6 +171,19 @@ enum BadexpertStatus badexpert_bundle_class_name(const struct BadexpertBundle *b
 // `bundle` is NULL or a live handle; `guard` is NULL or writable.
 enum BadexpertStatus badexpert_guard_create(const struct BadexpertBundle *bundle,
                                             struct BadexpertGuard **guard);
+
+// Sets the stream alarm over this guard's frames (docs/design.md §10): at
+// most `false_alarms_per_hour` false alarms per hour of clean video at
+// `frame_rate` frames per second; 0 false alarms per hour turns it off.
+// Each verdict's `alarm` then says whether that frame raised it; a frame
+// that could not be scored counts as suspicious. A bundle that records no
+// calibration scores is refused (`INVALID_ARGUMENT`, convert it again).
+//
+// # Safety
+// `guard` is NULL or a live handle not in use by another thread.
+enum BadexpertStatus badexpert_guard_set_alarm(struct BadexpertGuard *guard,
+                                               double false_alarms_per_hour,
+                                               double frame_rate);
 
 // Frees a guard and sets `*guard` to NULL; a NULL handle is ignored.
 //

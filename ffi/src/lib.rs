@@ -29,6 +29,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use badexpert_runtime::alarm::{AlarmSettings, StreamAlarm};
 use badexpert_runtime::camera::{ResizeMode, DEFAULT_MAX_FRAME_BYTES};
 use badexpert_runtime::{
     CameraFrame, Error, FrameGeometry, FrameShape, Guard, GuardBundle, LoadOptions, PixelFormat, PixelLayout,
@@ -73,6 +74,8 @@ pub struct BadexpertGuard {
     shape: FrameShape,
     /// The bundle's resize mode (`None` refuses other sizes).
     guard_resize: ResizeMode,
+    /// The stream alarm over this guard's frames, when set.
+    alarm: Option<StreamAlarm>,
 }
 
 /// The input one bundle takes: planar channels × height × width, u8.
@@ -115,6 +118,9 @@ pub struct BadexpertVerdict {
     pub threshold: f32,
     /// False when the frame is flagged as triggered, or was not scored.
     pub accepted: bool,
+    /// True when this frame raised the stream alarm
+    /// (`badexpert_guard_set_alarm`); always false without one.
+    pub alarm: bool,
 }
 
 impl BadexpertVerdict {
@@ -127,6 +133,7 @@ impl BadexpertVerdict {
             auxiliary_confidence: f32::NAN,
             threshold,
             accepted: false,
+            alarm: false,
         }
     }
 }
@@ -404,8 +411,35 @@ pub unsafe extern "C" fn badexpert_guard_create(
         let bundle = &non_null(bundle, "bundle")?.bundle;
         let shape = bundle.manifest().input.shape;
         let guard_resize = bundle.manifest().camera.resize;
-        let made = BadexpertGuard { guard: Guard::new(bundle)?, shape, guard_resize };
+        let made = BadexpertGuard { guard: Guard::new(bundle)?, shape, guard_resize, alarm: None };
         *out = Box::into_raw(Box::new(made));
+        Ok(())
+    })
+}
+
+/// Sets the stream alarm over this guard's frames (docs/design.md §10): at
+/// most `false_alarms_per_hour` false alarms per hour of clean video at
+/// `frame_rate` frames per second; 0 false alarms per hour turns it off.
+/// Each verdict's `alarm` then says whether that frame raised it; a frame
+/// that could not be scored counts as suspicious. A bundle that records no
+/// calibration scores is refused (`INVALID_ARGUMENT`, convert it again).
+///
+/// # Safety
+/// `guard` is NULL or a live handle not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn badexpert_guard_set_alarm(
+    guard: *mut BadexpertGuard,
+    false_alarms_per_hour: f64,
+    frame_rate: f64,
+) -> BadexpertStatus {
+    call(|| {
+        let g = non_null_mut(guard, "guard")?;
+        g.alarm = if false_alarms_per_hour == 0.0 {
+            None
+        } else {
+            let settings = AlarmSettings { false_alarms_per_hour, frame_rate, ..AlarmSettings::default() };
+            Some(StreamAlarm::new(&g.guard.decision().calibration_scores, settings)?)
+        };
         Ok(())
     })
 }
@@ -513,7 +547,17 @@ unsafe fn guarded(
     }
     call(|| {
         let g = non_null_mut(guard, "guard")?;
-        let v = score(g)?;
+        let scored = score(g);
+        // The alarm sees every frame, scored or not (fail closed).
+        let observed = match &scored {
+            Ok(v) => Ok(*v),
+            Err(Failure(_, message)) => Err(Error::Frame(message.clone())),
+        };
+        let alarm = g.alarm.as_mut().and_then(|a| a.observe(&observed)).is_some();
+        if let Some(out) = verdict.as_mut() {
+            out.alarm = alarm;
+        }
+        let v = scored?;
         let Some(out) = verdict.as_mut() else { return Ok(()) };
         *out = BadexpertVerdict {
             class_index: u32::try_from(v.class)
@@ -523,6 +567,7 @@ unsafe fn guarded(
             auxiliary_confidence: v.confidences.auxiliary,
             threshold: g.guard.decision().threshold_for(v.class),
             accepted: v.accepted,
+            alarm,
         };
         Ok(())
     })

@@ -416,3 +416,82 @@ fn every_tampering_is_refused_through_the_c_abi_naming_its_cause() {
     let _ = std::fs::remove_dir_all(&ok);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// The stream alarm through the ABI (docs/design.md §10): refused on a bundle
+/// that records no calibration scores (the shipped one predates them); on a
+/// copy that records them (its stored clean frames' scores, sealed again),
+/// silent over 500 clean frames and raised within a few triggered ones; a
+/// frame that cannot be scored counts as suspicious.
+#[test]
+fn the_alarm_is_raised_in_the_verdict_soon_after_a_trigger_appears() {
+    let guard = abi_guard();
+    assert_eq!(unsafe { badexpert_guard_set_alarm(guard, 1.0, 30.0) }, BadexpertStatus::InvalidArgument);
+    assert!(last_error().contains("calibration scores"), "{}", last_error());
+    let mut guard = guard;
+    unsafe { badexpert_guard_destroy(&mut guard) };
+
+    let copy = std::env::temp_dir().join(format!("badexpert-ffi-alarm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(demo_bundle()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let bundle = GuardBundle::open(&copy).unwrap();
+    let mut manifest: Manifest = bundle.manifest().clone();
+    let stored = FrameSource::detect(&copy.join(&manifest.clean_frames.as_ref().unwrap().images.file)).load().unwrap();
+    let mut rust = Guard::new(&bundle).unwrap();
+    let labels = stored.labels().unwrap();
+    manifest.decision.calibration_scores = (0..stored.len())
+        .map(|i| rust.guard(stored.frame(i), PixelLayout::Chw).unwrap())
+        .zip(labels)
+        .filter(|(v, &l)| v.class as u32 == l)
+        .map(|(v, _)| v.score)
+        .collect();
+    manifest.write(&copy.join(badexpert_runtime::manifest::MANIFEST_FILE)).unwrap();
+
+    let dir = CString::new(copy.to_str().unwrap()).unwrap();
+    let (mut b, mut g) = (null_mut(), null_mut());
+    unsafe {
+        assert_eq!(badexpert_bundle_open(dir.as_ptr(), &mut b), BadexpertStatus::Ok);
+        assert_eq!(badexpert_guard_create(b, &mut g), BadexpertStatus::Ok);
+        assert_eq!(badexpert_guard_set_alarm(g, 1.0, 30.0), BadexpertStatus::Ok);
+    }
+    let guard_all = |set: &FrameSet, which: &[usize]| -> Vec<bool> {
+        which
+            .iter()
+            .map(|&i| {
+                let mut v = BadexpertVerdict::default();
+                let f = set.frame(i);
+                assert_eq!(unsafe { badexpert_guard_frame(g, f.as_ptr(), f.len(), &mut v) }, BadexpertStatus::Ok);
+                v.alarm
+            })
+            .collect()
+    };
+    let clean = demo_frames("eval-clean-images-idx3-ubyte.gz", 500);
+    assert!(guard_all(&clean, &(0..clean.len()).collect::<Vec<_>>()).iter().all(|a| !a), "a false alarm");
+    let triggered = demo_frames("eval-badnet-images-idx3-ubyte.gz", 1000);
+    let shown: Vec<usize> = (0..triggered.len()).filter(|&i| triggered.labels().unwrap()[i] != 0).take(30).collect();
+    let raised = guard_all(&triggered, &shown);
+    let first = raised.iter().position(|&a| a).expect("an alarm once the trigger is in view");
+    assert!(first < 10, "the alarm came {first} frames after the trigger appeared");
+    // Unscorable frames (a wrong size) raise it too, with a rejected verdict.
+    let mut v = BadexpertVerdict::default();
+    let bad = [0u8; 3];
+    let alarms = (0..10)
+        .filter(|_| {
+            let status = unsafe { badexpert_guard_frame(g, bad.as_ptr(), bad.len(), &mut v) };
+            assert_ne!(status, BadexpertStatus::Ok);
+            assert!(!v.accepted);
+            v.alarm
+        })
+        .count();
+    assert!(alarms >= 1);
+    // 0 turns it off.
+    assert_eq!(unsafe { badexpert_guard_set_alarm(g, 0.0, 30.0) }, BadexpertStatus::Ok);
+    unsafe {
+        badexpert_guard_destroy(&mut g);
+        badexpert_bundle_destroy(&mut b);
+    }
+    let _ = std::fs::remove_dir_all(&copy);
+}
