@@ -19,8 +19,8 @@ use tch::Device;
 use badexpert_frames::{write_idx_images, write_idx_labels};
 use badexpert_runtime::camera::CameraPreprocessing;
 use badexpert_runtime::manifest::{
-    CleanFrames, Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, RateTrial, ScanRecord,
-    TrainingRecord, FORMAT_VERSION,
+    CleanFrames, Decision, FileDigest, FineTuneRecord, Manifest, Plans, Precision, RateTrial, ScanRecord,
+    TrainingRecord,
 };
 use badexpert_runtime::{sha256_file, FrameSet, Normalization, Preprocessor, ScoreMode};
 
@@ -28,9 +28,10 @@ use crate::augment::Augmentation;
 use crate::auxiliary::AuxiliaryModel;
 use crate::calibration::{calibrate, Calibration, TargetSplit};
 use crate::expert::{BackdoorExpert, Expert};
-use crate::export::{AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
+use crate::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
+use crate::onnx::pb::ModelProto;
 use crate::onnx::TchGraph;
-use crate::output::{check_destination, BundleWriter};
+use crate::output::{check_destination, BundleWriter, NewManifest};
 use crate::scan::{scan, ScanOptions};
 use crate::signing::SecretKey;
 pub use crate::suspect::{
@@ -440,66 +441,47 @@ fn write_bundle(
 ) -> Result<(Manifest, Calibration)> {
     let Suspect { source, shape, .. } = &p.suspect;
     let (shape, precision, holdout) = (*shape, opts.precision, &p.split.calibration);
+    let plan = |model: &ModelProto, file: &str, what: &str| -> Result<FileDigest> {
+        write_plan(model, shape, &writer.dir().join(file), what, precision)?;
+        writer.digest(file)
+    };
     let plans = Plans {
-        model: writer.plan(source, shape, MODEL_PLAN, "model M", precision)?,
-        expert: writer.plan(&experts.expert.graph.to_proto()?, shape, EXPERT_PLAN, "backdoor expert B", precision)?,
-        auxiliary: writer.plan(
-            &experts.auxiliary.to_proto()?,
-            shape,
-            AUXILIARY_PLAN,
-            "auxiliary model M′",
-            precision,
-        )?,
+        model: plan(source, MODEL_PLAN, "model M")?,
+        expert: plan(&experts.expert.graph.to_proto()?, EXPERT_PLAN, "backdoor expert B")?,
+        auxiliary: plan(&experts.auxiliary.to_proto()?, AUXILIARY_PLAN, "auxiliary model M′")?,
     };
     let expert = &experts.expert;
-    let mut manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        input: InputSpec { shape, layout: "NCHW".into() },
-        normalization: opts.normalization.clone(),
-        camera: opts.camera,
-        classes: p.class_names.clone(),
-        precision,
-        int8: None,
-        decision: Decision {
-            score: opts.score,
-            gamma: opts.gamma,
-            threshold: 0.0,
-            target_fpr: opts.target_fpr,
-            calibration_fpr: 0.0,
-            calibration_size: 0,
-            target: None,
-            calibration_scores: Vec::new(),
+    let fine_tune = FineTuneRecord {
+        expert: expert.config.record(opts.expert.mislabel.describe(), expert.holdout_accuracy, expert.trials.clone()),
+        auxiliary: match &experts.auxiliary_source {
+            AuxiliarySource::Trained(cfg) => {
+                cfg.record("true labels", experts.auxiliary_accuracy, experts.auxiliary_trials.clone())
+            }
+            AuxiliarySource::Supplied(record) => record.clone(),
         },
-        plans,
-        clean_frames: None,
-        scan: scan.clone(),
-        source_model: FileDigest {
-            file: model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            sha256: sha256_file(model_path)?,
-        },
-        fine_tune: FineTuneRecord {
-            expert: expert.config.record(
-                opts.expert.mislabel.describe(),
-                expert.holdout_accuracy,
-                expert.trials.clone(),
-            ),
-            auxiliary: match &experts.auxiliary_source {
-                AuxiliarySource::Trained(cfg) => {
-                    cfg.record("true labels", experts.auxiliary_accuracy, experts.auxiliary_trials.clone())
-                }
-                AuxiliarySource::Supplied(record) => record.clone(),
-            },
-            reserve_size: reserve.len(),
-            fit_size: p.split.fit.len(),
-            selection_size: p.split.selection.len(),
-            holdout_size: holdout.len(),
-            seed: opts.seed,
-            split_seed: opts.split_seed,
-            device: format!("{:?}", opts.device),
-            restored_norms: experts.restored_norms,
-        },
-        created_by: format!("badexpert-convert {}", env!("CARGO_PKG_VERSION")),
+        reserve_size: reserve.len(),
+        fit_size: p.split.fit.len(),
+        selection_size: p.split.selection.len(),
+        holdout_size: holdout.len(),
+        seed: opts.seed,
+        split_seed: opts.split_seed,
+        device: format!("{:?}", opts.device),
+        restored_norms: experts.restored_norms,
     };
+    let mut manifest = NewManifest {
+        shape,
+        normalization: opts.normalization.clone(),
+        classes: p.class_names.clone(),
+        decision: Decision::uncalibrated(opts.score, opts.gamma, opts.target_fpr),
+        plans,
+        source_model: model_path,
+        fine_tune,
+        created_by: format!("badexpert-convert {}", env!("CARGO_PKG_VERSION")),
+    }
+    .build()?;
+    manifest.camera = opts.camera;
+    manifest.precision = precision;
+    manifest.scan = scan.clone();
     if opts.store_clean > 0 {
         let kept = holdout.select(&(0..opts.store_clean.min(holdout.len())).collect::<Vec<_>>());
         write_idx_images(&writer.dir().join(CLEAN_IMAGES), &kept)?;

@@ -6,12 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
-use badexpert_runtime::manifest::{FileDigest, Precision, MANIFEST_FILE};
+use badexpert_runtime::camera::CameraPreprocessing;
+use badexpert_runtime::manifest::{
+    Decision, FileDigest, FineTuneRecord, InputSpec, Plans, Precision, FORMAT_VERSION, MANIFEST_FILE,
+};
 use badexpert_runtime::seal::SEAL_FILE;
-use badexpert_runtime::{sha256_file, FrameShape, Manifest};
+use badexpert_runtime::{sha256_file, FrameShape, Manifest, Normalization};
 
-use crate::export::write_plan;
-use crate::onnx::pb::ModelProto;
 use crate::signing::{write_seal, SecretKey};
 use crate::{Error, Result};
 
@@ -38,19 +39,6 @@ impl BundleWriter {
     /// The staging directory, for steps that read the bundle as written so far.
     pub fn dir(&self) -> &Path {
         &self.staging
-    }
-
-    /// Writes `model` as the plan `file` in `precision` and returns its digest.
-    pub fn plan(
-        &self,
-        model: &ModelProto,
-        shape: FrameShape,
-        file: &str,
-        what: &str,
-        precision: Precision,
-    ) -> Result<FileDigest> {
-        write_plan(model, shape, &self.staging.join(file), what, precision)?;
-        self.digest(file)
     }
 
     /// Copies `from` into the bundle as `file` and returns its digest.
@@ -80,6 +68,48 @@ impl BundleWriter {
         move_into_place(&self.staging, &self.out, self.overwrite)?;
         self.finished = true;
         Ok(self.out.clone())
+    }
+}
+
+/// What every bundle's manifest states: the one place a manifest for
+/// writing is built ([`NewManifest::build`]). The other fields start at
+/// their plain values — NCHW input, the default camera preprocessing, f32
+/// plans, no int8 scales, no stored frames, no scan — for the caller to set.
+pub struct NewManifest<'a> {
+    pub shape: FrameShape,
+    pub normalization: Normalization,
+    pub classes: Vec<String>,
+    pub decision: Decision,
+    pub plans: Plans,
+    /// The model the plans were made from (its name and sha256 are recorded).
+    pub source_model: &'a Path,
+    pub fine_tune: FineTuneRecord,
+    /// The tool and version that wrote the bundle.
+    pub created_by: String,
+}
+
+impl NewManifest<'_> {
+    pub fn build(self) -> Result<Manifest> {
+        let source = self.source_model;
+        Ok(Manifest {
+            format_version: FORMAT_VERSION,
+            input: InputSpec { shape: self.shape, layout: "NCHW".into() },
+            normalization: self.normalization,
+            camera: CameraPreprocessing::default(),
+            classes: self.classes,
+            precision: Precision::F32,
+            int8: None,
+            decision: self.decision,
+            plans: self.plans,
+            clean_frames: None,
+            scan: None,
+            source_model: FileDigest {
+                file: source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                sha256: sha256_file(source)?,
+            },
+            fine_tune: self.fine_tune,
+            created_by: self.created_by,
+        })
     }
 }
 

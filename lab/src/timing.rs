@@ -7,15 +7,12 @@
 
 use std::path::Path;
 
-use badexpert_converter::export::{AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
+use badexpert_converter::export::{write_plan, AUXILIARY_PLAN, EXPERT_PLAN, MODEL_PLAN};
 use badexpert_converter::onnx::{normalization_metadata, read_model, TchGraph};
-use badexpert_converter::output::BundleWriter;
+use badexpert_converter::output::{BundleWriter, NewManifest};
 use badexpert_converter::{Error, Result};
-use badexpert_runtime::camera::CameraPreprocessing;
-use badexpert_runtime::manifest::{
-    Decision, FileDigest, FineTuneRecord, InputSpec, Manifest, Plans, Precision, TrainingRecord, FORMAT_VERSION,
-};
-use badexpert_runtime::{sha256_file, FrameShape, Normalization, ScoreMode};
+use badexpert_runtime::manifest::{Decision, FileDigest, FineTuneRecord, Manifest, Plans, Precision, TrainingRecord};
+use badexpert_runtime::{FrameShape, Normalization, ScoreMode};
 
 /// Writes the timing bundle of `model` (ONNX, input `[N, C, H, W]`) into `out`.
 pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
@@ -30,7 +27,10 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
         tch::Tensor::zeros([2, shape.channels as i64, shape.height as i64, shape.width as i64], tch::kind::FLOAT_CPU);
     let classes = graph.predict(&x)?.size()[1] as usize;
     let writer = BundleWriter::new(out, true)?;
-    let plan = |file: &str, what: &str| writer.plan(&source, shape, file, what, Precision::F32);
+    let plan = |file: &str, what: &str| -> Result<FileDigest> {
+        write_plan(&source, shape, &writer.dir().join(file), what, Precision::F32)?;
+        writer.digest(file)
+    };
     let plans = Plans {
         model: plan(MODEL_PLAN, "model M")?,
         expert: plan(EXPERT_PLAN, "M as B")?,
@@ -49,31 +49,13 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
         holdout_accuracy: 0.0,
         rate_search: vec![],
     };
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        input: InputSpec { shape, layout: "NCHW".into() },
+    let manifest = NewManifest {
+        shape,
         normalization: normalization_metadata(&source)?.unwrap_or_else(Normalization::unit),
-        camera: CameraPreprocessing::default(),
         classes: (0..classes).map(|k| k.to_string()).collect(),
-        precision: Precision::F32,
-        int8: None,
-        decision: Decision {
-            score: ScoreMode::Ensemble,
-            gamma: 0.5,
-            threshold: 0.0,
-            target_fpr: 0.01,
-            calibration_fpr: 0.0,
-            calibration_size: 0,
-            target: None,
-            calibration_scores: Vec::new(),
-        },
+        decision: Decision::uncalibrated(ScoreMode::Ensemble, 0.5, 0.01),
         plans,
-        source_model: FileDigest {
-            file: model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            sha256: sha256_file(model)?,
-        },
-        clean_frames: None,
-        scan: None,
+        source_model: model,
         fine_tune: FineTuneRecord {
             expert: untrained("none: M stands in for B (timing bundle)"),
             auxiliary: untrained("none: M stands in for M′ (timing bundle)"),
@@ -87,7 +69,8 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
             restored_norms: 0,
         },
         created_by: format!("badexpert-lab timing_bundle {}", env!("CARGO_PKG_VERSION")),
-    };
+    }
+    .build()?;
     writer.finish(&manifest, None)?;
     Ok(manifest)
 }

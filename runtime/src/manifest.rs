@@ -137,6 +137,20 @@ pub struct TargetThreshold {
 }
 
 impl Decision {
+    /// A rule not calibrated yet: τ 0, no target label, no calibration scores.
+    pub fn uncalibrated(score: ScoreMode, gamma: f32, target_fpr: f64) -> Decision {
+        Decision {
+            score,
+            gamma,
+            threshold: 0.0,
+            target_fpr,
+            calibration_fpr: 0.0,
+            calibration_size: 0,
+            target: None,
+            calibration_scores: Vec::new(),
+        }
+    }
+
     /// One line for people: the thresholds and what they were chosen for.
     pub fn summary(&self, classes: &[String]) -> String {
         let head = format!(
