@@ -9,7 +9,7 @@
 //!
 //! The first run prepares `target/bench/{demo,resnet18}/`: a bundle made by
 //! the converter plus the ONNX of M, B and M′, which
-//! `benches/compare_onnxruntime.py` times with ONNX Runtime beside ours.
+//! `lab/bench/compare_onnxruntime.py` times with ONNX Runtime beside ours.
 
 use std::path::{Path, PathBuf};
 

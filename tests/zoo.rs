@@ -1,5 +1,5 @@
 //! Models this project did not make (the PyTorch-trained zoo of
-//! `scripts/zoo/make_zoo.py`), converted with the defaults — no tuning flag —
+//! `lab/zoo/make_zoo.py`), converted with the defaults — no tuning flag —
 //! and guarded on the zoo's evaluation slice: one folded export (BatchNorm
 //! merged into the convolutions, `torch.onnx.export`'s default) and one with
 //! BatchNorm kept, both from the development part.

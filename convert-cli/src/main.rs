@@ -140,7 +140,7 @@ struct ScanArgs {
     #[arg(long, default_value_t = ScanOptions::default().read_after)]
     scan_read_after: f64,
     /// Also keep each run's held-out predictions at these multiples of its collapse step
-    /// (comma-separated; for studying the rule offline, scripts/zoo/scan_tables.py).
+    /// (comma-separated; for studying the rule offline, lab/zoo/scan_tables.py).
     #[arg(long, value_delimiter = ',')]
     scan_snapshots: Vec<f64>,
     /// Unlearn the features only, leaving the classifier head (the last dense layer) as it is.

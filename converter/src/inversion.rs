@@ -214,7 +214,7 @@ fn invert_one(
                 }
                 (window_hits, window_frames, window_steps, window_mask) = (0, 0, 0, 0.0);
                 // Step budgets and stopping rules are scored offline from this trace
-                // (scripts/zoo/early_stop.py).
+                // (lab/zoo/early_stop.py).
                 log::debug!(
                     "inversion trace: label {label} step {step} share {share:.4} mask {mask_size:.6} best {best:.6}"
                 );

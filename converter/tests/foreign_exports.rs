@@ -1,7 +1,7 @@
 //! Models as other tools write them: ONNX external data (the dynamo
 //! exporter's `<model>.onnx.data`), the operators PyTorch's exporters add
 //! (`Mod` from `nn.MultiheadAttention`, integer `Div`), and every export of
-//! the independent model zoo (`models/zoo`, scripts/zoo/make_zoo.py) loaded
+//! the independent model zoo (`models/zoo`, lab/zoo/make_zoo.py) loaded
 //! by the interpreter and checked against the logits PyTorch recorded, on a
 //! batch of frames even where the export pinned a batch of 1.
 
@@ -309,7 +309,7 @@ fn integer_div_truncates_like_onnx_and_torch_trunc() {
 fn every_zoo_export_loads_and_matches_pytorch() {
     let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo");
     let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(zoo.join("zoo.json")).expect("models/zoo/zoo.json (scripts/zoo/make_zoo.py)"),
+        &std::fs::read(zoo.join("zoo.json")).expect("models/zoo/zoo.json (lab/zoo/make_zoo.py)"),
     )
     .unwrap();
     let norm = &manifest["normalization"];

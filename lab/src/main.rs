@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// A bundle for timing only: the model's plan as M, B and M′, τ = 0, no fine-tuning
-    /// (the speed suite, benches/compare_onnxruntime.py --suite).
+    /// (the speed suite, lab/bench/compare_onnxruntime.py --suite).
     TimingBundle {
         /// The model (ONNX) whose plan stands in for M, B and M′.
         #[arg(long)]

@@ -1,7 +1,7 @@
 //! Bundles for timing only: a suspect model's plan standing in for all
 //! three models (B and M′ are fine-tuned copies of M, so they share its
 //! architecture and cost), τ = 0, no fine-tuning. The speed suite
-//! (`benches/compare_onnxruntime.py --suite`) makes one per zoo export and
+//! (`lab/bench/compare_onnxruntime.py --suite`) makes one per zoo export and
 //! times it beside ONNX Runtime running the same file three times; nothing
 //! it decides means anything.
 

@@ -720,7 +720,7 @@ def assemble(outdir):
         else:
             print(f"warning: {r['name']} not built", file=sys.stderr)
     zoo = dict(
-        description="Independent zoo of PyTorch-trained Fashion-MNIST classifiers (scripts/zoo/make_zoo.py)",
+        description="Independent zoo of PyTorch-trained Fashion-MNIST classifiers (lab/zoo/make_zoo.py)",
         input=dict(shape=[1, 28, 28], layout="NCHW", dtype="float32"),
         output=dict(shape=["N", 10], kind="logits"),
         normalization=NORMALIZATION,

@@ -44,7 +44,7 @@ defaults, no rate search:
             (c_B) and M' alone (-c_A), and M''s ASR.
 
 Independence: this script shares NO code with the Rust converter/runtime
-(converter/, runtime/, src/). From scripts/zoo/make_zoo.py it imports only
+(converter/, runtime/, src/). From lab/zoo/make_zoo.py it imports only
 the architecture constructor `build(arch, batchnorm)`. The weights come from
 each model's BN-kept TorchScript export <name>.bn.onnx (exported with
 do_constant_folding=False, training=PRESERVE, so its initializers carry the
@@ -63,7 +63,7 @@ When B or M' ends with non-finite weights under the fixed recipe (SGD at
 diverged with its per-epoch losses and no guard figures -- no NaN threshold.
 
 Usage:
-  /work/torchenv/bin/python scripts/zoo/reference.py \
+  /work/torchenv/bin/python lab/zoo/reference.py \
       [--zoo models/zoo] [--only NAME ...] [--lr-expert 1e-4] [--lr-aux 0.1] \
       [--out docs/zoo-reference]      # writes docs/zoo-reference.{json,md}
       [--reuse docs/zoo-reference.json]   # skip models whose files and settings are unchanged
@@ -442,7 +442,7 @@ def pct(v, d=1):
 
 def markdown(results, failed, a, zoo_dir):
     L = ["# Zoo reference: plain-PyTorch BaDExpert (paper's fixed rates)", "",
-         "Produced by `scripts/zoo/reference.py` — an independent PyTorch implementation of docs/design.md "
+         "Produced by `lab/zoo/reference.py` — an independent PyTorch implementation of docs/design.md "
          "§3.1–3.5 that shares no code with the Rust converter/runtime (it imports only the "
          "architecture constructor `build` from `make_zoo.py`; weights from each `<name>.bn.onnx`, "
          "checked against the manifest's reference logits).", "",
@@ -570,7 +570,7 @@ def main():
               f"B {pct(r['expert_holdout_acc'])} M' {pct(r['aux_holdout_acc'])} | {r['seconds']}s", flush=True)
 
     out = dict(
-        description="plain-PyTorch BaDExpert reference on the model zoo (scripts/zoo/reference.py)",
+        description="plain-PyTorch BaDExpert reference on the model zoo (lab/zoo/reference.py)",
         settings=settings, shared=shared_fp,
         results=results, failed=[dict(name=n, reason=w) for n, w in failed],
     )

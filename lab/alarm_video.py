@@ -4,7 +4,7 @@
 frame a new image drawn at random (`iid`) or each drawn image held in view
 for 30–90 frames, 1–3 s at 30 fps, as a fixed camera sees a scene (`held`).
 
-Usage: python3 scripts/alarm_video.py iid|held FRAMES OUT.gray8 [IMAGES.idx3-ubyte.gz]
+Usage: python3 lab/alarm_video.py iid|held FRAMES OUT.gray8 [IMAGES.idx3-ubyte.gz]
 then:  badexpert-guard stream --bundle B --format gray8 --width 28 --height 28 --block \\
            --alarm-per-hour 1 --input OUT.gray8 | grep -c '"event":"alarm"'
 Standard library only.

@@ -21,7 +21,7 @@ a single score), then judged on the evaluation slices: realised FPR, worst
 per-class FPR, CA drop, ASR with the guard, AUROC.
 
 Usage:
-  python3 scripts/zoo/offline_loop.py target/expert-cache [--rates paper] [--gamma 0.8] [--json out.json]
+  python3 lab/zoo/offline_loop.py target/expert-cache [--rates paper] [--gamma 0.8] [--json out.json]
 """
 
 import argparse

@@ -4,7 +4,7 @@ under docs/zoo-results/scan-explore (scan_zoo.py output, BN-kept exports of
 the development part, 4 runs), the label each model's runs collapse onto
 (consensus of the mean histogram at the collapse) and its share.
 
-Usage: python3 scripts/zoo/scan_explore.py [docs/zoo-results/scan-explore]
+Usage: python3 lab/zoo/scan_explore.py [docs/zoo-results/scan-explore]
 """
 
 import glob

@@ -5,14 +5,14 @@ form (3×3 stem, no max-pool) and mobilenet_v2, 10 classes on 3×32×32,
 exported with torch.onnx.export in eval mode (BatchNorm folded), a dynamic
 batch axis. Writes target/speed/models/{resnet18,mobilenetv2}.onnx.
 
-Usage: torchenv/bin/python benches/speed_models.py
+Usage: torchenv/bin/python lab/bench/speed_models.py
 """
 import os
 
 import torch
 import torchvision
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 OUT = os.path.join(ROOT, "target", "speed", "models")
 
 

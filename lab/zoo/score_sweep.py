@@ -11,8 +11,8 @@ FPR and ASR with the guard averaged over random calibration draws from the
 calibration and evaluation frames pooled (the split's luck averaged out).
 
 Usage:
-  python3 scripts/zoo/score_sweep.py --zoo target/zoo-dev ...      # evaluate.py output dirs
-  python3 scripts/zoo/score_sweep.py --demos target/demos ...     # <demo>/bundle, as models/<demo>-fmnist
+  python3 lab/zoo/score_sweep.py --zoo target/zoo-dev ...      # evaluate.py output dirs
+  python3 lab/zoo/score_sweep.py --demos target/demos ...     # <demo>/bundle, as models/<demo>-fmnist
 Writes score_sweep.json into each directory and prints per-bundle and mean figures.
 """
 

@@ -12,8 +12,8 @@ per-run histograms with scan_tables.py.
 Standard library only; needs the release binary
 (cargo build --release -p badexpert-convert) and the libtorch of scripts/env.sh.
 
-Usage: python3 scripts/zoo/scan_zoo.py --part dev --out docs/zoo-results/scan [--runs 6] [--jobs 2]
-       python3 scripts/zoo/scan_zoo.py --models models/architectures/... (any ONNX files) --out DIR
+Usage: python3 lab/zoo/scan_zoo.py --part dev --out docs/zoo-results/scan [--runs 6] [--jobs 2]
+       python3 lab/zoo/scan_zoo.py --models models/architectures/... (any ONNX files) --out DIR
 """
 
 import argparse

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The offline loop (offline_loop.py) on a tiny cache written here, where
 every figure can be worked out by hand. Run: python3 -m unittest
-scripts/zoo/test_offline_loop.py (tests/offline_loop.rs runs it in the suite)."""
+lab/zoo/test_offline_loop.py (tests/offline_loop.rs runs it in the suite)."""
 
 import json
 import os

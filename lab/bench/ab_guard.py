@@ -4,7 +4,7 @@ each bundle, alternating which binary goes first, `--reps` rounds; prints the
 median p50 per bundle and mode, and new/old. For a kernel change: build,
 copy the binary aside, stash the change, build again.
 
-Usage: python3 benches/ab_guard.py OLD_BIN NEW_BIN BUNDLE:FRAMES [BUNDLE:FRAMES ...] [--reps 6]
+Usage: python3 lab/bench/ab_guard.py OLD_BIN NEW_BIN BUNDLE:FRAMES [BUNDLE:FRAMES ...] [--reps 6]
 """
 
 import argparse

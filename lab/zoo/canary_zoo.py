@@ -12,7 +12,7 @@ detects its canaries best and judges that pair on the model itself.
 
 Each copy is written as it finishes and skipped when present.
 
-Usage: python3 scripts/zoo/canary_zoo.py --part dev --out target/canary-zoo [--canaries badnet:1,blend:4]
+Usage: python3 lab/zoo/canary_zoo.py --part dev --out target/canary-zoo [--canaries badnet:1,blend:4]
 """
 
 import argparse

@@ -2,7 +2,7 @@
 """Builds docs/zoo.md's result tables from evaluate.py results (JSON files given as arguments)
 beside the plain-PyTorch reference (docs/zoo-reference.json).
 
-Usage: python3 scripts/zoo/tables.py docs/zoo-results/dev-default-g08.json docs/zoo-results/dev-paper.json docs/zoo-results/test-default-g08.json docs/zoo-results/test-paper.json
+Usage: python3 lab/zoo/tables.py docs/zoo-results/dev-default-g08.json docs/zoo-results/dev-paper.json docs/zoo-results/test-default-g08.json docs/zoo-results/test-paper.json
 """
 import os
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

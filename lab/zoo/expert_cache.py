@@ -17,7 +17,7 @@ The bundles are kept beside (plans for weight soups); commit summaries only.
 Standard library only; needs the release binaries and scripts/env.sh's libtorch.
 
 Usage:
-  python3 scripts/zoo/expert_cache.py --part dev --out target/expert-cache --seeds 0,1,2 --rates paper,default
+  python3 lab/zoo/expert_cache.py --part dev --out target/expert-cache --seeds 0,1,2 --rates paper,default
 """
 
 import argparse

@@ -9,7 +9,7 @@ smallest mask has not shrunk by 1 % for P windows after first reaching the
 goal; tried, not in the converter) is simulated exactly: its mask sizes, the
 anomaly index, the verdict, the target named and the steps spent.
 
-Usage: python3 scripts/zoo/early_stop.py target/inversion-trace/dev [--consensus docs/zoo-results/scan/dev]
+Usage: python3 lab/zoo/early_stop.py target/inversion-trace/dev [--consensus docs/zoo-results/scan/dev]
            [--patience 0,3,5,8,10,15] [--threshold 2.14] [--label-threshold 3.4]
 Standard library only.
 """

@@ -21,7 +21,7 @@ Standard library only; needs the release binaries
 (cargo build --release --workspace --bins) and, for the converter, the
 libtorch that scripts/env.sh sets up.
 
-Usage: python3 scripts/zoo/evaluate.py --part dev --out target/zoo-dev [--rates both]
+Usage: python3 lab/zoo/evaluate.py --part dev --out target/zoo-dev [--rates both]
 """
 
 import argparse

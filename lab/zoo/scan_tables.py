@@ -11,8 +11,8 @@ seconds, without unlearning anything again.
   --report    per model and export at one rule, run count and threshold:
               verdict, score, target found vs true, steps, time (markdown)
 
-Usage: python3 scripts/zoo/scan_tables.py --choose docs/zoo-results/scan/dev
-       python3 scripts/zoo/scan_tables.py --report docs/zoo-results/scan/test --rule share --runs 4 --threshold 0.5
+Usage: python3 lab/zoo/scan_tables.py --choose docs/zoo-results/scan/dev
+       python3 lab/zoo/scan_tables.py --report docs/zoo-results/scan/test --rule share --runs 4 --threshold 0.5
 """
 
 import argparse

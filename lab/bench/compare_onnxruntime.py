@@ -3,12 +3,12 @@
 ONNX models, measured back to back in one run, same thread count (1).
 
     python3 -m pip install onnxruntime numpy
-    python3 benches/compare_onnxruntime.py --dir target/bench/demo --dir target/bench/resnet18
+    python3 lab/bench/compare_onnxruntime.py --dir target/bench/demo --dir target/bench/resnet18
 
 The speed suite of foreign shapes (issue 16):
 
-    torchenv/bin/python benches/speed_models.py        # full-width ResNet18, MobileNetV2
-    python3 benches/compare_onnxruntime.py --suite models/zoo --onnx target/speed/models/resnet18.onnx \
+    torchenv/bin/python lab/bench/speed_models.py        # full-width ResNet18, MobileNetV2
+    python3 lab/bench/compare_onnxruntime.py --suite models/zoo --onnx target/speed/models/resnet18.onnx \
         --onnx target/speed/models/mobilenetv2.onnx
 
 --suite adds every export of every zoo model and --onnx any ONNX file: each

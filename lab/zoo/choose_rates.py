@@ -9,7 +9,7 @@ columns to one pair; this script prints, per grid, the pair each rule picks
 and its outcome, and a summary per rule (models meeting the bar, worst
 AUROC, mean ASR with guard). Rules are chosen on the development part.
 
-Usage: python3 scripts/zoo/choose_rates.py GRID.json [GRID.json ...]
+Usage: python3 lab/zoo/choose_rates.py GRID.json [GRID.json ...]
 """
 
 import json

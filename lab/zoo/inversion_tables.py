@@ -6,7 +6,7 @@ the verdict at a threshold, the verdict's AUROC over models (backdoored vs
 clean), and the target named by the smallest mask and by the unlearning
 runs' consensus of the matching plain scan (docs/zoo-results/scan/<part>).
 
-Usage: python3 scripts/zoo/inversion_tables.py docs/zoo-results/inversion/dev [--threshold 2.14]
+Usage: python3 lab/zoo/inversion_tables.py docs/zoo-results/inversion/dev [--threshold 2.14]
            [--space log|linear] [--consensus docs/zoo-results/scan/dev] [--named-json named.json]
 Standard library only.
 """
