@@ -6,14 +6,13 @@
 //! the verdicts failed (e.g. the reading end of the pipe closed).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use badexpert_frames::FrameSource;
 use badexpert_runtime::alarm::{AlarmSettings, StreamAlarm};
 use badexpert_runtime::camera::DEFAULT_MAX_FRAME_BYTES;
 use badexpert_runtime::{
@@ -97,7 +96,7 @@ pub fn stream(args: StreamArgs, load: LoadOptions) -> Result<ExitCode> {
         Some(rate) => {
             let settings =
                 AlarmSettings { false_alarms_per_hour: rate, frame_rate: args.alarm_fps, kappa: args.alarm_kappa };
-            let reference = alarm_reference(&bundle, &args.bundle, guard.as_mut())?;
+            let reference = alarm_reference(&bundle, guard.as_mut())?;
             Some(StreamAlarm::new(&reference, settings)?)
         }
         None => None,
@@ -149,18 +148,16 @@ pub fn stream(args: StreamArgs, load: LoadOptions) -> Result<ExitCode> {
 /// The alarm's reference scores: the calibration scores the bundle records,
 /// or, in a bundle written before they were, the guard's scores of the
 /// clean held-out frames it stores (those M classifies correctly).
-fn alarm_reference(bundle: &GuardBundle, dir: &Path, guard: &mut dyn FrameGuard) -> Result<Vec<f32>> {
-    let manifest = bundle.manifest();
-    if !manifest.decision.calibration_scores.is_empty() {
-        return Ok(manifest.decision.calibration_scores.clone());
+fn alarm_reference(bundle: &GuardBundle, guard: &mut dyn FrameGuard) -> Result<Vec<f32>> {
+    let scores = &bundle.manifest().decision.calibration_scores;
+    if !scores.is_empty() {
+        return Ok(scores.clone());
     }
-    let Some(clean) = &manifest.clean_frames else {
+    let Some(frames) = badexpert_frames::clean_frames(bundle)? else {
         anyhow::bail!(
-            "--alarm-per-hour: bundle {} records no calibration scores and stores no clean frames; convert it again",
-            dir.display()
+            "--alarm-per-hour: the bundle records no calibration scores and stores no clean frames; convert it again"
         )
     };
-    let frames = FrameSource::detect(&dir.join(&clean.images.file)).load()?;
     let labels = frames.require_labels("the bundle's clean frames")?;
     let mut scores = Vec::with_capacity(frames.len());
     for (i, &label) in labels.iter().enumerate() {

@@ -549,11 +549,7 @@ unsafe fn guarded(
         let g = non_null_mut(guard, "guard")?;
         let scored = score(g);
         // The alarm sees every frame, scored or not (fail closed).
-        let observed = match &scored {
-            Ok(v) => Ok(*v),
-            Err(Failure(_, message)) => Err(Error::Frame(message.clone())),
-        };
-        let alarm = g.alarm.as_mut().and_then(|a| a.observe(&observed)).is_some();
+        let alarm = g.alarm.as_mut().and_then(|a| a.observe(scored.as_ref().ok().map(|v| v.score))).is_some();
         if let Some(out) = verdict.as_mut() {
             out.alarm = alarm;
         }

@@ -373,6 +373,8 @@ fn the_bundle_gives_its_backdoor_scan_or_says_it_has_none() {
     );
 }
 
+#[path = "../../runtime/tests/support/calibrated_copy.rs"]
+mod calibrated_copy;
 #[path = "../../runtime/tests/support/tamper.rs"]
 mod tamper;
 
@@ -430,25 +432,7 @@ fn the_alarm_is_raised_in_the_verdict_soon_after_a_trigger_appears() {
     let mut guard = guard;
     unsafe { badexpert_guard_destroy(&mut guard) };
 
-    let copy = std::env::temp_dir().join(format!("badexpert-ffi-alarm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&copy);
-    std::fs::create_dir_all(&copy).unwrap();
-    for entry in std::fs::read_dir(demo_bundle()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
-    let bundle = GuardBundle::open(&copy).unwrap();
-    let mut manifest: Manifest = bundle.manifest().clone();
-    let stored = FrameSource::detect(&copy.join(&manifest.clean_frames.as_ref().unwrap().images.file)).load().unwrap();
-    let mut rust = Guard::new(&bundle).unwrap();
-    let labels = stored.labels().unwrap();
-    manifest.decision.calibration_scores = (0..stored.len())
-        .map(|i| rust.guard(stored.frame(i), PixelLayout::Chw).unwrap())
-        .zip(labels)
-        .filter(|(v, &l)| v.class as u32 == l)
-        .map(|(v, _)| v.score)
-        .collect();
-    manifest.write(&copy.join(badexpert_runtime::manifest::MANIFEST_FILE)).unwrap();
+    let copy = calibrated_copy::copy_with_calibration_scores(&demo_bundle(), "ffi");
 
     let dir = CString::new(copy.to_str().unwrap()).unwrap();
     let (mut b, mut g) = (null_mut(), null_mut());

@@ -357,8 +357,8 @@ mod imp {
             // Fail closed: a frame that cannot be scored is rejected with its reason.
             let verdict = guard_frame(st, frame);
             let accepted = verdict.as_ref().is_ok_and(|v| v.accepted);
-            let observed = verdict.clone().map_err(badexpert_runtime::Error::Frame);
-            if let Some(event) = st.alarm.as_mut().and_then(|a| a.observe(&observed)) {
+            let score = verdict.as_ref().ok().map(|v| v.score);
+            if let Some(event) = st.alarm.as_mut().and_then(|a| a.observe(score)) {
                 let mut s = gst::Structure::builder(ALARM_MESSAGE)
                     .field("frame", index)
                     .field("evidence", event.evidence)

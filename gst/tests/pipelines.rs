@@ -84,6 +84,8 @@ fn gst_launch_runs_a_camera_sized_source_through_the_element() {
     let _ = std::fs::remove_dir_all(&plugins);
 }
 
+#[path = "../../runtime/tests/support/calibrated_copy.rs"]
+mod calibrated_copy;
 #[path = "../../runtime/tests/support/tamper.rs"]
 mod tamper;
 
@@ -228,24 +230,7 @@ fn the_alarm_posts_a_message_soon_after_a_trigger_appears_and_not_before() {
     gstbadexpert::plugin_register_static().unwrap();
     let dir = demo();
     let work = scratch("alarm");
-    let copy = work.join("bundle");
-    std::fs::create_dir_all(&copy).unwrap();
-    for entry in std::fs::read_dir(dir.join("bundle")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
-    let bundle = GuardBundle::open(&copy).unwrap();
-    let mut manifest = bundle.manifest().clone();
-    let stored = FrameSource::detect(&copy.join(&manifest.clean_frames.as_ref().unwrap().images.file)).load().unwrap();
-    let mut guard = Guard::new(&bundle).unwrap();
-    let labels = stored.labels().unwrap();
-    manifest.decision.calibration_scores = (0..stored.len())
-        .map(|i| guard.guard(stored.frame(i), badexpert_runtime::PixelLayout::Chw).unwrap())
-        .zip(labels)
-        .filter(|(v, &l)| v.class as u32 == l)
-        .map(|(v, _)| v.score)
-        .collect();
-    manifest.write(&copy.join(badexpert_runtime::manifest::MANIFEST_FILE)).unwrap();
+    let copy = calibrated_copy::copy_with_calibration_scores(&dir.join("bundle"), "gst");
 
     let clean = FrameSource::detect(&dir.join("eval-clean-images-idx3-ubyte.gz")).load().unwrap();
     let triggered = FrameSource::detect(&dir.join("eval-badnet-images-idx3-ubyte.gz")).load().unwrap();
@@ -293,4 +278,5 @@ fn the_alarm_posts_a_message_soon_after_a_trigger_appears_and_not_before() {
     let refused = run(&dir.join("bundle")).unwrap_err();
     assert!(refused.contains("calibration scores"), "{refused}");
     let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&copy);
 }

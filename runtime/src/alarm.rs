@@ -13,7 +13,7 @@
 //! A frame the guard could not score counts as the most suspicious p-value
 //! (fail closed); a dropped frame adds nothing.
 
-use crate::{Error, Result, Verdict};
+use crate::{Error, Result};
 
 /// How the alarm is set.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,11 +98,11 @@ impl StreamAlarm {
         (1 + below) as f64 / (self.reference.len() + 1) as f64
     }
 
-    /// Adds one guarded frame (or one the guard could not score); returns
-    /// the alarm it raises, if any.
-    pub fn observe(&mut self, verdict: &Result<Verdict>) -> Option<AlarmEvent> {
-        let p = match verdict {
-            Ok(v) if v.score.is_finite() => self.p_value(v.score),
+    /// Adds one frame's guard score (`None`: the guard could not score it);
+    /// returns the alarm it raises, if any.
+    pub fn observe(&mut self, score: Option<f32>) -> Option<AlarmEvent> {
+        let p = match score {
+            Some(s) if s.is_finite() => self.p_value(s),
             _ => 1.0 / (self.reference.len() + 1) as f64,
         };
         let frame = self.frames;
@@ -144,10 +144,9 @@ impl StreamAlarm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Confidences;
 
-    fn frame(score: f32) -> Result<Verdict> {
-        Ok(Verdict { class: 0, confidences: Confidences { expert: 0.5, auxiliary: 0.5 }, score, accepted: true })
+    fn frame(score: f32) -> Option<f32> {
+        Some(score)
     }
 
     /// 999 calibration scores 1..=999: the p-value of score s is (1 + ⌊s⌋) / 1000.
@@ -175,10 +174,10 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            assert_eq!(a.observe(&frame((state % 1000) as f32)), None);
+            assert_eq!(a.observe(frame((state % 1000) as f32)), None);
         }
         // A trigger in view: every frame at p = 2/1000 — each adds ln 0.5 + 0.5·ln 500 ≈ 2.41.
-        let alarms: Vec<_> = (0..30).filter_map(|_| a.observe(&frame(1.0))).collect();
+        let alarms: Vec<_> = (0..30).filter_map(|_| a.observe(frame(1.0))).collect();
         assert_eq!(alarms.len(), 6, "{alarms:?}");
         // ⌈11.59 / 2.41⌉ = 5 frames after the trigger appears (the run may have begun on a clean frame).
         assert_eq!(alarms[0].frame, 100_000 + 4);
@@ -186,8 +185,7 @@ mod tests {
         assert!(alarms[0].evidence >= alarms[0].threshold);
         // A frame the guard cannot score counts as suspicious as can be.
         let mut b = alarm();
-        let failed: Result<Verdict> = Err(Error::Frame("unreadable".into()));
-        assert!((0..5).filter_map(|_| b.observe(&failed)).next().is_some());
+        assert!((0..5).filter_map(|_| b.observe(None)).next().is_some());
     }
 
     #[test]

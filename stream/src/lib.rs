@@ -210,7 +210,7 @@ where
                 Err(_) => counts.failed += 1,
             }
             written = written.and_then(|()| out.verdict(slot.index, slot.arrived, &verdict, micros));
-            if let Some(event) = alarm.as_mut().and_then(|a| a.observe(&verdict)) {
+            if let Some(event) = alarm.as_mut().and_then(|a| a.observe(verdict.as_ref().ok().map(|v| v.score))) {
                 counts.alarms += 1;
                 written = written.and_then(|()| out.alarm(slot.index, slot.arrived, &event));
             }
