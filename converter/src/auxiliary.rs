@@ -7,9 +7,9 @@ use badexpert_runtime::manifest::RateTrial;
 use badexpert_runtime::FrameSet;
 
 use crate::augment::Augmentation;
-use crate::onnx::TchGraph;
 use crate::train::{
-    accuracy, class_indices, fine_tune, fine_tune_watched, refit, FineTuneContext, Optimizer, TrainConfig, Watch,
+    accuracy, class_indices, fine_tune, fine_tune_watched, refit, FineTuneContext, Optimizer, TrainConfig, Trained,
+    Watch,
 };
 use crate::{Error, Result};
 
@@ -66,14 +66,8 @@ impl std::str::FromStr for AuxiliaryRate {
     }
 }
 
-/// The auxiliary model that was kept, and how its rate was chosen.
-pub struct Auxiliary {
-    pub graph: TchGraph,
-    pub config: TrainConfig,
-    pub holdout_accuracy: f64,
-    /// Every rate tried, in order (empty for a fixed rate).
-    pub trials: Vec<RateTrial>,
-}
+/// The auxiliary model that was kept, and how its rate was chosen (no trial for a fixed rate).
+pub type Auxiliary = Trained;
 
 /// Settings for making M′: the paper's (SGD Nesterov, 10 epochs, batch 64,
 /// ×0.1 after epochs 2/4/6/8), with the initial rate chosen automatically by
@@ -121,11 +115,7 @@ impl AuxiliaryModel {
     pub fn refit(&self, ctx: &FineTuneContext, holdout: &FrameSet, made: Auxiliary) -> Result<Auxiliary> {
         let labels = class_indices(ctx.fit.require_labels("fit")?);
         let what = format!("auxiliary model M′, refit (lr {})", made.config.learning_rate);
-        let mut trials = made.trials.clone();
-        Ok(match refit(ctx, &labels, holdout, &made.config, &mut trials, &what)? {
-            Some((graph, config, holdout_accuracy)) => Auxiliary { graph, config, holdout_accuracy, trials },
-            None => Auxiliary { trials, ..made },
-        })
+        refit(ctx, &labels, holdout, made, &what)
     }
 
     /// Makes M′ from fresh copies of M, fine-tuned on the context's fit

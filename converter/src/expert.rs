@@ -11,8 +11,7 @@ use badexpert_runtime::manifest::RateTrial;
 use badexpert_runtime::FrameSet;
 
 use crate::augment::Augmentation;
-use crate::onnx::TchGraph;
-use crate::train::{accuracy, fine_tune, refit, FineTuneContext, Optimizer, TrainConfig};
+use crate::train::{accuracy, fine_tune, refit, FineTuneContext, Optimizer, TrainConfig, Trained};
 use crate::{Error, Result};
 
 /// How the wrong labels are chosen.
@@ -125,14 +124,8 @@ impl Default for BackdoorExpert {
     }
 }
 
-/// The expert that was kept, and how it was chosen.
-pub struct Expert {
-    pub graph: TchGraph,
-    pub config: TrainConfig,
-    pub holdout_accuracy: f64,
-    /// Every rate tried, in order (one entry for a fixed rate).
-    pub trials: Vec<RateTrial>,
-}
+/// The expert that was kept, and how it was chosen (one trial for a fixed rate).
+pub type Expert = Trained;
 
 /// What one fine-tune at one rate showed on the held-out frames.
 enum Finding {
@@ -163,11 +156,7 @@ impl BackdoorExpert {
     pub fn refit(&self, ctx: &FineTuneContext, holdout: &FrameSet, made: Expert, seed: u64) -> Result<Expert> {
         let wrong = self.mislabel.apply(ctx.fit.require_labels("fit")?, ctx.classes, seed);
         let what = format!("backdoor expert B, refit (lr {:.0e})", made.config.learning_rate);
-        let mut trials = made.trials.clone();
-        Ok(match refit(ctx, &wrong, holdout, &made.config, &mut trials, &what)? {
-            Some((graph, config, holdout_accuracy)) => Expert { graph, config, holdout_accuracy, trials },
-            None => Expert { trials, ..made },
-        })
+        refit(ctx, &wrong, holdout, made, &what)
     }
 
     /// Makes B from fresh copies of M, fine-tuned on the context's fit

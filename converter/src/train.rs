@@ -103,19 +103,28 @@ pub(crate) fn refit_seed(seed: u64) -> u64 {
     seed ^ 0x72_6566_6974
 }
 
-/// Fine-tunes a fresh copy of M on `labels` at `chosen`'s rate with
-/// [`refit_seed`] and measures it on `holdout`, recording it in `trials`:
+/// A fine-tuned model that was kept (B or M′), and how its rate was chosen.
+pub struct Trained {
+    pub graph: TchGraph,
+    pub config: TrainConfig,
+    pub holdout_accuracy: f64,
+    /// Every rate tried, in order.
+    pub trials: Vec<RateTrial>,
+}
+
+/// Fine-tunes a fresh copy of M on `labels` at `made`'s rate with
+/// [`refit_seed`] and measures it on `holdout`, recording it in the trials:
 /// kept, with the search's trial marked "chosen" (its rate is kept, its
-/// model is not); or, when it diverged, `None` and the searched model stays
-/// (and so does the bias this avoids).
+/// model is not); or, when it diverged, `made` stays (and so does the bias
+/// this avoids).
 pub(crate) fn refit(
     ctx: &FineTuneContext,
     labels: &[i64],
     holdout: &FrameSet,
-    chosen: &TrainConfig,
-    trials: &mut Vec<RateTrial>,
+    made: Trained,
     what: &str,
-) -> Result<Option<(TchGraph, TrainConfig, f64)>> {
+) -> Result<Trained> {
+    let Trained { config: chosen, mut trials, .. } = made;
     let config = TrainConfig { seed: refit_seed(chosen.seed), ..chosen.clone() };
     let graph = (ctx.fresh)()?;
     match fine_tune(&graph, ctx.fit, labels, ctx.pre, &config, ctx.progress, what) {
@@ -125,7 +134,7 @@ pub(crate) fn refit(
                 holdout_accuracy: None,
                 outcome: format!("refit (seed {}) diverged: the searched model was kept", config.seed),
             });
-            return Ok(None);
+            return Ok(Trained { config: chosen, trials, ..made });
         }
         Err(e) => return Err(e),
         Ok(_) => {}
@@ -145,7 +154,7 @@ pub(crate) fn refit(
             config.seed
         ),
     });
-    Ok(Some((graph, config, acc)))
+    Ok(Trained { graph, config, holdout_accuracy: acc, trials })
 }
 
 /// Normalises (and optionally augments) frames `indices` into an NCHW batch.
