@@ -20,7 +20,7 @@ use badexpert_converter::auxiliary::{AuxiliaryModel, AuxiliaryRate};
 use badexpert_converter::expert::ExpertRate;
 use badexpert_converter::export::bundle_at_precision;
 use badexpert_converter::onnx::{builder, normalization_metadata, read_model, write_model, TchGraph};
-use badexpert_converter::train::predict_logits;
+use badexpert_converter::train::{predict_logits, Schedule};
 use badexpert_converter::{convert, ConvertOptions};
 use badexpert_eval::latency::ModelAlone;
 use badexpert_frames::FrameSource;
@@ -88,7 +88,7 @@ fn resnet18() -> (PathBuf, FrameSet) {
         opts.auxiliary = AuxiliaryModel {
             rate: AuxiliaryRate::Fixed(0.1),
             epochs: 1,
-            lr_milestones: vec![],
+            schedule: Schedule::constant(),
             ..AuxiliaryModel::default()
         };
         prepare(&dir, &source, &frames.clone().with_labels(own).unwrap(), opts);

@@ -13,7 +13,7 @@ mod common;
 use badexpert_converter::auxiliary::{AuxiliaryModel, AuxiliaryRate};
 use badexpert_converter::export::bundle_at_precision;
 use badexpert_converter::onnx::TchGraph;
-use badexpert_converter::train::predict_logits;
+use badexpert_converter::train::{predict_logits, Schedule};
 use badexpert_converter::{convert, ConvertOptions};
 use badexpert_runtime::manifest::Precision;
 use badexpert_runtime::{
@@ -82,7 +82,7 @@ fn every_architecture_fixture_converts_and_guards() {
         opts.auxiliary = AuxiliaryModel {
             rate: AuxiliaryRate::Fixed(0.1),
             epochs: 2,
-            lr_milestones: vec![1],
+            schedule: Schedule::Step { milestones: vec![1], decay: 0.1 },
             ..AuxiliaryModel::default()
         };
         let bundle_dir = out.join(&name);

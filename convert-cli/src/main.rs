@@ -272,6 +272,10 @@ struct BundleArgs {
     /// Passes of the auxiliary model's fine-tune over the fine-tuning frames (the paper's 10).
     #[arg(long, default_value_t = 10)]
     aux_epochs: usize,
+    /// The auxiliary model's rate schedule: the paper's step:2,4,6,8 (×0.1 after each listed
+    /// epoch) or cosine (half a cosine toward 0 over --aux-epochs).
+    #[arg(long, default_value = "step:2,4,6,8")]
+    aux_schedule: badexpert_converter::train::Schedule,
     /// Replace an existing bundle at --out.
     #[arg(long)]
     overwrite: bool,
@@ -463,6 +467,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.expert.mislabel = args.mislabel;
     opts.auxiliary.rate = args.aux_lr;
     opts.auxiliary.epochs = args.aux_epochs;
+    opts.auxiliary.schedule = args.aux_schedule.clone();
     opts.device = device;
     opts.overwrite = args.overwrite;
     opts.store_clean = args.store_clean;

@@ -8,8 +8,8 @@ use badexpert_runtime::FrameSet;
 
 use crate::augment::Augmentation;
 use crate::train::{
-    accuracy, class_indices, fine_tune, fine_tune_watched, refit, FineTuneContext, Optimizer, TrainConfig, Trained,
-    Watch,
+    accuracy, class_indices, fine_tune, fine_tune_watched, refit, FineTuneContext, Optimizer, Schedule, TrainConfig,
+    Trained, Watch,
 };
 use crate::{Error, Result};
 
@@ -78,8 +78,8 @@ pub struct AuxiliaryModel {
     pub epochs: usize,
     pub batch_size: usize,
     pub weight_decay: f64,
-    /// Epochs after which the rate is multiplied by 0.1.
-    pub lr_milestones: Vec<usize>,
+    /// The paper's ×0.1 after epochs 2/4/6/8, or a cosine.
+    pub schedule: Schedule,
 }
 
 impl Default for AuxiliaryModel {
@@ -89,7 +89,7 @@ impl Default for AuxiliaryModel {
             epochs: 10,
             batch_size: 64,
             weight_decay: 1e-4,
-            lr_milestones: vec![2, 4, 6, 8],
+            schedule: Schedule::Step { milestones: vec![2, 4, 6, 8], decay: 0.1 },
         }
     }
 }
@@ -103,8 +103,7 @@ impl AuxiliaryModel {
             epochs: self.epochs,
             batch_size: self.batch_size,
             weight_decay: self.weight_decay,
-            lr_milestones: self.lr_milestones.clone(),
-            lr_decay: 0.1,
+            schedule: self.schedule.clone(),
             augmentation,
             seed,
         }

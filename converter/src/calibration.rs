@@ -59,11 +59,10 @@ pub fn calibrate(dir: &Path, holdout: &FrameSet, target_fpr: f64, split: Option<
         Some(Some((other, target))) => (other, Some(target)),
         _ => (threshold_at_fpr(&all, target_fpr)?, None),
     };
-    let threshold_for = |class: usize| match &target {
-        Some(t) if t.label == class => t.threshold,
-        _ => threshold,
-    };
-    let rejected = scored.iter().filter(|(class, score)| *score < threshold_for(*class)).count();
+    let rejected = scored
+        .iter()
+        .filter(|(class, score)| *score < TargetThreshold::threshold_for(target.as_ref(), threshold, *class))
+        .count();
     let mut scores = all;
     scores.sort_by(f32::total_cmp);
     Ok(Calibration {

@@ -218,6 +218,7 @@ fn supplied_record(path: &Path, holdout_accuracy: f64) -> Result<TrainingRecord>
         weight_decay: 0.0,
         lr_milestones: Vec::new(),
         lr_decay: 1.0,
+        lr_schedule: None,
         labels: format!(
             "none: supplied by the user ({}, sha256 {})",
             path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -275,18 +276,6 @@ struct Prepared {
     model_accuracy: f64,
 }
 
-impl Prepared {
-    /// Where rates are judged: the selection part; without one (fraction 0,
-    /// or both rates fixed), the calibration part.
-    fn judged(&self) -> &FrameSet {
-        if self.split.selection.is_empty() {
-            &self.split.calibration
-        } else {
-            &self.split.selection
-        }
-    }
-}
-
 fn prepare(model_path: &Path, reserve: &FrameSet, opts: &ConvertOptions) -> Result<Prepared> {
     if reserve.is_empty() {
         return Err(Error::Data("the clean reserve is empty".into()));
@@ -323,17 +312,10 @@ fn prepare(model_path: &Path, reserve: &FrameSet, opts: &ConvertOptions) -> Resu
     }
     debug_assert_eq!(split.fit.len() + split.selection.len() + held_out, labels.len());
     let augmentation = opts.augmentation.unwrap_or_else(|| Augmentation::standard(suspect.shape.height, true));
-    let mut prepared = Prepared { suspect, class_names, split, augmentation, model_accuracy: 0.0 };
-    let judged = prepared.judged();
-    let model_accuracy = accuracy(
-        &prepared.suspect.model,
-        judged,
-        judged.require_labels("the held-out frames")?,
-        &prepared.suspect.pre,
-    )?;
+    let judged = split.judged();
+    let model_accuracy = accuracy(&suspect.model, judged, judged.require_labels("the held-out frames")?, &suspect.pre)?;
     check_model_fits_reserve(model_accuracy, classes, opts.min_accuracy_above_chance)?;
-    prepared.model_accuracy = model_accuracy;
-    Ok(prepared)
+    Ok(Prepared { suspect, class_names, split, augmentation, model_accuracy })
 }
 
 /// Step 2: B, and M′ with where it came from.
@@ -353,7 +335,7 @@ fn fine_tune_experts(
     progress: &dyn Progress,
 ) -> Result<Experts> {
     let Suspect { source, pre, classes, .. } = &p.suspect;
-    let (fit, holdout, judged) = (&p.split.fit, &p.split.calibration, p.judged());
+    let (fit, holdout, judged) = (&p.split.fit, &p.split.calibration, p.split.judged());
     // Fresh copies of M to fine-tune, with BatchNorm restored from the fine-tuning split.
     let load = || -> Result<TchGraph> {
         let mut graph = TchGraph::from_proto(source.clone(), opts.device)?;

@@ -11,7 +11,7 @@ use badexpert_runtime::manifest::RateTrial;
 use badexpert_runtime::FrameSet;
 
 use crate::augment::Augmentation;
-use crate::train::{accuracy, fine_tune, refit, FineTuneContext, Optimizer, TrainConfig, Trained};
+use crate::train::{accuracy, fine_tune, refit, FineTuneContext, Optimizer, Schedule, TrainConfig, Trained};
 use crate::{Error, Result};
 
 /// How the wrong labels are chosen.
@@ -144,8 +144,7 @@ impl BackdoorExpert {
             epochs: self.epochs,
             batch_size: self.batch_size,
             weight_decay: 0.0,
-            lr_milestones: vec![],
-            lr_decay: 1.0,
+            schedule: Schedule::constant(),
             augmentation,
             seed,
         }

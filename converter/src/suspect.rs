@@ -116,6 +116,16 @@ pub struct ReserveSplit {
 }
 
 impl ReserveSplit {
+    /// Where rates are judged: the selection part; without one (fraction 0,
+    /// or both rates fixed), the calibration part.
+    pub fn judged(&self) -> &FrameSet {
+        if self.selection.is_empty() {
+            &self.calibration
+        } else {
+            &self.selection
+        }
+    }
+
     /// Seeded split; the calibration part is the one [`split_reserve`] holds
     /// out with the same seed, and the selection part comes out of the rest
     /// (fraction 0: none, and rates are judged on the calibration part).

@@ -31,11 +31,58 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub weight_decay: f64,
-    /// The rate is multiplied by `lr_decay` after each of these epochs.
-    pub lr_milestones: Vec<usize>,
-    pub lr_decay: f64,
+    pub schedule: Schedule,
     pub augmentation: Augmentation,
     pub seed: u64,
+}
+
+/// How the learning rate moves over the epochs of one fine-tune.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// The rate is multiplied by `decay` after each of the `milestones` epochs
+    /// (no milestones: a constant rate).
+    Step { milestones: Vec<usize>, decay: f64 },
+    /// Half a cosine from the initial rate toward 0, set at each epoch's
+    /// start: the rate stays large for longer than the stepwise schedule,
+    /// then anneals over the last epochs.
+    Cosine,
+}
+
+impl Schedule {
+    /// The same rate every epoch.
+    pub fn constant() -> Self {
+        Schedule::Step { milestones: vec![], decay: 1.0 }
+    }
+
+    /// The rate of `epoch` (from 0) of `epochs`, for initial rate `lr`.
+    pub fn rate_at(&self, lr: f64, epoch: usize, epochs: usize) -> f64 {
+        match self {
+            Schedule::Step { milestones, decay } => {
+                let passed = milestones.iter().filter(|&&m| epoch >= m).count();
+                lr * decay.powi(passed as i32)
+            }
+            Schedule::Cosine => lr * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64).cos()),
+        }
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+    /// `cosine`, or `step:E1,E2,…` (×0.1 after each listed epoch).
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "cosine" {
+            return Ok(Schedule::Cosine);
+        }
+        let bad =
+            || format!("schedule {s:?}: expected \"cosine\" or \"step:E1,E2,…\" (epochs after which the rate is ×0.1)");
+        let list = s.strip_prefix("step:").ok_or_else(bad)?;
+        let milestones = if list.is_empty() {
+            vec![]
+        } else {
+            list.split(',').map(|e| e.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(Schedule::Step { milestones, decay: 0.1 })
+    }
 }
 
 impl TrainConfig {
@@ -50,8 +97,15 @@ impl TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
             weight_decay: self.weight_decay,
-            lr_milestones: self.lr_milestones.clone(),
-            lr_decay: self.lr_decay,
+            lr_milestones: match &self.schedule {
+                Schedule::Step { milestones, .. } => milestones.clone(),
+                Schedule::Cosine => vec![],
+            },
+            lr_decay: match &self.schedule {
+                Schedule::Step { decay, .. } => *decay,
+                Schedule::Cosine => 1.0,
+            },
+            lr_schedule: matches!(self.schedule, Schedule::Cosine).then(|| "cosine".to_string()),
             labels: labels.into(),
             augmentation: self.augmentation.describe(),
             holdout_accuracy,
@@ -60,8 +114,7 @@ impl TrainConfig {
     }
 
     fn learning_rate_at(&self, epoch: usize) -> f64 {
-        let passed = self.lr_milestones.iter().filter(|&&m| epoch >= m).count();
-        self.learning_rate * self.lr_decay.powi(passed as i32)
+        self.schedule.rate_at(self.learning_rate, epoch, self.epochs)
     }
 }
 
@@ -306,4 +359,35 @@ pub fn accuracy(graph: &TchGraph, frames: &FrameSet, labels: &[u32], pre: &Prepr
 /// Labels as the i64 tensor values cross-entropy wants.
 pub fn class_indices(labels: &[u32]) -> Vec<i64> {
     labels.iter().map(|&l| l as i64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn step_schedule_multiplies_after_each_milestone() {
+        let s: Schedule = "step:2,4".parse().unwrap();
+        let rates: Vec<f64> = (0..6).map(|e| s.rate_at(0.1, e, 6)).collect();
+        let want = [0.1, 0.1, 0.01, 0.01, 0.001, 0.001];
+        assert!(rates.iter().zip(want).all(|(r, w)| (r - w).abs() < 1e-12), "{rates:?}");
+        assert_eq!("step:".parse::<Schedule>().unwrap(), Schedule::Step { milestones: vec![], decay: 0.1 });
+    }
+
+    #[test]
+    fn cosine_schedule_starts_at_the_rate_and_anneals_toward_zero() {
+        let s: Schedule = "cosine".parse().unwrap();
+        assert_eq!(s.rate_at(0.1, 0, 10), 0.1);
+        assert!((s.rate_at(0.1, 5, 10) - 0.05).abs() < 1e-12);
+        let rates: Vec<f64> = (0..10).map(|e| s.rate_at(0.1, e, 10)).collect();
+        assert!(rates.windows(2).all(|w| w[1] < w[0]) && rates[9] > 0.0 && rates[9] < 0.003, "{rates:?}");
+    }
+
+    #[test]
+    fn bad_schedules_are_refused_with_the_text() {
+        for bad in ["linear", "step:2,x", "step", "cosine:3"] {
+            let err = bad.parse::<Schedule>().unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
 }

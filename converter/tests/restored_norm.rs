@@ -7,7 +7,7 @@ use std::path::Path;
 use badexpert_converter::augment::Augmentation;
 use badexpert_converter::onnx::builder::GraphBuilder;
 use badexpert_converter::onnx::TchGraph;
-use badexpert_converter::train::{class_indices, fine_tune, predict_logits, Optimizer, TrainConfig};
+use badexpert_converter::train::{class_indices, fine_tune, predict_logits, Optimizer, Schedule, TrainConfig};
 use badexpert_frames::FrameSource;
 use badexpert_runtime::{FrameSet, FrameShape, Normalization, Preprocessor};
 use tch::{Device, Tensor};
@@ -63,8 +63,7 @@ fn a_restored_model_computes_what_the_source_did_and_folds_back_after_training()
         epochs: 1,
         batch_size: 32,
         weight_decay: 1e-4,
-        lr_milestones: vec![],
-        lr_decay: 1.0,
+        schedule: Schedule::constant(),
         augmentation: Augmentation::NONE,
         seed: 3,
     };

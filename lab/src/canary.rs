@@ -11,7 +11,7 @@ use badexpert_converter::augment::Augmentation;
 use badexpert_converter::convert::{ReserveSplit, Suspect};
 use badexpert_converter::onnx::pb::ModelProto;
 use badexpert_converter::onnx::{normalization_metadata, read_model, set_normalization_metadata};
-use badexpert_converter::train::{accuracy, class_indices, fine_tune, Optimizer, TrainConfig};
+use badexpert_converter::train::{accuracy, class_indices, fine_tune, Optimizer, Schedule, TrainConfig};
 use badexpert_converter::{Error, Result};
 use badexpert_runtime::FrameSet;
 use tch::Device;
@@ -74,8 +74,7 @@ pub fn implant(
         epochs: opts.epochs,
         batch_size: 128,
         weight_decay: 0.0,
-        lr_milestones: vec![],
-        lr_decay: 1.0,
+        schedule: Schedule::constant(),
         augmentation: Augmentation::standard(shape.height, true),
         seed: opts.seed,
     };

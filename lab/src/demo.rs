@@ -17,7 +17,7 @@ use badexpert_converter::convert::split_reserve;
 use badexpert_converter::onnx::{
     builder, normalization_metadata, read_model, set_normalization_metadata, write_model, TchGraph,
 };
-use badexpert_converter::train::{accuracy, class_indices, fine_tune, Optimizer, Progress, TrainConfig};
+use badexpert_converter::train::{accuracy, class_indices, fine_tune, Optimizer, Progress, Schedule, TrainConfig};
 use badexpert_converter::{Error, Result};
 
 pub const FASHION_MNIST_CLASSES: [&str; 10] =
@@ -170,8 +170,7 @@ pub fn make_demo(
         epochs: spec.epochs,
         batch_size: spec.batch_size,
         weight_decay: spec.weight_decay,
-        lr_milestones: spec.lr_milestones.clone(),
-        lr_decay: 0.1,
+        schedule: Schedule::Step { milestones: spec.lr_milestones.clone(), decay: 0.1 },
         augmentation: if spec.augment { Augmentation::standard(shape.height, true) } else { Augmentation::NONE },
         seed: spec.seed,
     };

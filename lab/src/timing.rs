@@ -44,6 +44,7 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
         weight_decay: 0.0,
         lr_milestones: vec![],
         lr_decay: 1.0,
+        lr_schedule: None,
         labels: labels.into(),
         augmentation: "none".into(),
         holdout_accuracy: 0.0,

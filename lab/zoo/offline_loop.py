@@ -386,6 +386,17 @@ def compare(base_dir, other_dir, gamma=0.8, fpr=0.01):
     return out
 
 
+def compare_summary(label, rows):
+    """One line of means over a side of a comparison: backdoored and clean models apart."""
+    bd = [r for r in rows if r.get("auroc") is not None]
+    cl = [r for r in rows if r.get("auroc") is None]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+    return (f"{label:5s} backdoored {len(bd)}: meets {sum(map(meets, bd))}, mean AUROC {mean([r['auroc'] for r in bd]):.4f}, "
+            f"ASR-g {100 * mean([r['asr_defended'] for r in bd]):.1f}%, FPR {100 * mean([r['fpr'] for r in bd]):.2f}%, "
+            f"M′ acc {mean([r['auxiliary_holdout_accuracy'] for r in rows]):.3f}; "
+            f"clean {len(cl)}: FPR {100 * mean([r['fpr'] for r in cl]):.2f}%, CA drop {100 * mean([r['ca_drop'] for r in cl]):.2f} pt")
+
+
 def fmt(r):
     if "auroc" in r and r["auroc"] is not None:
         return f"{r['auroc']:.4f} {100 * r['asr_defended']:5.1f}% fpr {100 * r['fpr']:.1f}%"
@@ -416,6 +427,8 @@ def main():
                 r = row[label]
                 print(f"{name:32s} {label:5s} M′ acc {r['auxiliary_holdout_accuracy']:.3f}  {fmt(r)}  "
                       f"worst-class fpr {100 * r['worst_class_fpr']:.1f}%  {'meets' if meets(r) else ''}")
+        for label in ("base", "other"):
+            print(compare_summary(label, [row[label] for row in results.values()]))
         if a.json:
             json.dump(results, open(a.json, "w"), indent=1)
         return 0

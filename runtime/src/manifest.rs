@@ -136,6 +136,18 @@ pub struct TargetThreshold {
     pub calibration_size: usize,
 }
 
+impl TargetThreshold {
+    /// The threshold a frame of `class` must reach: `target`'s own where
+    /// `class` is its label, else `others` (the one rule for the guard and
+    /// its calibration).
+    pub fn threshold_for(target: Option<&TargetThreshold>, others: f32, class: usize) -> f32 {
+        match target {
+            Some(t) if t.label == class => t.threshold,
+            _ => others,
+        }
+    }
+}
+
 impl Decision {
     /// A rule not calibrated yet: τ 0, no target label, no calibration scores.
     pub fn uncalibrated(score: ScoreMode, gamma: f32, target_fpr: f64) -> Decision {
@@ -176,10 +188,7 @@ impl Decision {
 
     /// The threshold a frame M assigns to `class` must reach.
     pub fn threshold_for(&self, class: usize) -> f32 {
-        match &self.target {
-            Some(t) if t.label == class => t.threshold,
-            _ => self.threshold,
-        }
+        TargetThreshold::threshold_for(self.target.as_ref(), self.threshold, class)
     }
 }
 
@@ -249,6 +258,10 @@ pub struct TrainingRecord {
     /// Epochs after which the rate is multiplied by `lr_decay`.
     pub lr_milestones: Vec<usize>,
     pub lr_decay: f64,
+    /// `cosine` for half a cosine from the rate toward 0 over the epochs
+    /// (milestones then empty); absent for the stepwise schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_schedule: Option<String>,
     pub labels: String,
     pub augmentation: String,
     /// Clean accuracy on the held-out split after training.
