@@ -570,3 +570,20 @@ fn a_target_label_outside_the_model_or_a_share_outside_its_range_is_refused() {
     assert_clean_failure(&o, &["target FPR share 1", "[0, 1)"]);
     assert!(!out.exists());
 }
+
+#[test]
+fn the_auxiliary_schedule_is_recorded_and_a_bad_one_is_refused() {
+    let (dir, model, reserve) = tiny_conversion_inputs("aux-schedule");
+    let out = dir.join("bundle");
+    let o = convert_bin(&model, &reserve, &out, &["--aux-schedule", "linear"]);
+    assert_clean_failure(&o, &["linear", "cosine"]);
+    assert!(!out.exists());
+    let fast = ["--aux-epochs", "2", "--fpr", "0.2", "--expert-lr", "1e-4", "--aux-lr", "0.1"];
+    let o = convert_bin(&model, &reserve, &out, &[&fast[..], &["--aux-schedule", "cosine"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = badexpert_runtime::GuardBundle::open(&out).unwrap();
+    let aux = &bundle.manifest().fine_tune.auxiliary;
+    assert_eq!((aux.lr_schedule.as_deref(), aux.epochs), (Some("cosine"), 2));
+    assert!(aux.lr_milestones.is_empty());
+    assert!(bundle.manifest().fine_tune.expert.lr_schedule.is_none());
+}
