@@ -254,9 +254,10 @@ struct BundleArgs {
     /// next-class or random-wrong.
     #[arg(long, default_value = "next-class", value_parser = parse_mislabel)]
     mislabel: Mislabel,
-    /// Auxiliary model initial learning rate (SGD, ×0.1 after epochs 2, 4, 6, 8), or "auto": the
-    /// largest rate in 0.001…0.3 at which M′ recovers — ends within 20 pt of M's held-out clean
-    /// accuracy without diverging — found by bisection from the paper's 0.1.
+    /// Auxiliary model initial learning rate (SGD), or "auto": 0.03 where M′ recovers — ends
+    /// within 20 pt of M's held-out clean accuracy without diverging — else the largest smaller
+    /// rate down to 0.001 that does; or "auto-largest": the largest rate in 0.001…0.3 that
+    /// recovers, bisected from the paper's 0.1 (the default before the cosine schedule).
     #[arg(long, default_value = "auto")]
     aux_lr: AuxiliaryRate,
     /// After an automatic rate search, train B and M′ once more at the chosen rates on a new
@@ -270,12 +271,16 @@ struct BundleArgs {
     #[arg(long)]
     auxiliary: Option<PathBuf>,
     /// Passes of the auxiliary model's fine-tune over the fine-tuning frames (the paper's 10).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     aux_epochs: usize,
-    /// The auxiliary model's rate schedule: the paper's step:2,4,6,8 (×0.1 after each listed
-    /// epoch) or cosine (half a cosine toward 0 over --aux-epochs).
-    #[arg(long, default_value = "step:2,4,6,8")]
+    /// The auxiliary model's rate schedule: cosine (half a cosine toward 0 over --aux-epochs) or
+    /// step:E1,E2,… (×0.1 after each listed epoch; the paper's is step:2,4,6,8 over 10 epochs).
+    #[arg(long, default_value = "cosine")]
     aux_schedule: badexpert_converter::train::Schedule,
+    /// Fine-tune M′ this many times at the chosen rate (other frame orders and augmentations) and
+    /// keep the weight average: one model per frame at run time, N fine-tunes at conversion.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    aux_soup: u16,
     /// Replace an existing bundle at --out.
     #[arg(long)]
     overwrite: bool,
@@ -468,6 +473,7 @@ fn bundle(args: BundleArgs, device: tch::Device, progress: &Bars) -> Result<()> 
     opts.auxiliary.rate = args.aux_lr;
     opts.auxiliary.epochs = args.aux_epochs;
     opts.auxiliary.schedule = args.aux_schedule.clone();
+    opts.auxiliary.soup = usize::from(args.aux_soup);
     opts.device = device;
     opts.overwrite = args.overwrite;
     opts.store_clean = args.store_clean;

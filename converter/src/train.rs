@@ -49,6 +49,11 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// The paper's for M′: ×0.1 after epochs 2, 4, 6 and 8.
+    pub fn paper_auxiliary() -> Self {
+        Schedule::Step { milestones: vec![2, 4, 6, 8], decay: 0.1 }
+    }
+
     /// The same rate every epoch.
     pub fn constant() -> Self {
         Schedule::Step { milestones: vec![], decay: 1.0 }

@@ -92,3 +92,52 @@ fn convolutions_that_feed_a_batchnorm_are_left_alone() {
     let mut graph = TchGraph::from_proto(b.finish(), Device::Cpu).unwrap();
     assert_eq!(graph.restore_normalization(&frames, &pre).unwrap(), 0);
 }
+
+/// A weight soup: every variable is the copies' mean, the running statistics
+/// are re-estimated for the averaged weights, and a soup of one model's
+/// identical copies computes what that model did.
+#[test]
+fn a_soup_averages_the_copies_weights_and_refits_the_statistics() {
+    tch::set_num_threads(1);
+    let (frames, pre) = (reserve(256), preprocessor());
+    let labels = class_indices(frames.labels().unwrap());
+    let mut b = GraphBuilder::new(FrameShape::new(1, 28, 28), 5);
+    b.conv(8, 3).batch_norm().relu().max_pool(2).basic_block(8, 1).global_average_pool().flatten().linear(10);
+    let proto = b.finish();
+    let copies: Vec<TchGraph> = (0..2)
+        .map(|seed| {
+            let g = TchGraph::from_proto(proto.clone(), Device::Cpu).unwrap();
+            let config = TrainConfig {
+                optimizer: Optimizer::SgdNesterov,
+                learning_rate: 0.05,
+                epochs: 6,
+                batch_size: 32,
+                weight_decay: 0.0,
+                schedule: Schedule::constant(),
+                augmentation: Augmentation::NONE,
+                seed,
+            };
+            fine_tune(&g, &frames, &labels, &pre, &config, &(), "copy").unwrap();
+            g
+        })
+        .collect();
+    let vars: Vec<_> = copies.iter().map(|g| g.var_store().variables()).collect();
+    let soup = TchGraph::from_proto(proto.clone(), Device::Cpu).unwrap();
+    soup.average_of(&[&copies[0], &copies[1]], &frames, &pre).unwrap();
+    let souped = soup.var_store().variables();
+    assert!(!souped.is_empty());
+    for (name, v) in &souped {
+        let mean = (&vars[0][name] + &vars[1][name]) / 2.0;
+        assert!(max_diff(v, &mean) < 1e-6, "{name} is not the copies' mean");
+    }
+    assert!(max_diff(&vars[0]["p0"], &vars[1]["p0"]) > 1e-4, "the copies differ");
+
+    // Identical copies: the weights stay, and so (up to the moving average's
+    // start) do statistics already estimated on the same frames.
+    let one = &copies[0];
+    one.recompute_statistics(&frames, &pre).unwrap();
+    let before = predict_logits(one, &frames, &pre).unwrap();
+    one.average_of(&[one, one], &frames, &pre).unwrap();
+    let after = predict_logits(one, &frames, &pre).unwrap();
+    assert!(max_diff(&before, &after) < 1e-2, "a soup of one model moved its logits by {}", max_diff(&before, &after));
+}

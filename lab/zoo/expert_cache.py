@@ -27,19 +27,23 @@ import subprocess
 import sys
 import time
 
-from evaluate import PAPER_RATES, ROOT, STORE_ALL, idx_labels, is_all_to_all
+from evaluate import PAPER_AUXILIARY, PAPER_RATES, ROOT, STORE_ALL, idx_labels, is_all_to_all
 
 RATES = {"paper": PAPER_RATES, "default": []}
+# M′'s schedule by the letter before its rate: a, the paper's (10 epochs, stepwise);
+# c, the converter's default (20 epochs, cosine).
+AUXILIARY_RECIPES = {"a": PAPER_AUXILIARY, "c": ["--aux-epochs", "20", "--aux-schedule", "cosine"]}
 
 
 def rate_flags(rates):
-    """paper, default (the automatic rates), or e<B's lr>_a<M′'s lr>, e.g. e3e-4_a0.03."""
+    """paper, default (the automatic rates), or e<B's lr>_a<M′'s lr> (the paper's
+    M′ schedule) or e<B's lr>_c<M′'s lr> (the cosine one), e.g. e3e-4_a0.03."""
     if rates in RATES:
         return RATES[rates]
     expert, _, aux = rates.partition("_")
-    if not (expert.startswith("e") and aux.startswith("a")):
-        raise ValueError(f"rate set {rates!r} is not paper, default or e<lr>_a<lr>")
-    return ["--expert-lr", expert[1:], "--aux-lr", aux[1:]]
+    if not (expert.startswith("e") and aux[:1] in AUXILIARY_RECIPES):
+        raise ValueError(f"rate set {rates!r} is not paper, default, e<lr>_a<lr> or e<lr>_c<lr>")
+    return ["--expert-lr", expert[1:], "--aux-lr", aux[1:]] + AUXILIARY_RECIPES[aux[0]]
 
 
 def confidences(binaries, bundle, images):
@@ -102,7 +106,7 @@ def main():
     ap.add_argument("--zoo", default=os.path.join(ROOT, "models/zoo"))
     ap.add_argument("--part", choices=["dev", "test", "all"], default="dev")
     ap.add_argument("--export", default="bn")
-    ap.add_argument("--rates", default="paper", help="comma-separated: paper, default, e<lr>_a<lr>")
+    ap.add_argument("--rates", default="paper", help="comma-separated: paper, default, e<lr>_a<lr>, e<lr>_c<lr>")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--only", help="comma-separated model names")
     ap.add_argument("--clean-models", action="store_true", help="also the clean models (FPR and CA only)")

@@ -208,11 +208,12 @@ def evaluate(cache_dir, rates=None, gamma=0.8, fpr=0.01, named=None, share=0.0):
 
 
 def rate_parts(rates):
-    """(B's rate, M′'s rate) of a rate set name: paper is e1e-4_a0.1."""
+    """(B's rate, M′'s rate) of a rate set name: paper is e1e-4_a0.1; an M′
+    with the cosine schedule (e…_c<lr>) keeps its letter, c<lr>."""
     if rates == "paper":
         return "1e-4", "0.1"
     e, _, a = rates.partition("_")
-    return e[1:], a[1:]
+    return e[1:], a[1:] if a.startswith("a") else a
 
 
 def sources(cache_dir, part_filter=None):
@@ -365,14 +366,18 @@ def print_grid(results):
         print(line)
 
 
-def compare(base_dir, other_dir, gamma=0.8, fpr=0.01):
+def compare(base_dir, other_dir, gamma=0.8, fpr=0.01, base_rates=None):
     """The same conversions (name for name) in two cache directories, e.g. the
-    fine-tuned M′ against a user's own (`--auxiliary`): each as a single pair."""
+    fine-tuned M′ against a user's own (`--auxiliary`): each as a single pair.
+    With `base_rates`, each conversion is compared with the base's of that
+    rate set (same model, export and seed), e.g. another M′ rate against the paper's."""
     single, _ = rules(gamma)
     out = {}
     for path in sorted(glob.glob(os.path.join(other_dir, "*", "cache.json"))):
         name = os.path.basename(os.path.dirname(path))
-        base = os.path.join(base_dir, name, "cache.json")
+        model, export, *_, seed = name.split(".")
+        base_name = f"{model}.{export}.{base_rates}.{seed}" if base_rates else name
+        base = os.path.join(base_dir, base_name, "cache.json")
         if not os.path.exists(base):
             continue
         row = {}
@@ -413,6 +418,7 @@ def main():
     ap.add_argument("--grid", action="store_true",
                     help="B and M′ rates crossed over conversions (e<lr>_a<lr> and paper rate sets)")
     ap.add_argument("--compare", metavar="DIR", help="the same conversions in another cache directory, side by side")
+    ap.add_argument("--base-rates", help="with --compare: the base's rate set to compare each conversion with")
     ap.add_argument("--canaries", metavar="DIR",
                     help="expert caches of canaried copies (canary_zoo.py): pick each model's rate cell by its canaries")
     ap.add_argument("--targets", metavar="JSON",
@@ -421,7 +427,7 @@ def main():
     ap.add_argument("--target-share", type=float, default=0.7)
     a = ap.parse_args()
     if a.compare:
-        results = compare(a.cache, a.compare, a.gamma, a.fpr)
+        results = compare(a.cache, a.compare, a.gamma, a.fpr, a.base_rates)
         for name, row in results.items():
             for label in ("base", "other"):
                 r = row[label]

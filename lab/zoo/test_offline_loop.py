@@ -92,6 +92,7 @@ class OfflineLoop(unittest.TestCase):
         trig = [(2, TARGET, 0.05, 0.05)] + [(2, TARGET, 0.95, 0.05)] * 9 + [(TARGET, TARGET, 0.95, 0.05)]
         clean = clean_rows(98) + [(1, 3, 0.5, 0.5), (1, None, None, None)]
         write_cache(other, "paper", 0, clean_rows(99), clean, trig)
+        write_cache(other, "e1e-4_a0.03", 1, clean_rows(99), clean, trig)
         for d in (self.tmp.name, other):
             for name in os.listdir(d):
                 path = os.path.join(d, name, "cache.json")
@@ -105,10 +106,16 @@ class OfflineLoop(unittest.TestCase):
         self.assertEqual(list(c), ["toy.bn.paper.s0"])
         self.assertAlmostEqual(c["toy.bn.paper.s0"]["base"]["asr_defended"], 0.1)
         self.assertEqual(c["toy.bn.paper.s0"]["other"]["asr_defended"], 0.0)
+        # Another rate set is compared with the base's rate set of the same seed.
+        c = ol.compare(self.tmp.name, other, base_rates="paper")
+        self.assertEqual(sorted(c), ["toy.bn.e1e-4_a0.03.s1", "toy.bn.paper.s0"])
+        self.assertEqual(c["toy.bn.e1e-4_a0.03.s1"]["base"]["asr_defended"], 0.0)
+        self.assertIn("meets 0", ol.compare_summary("base", [c["toy.bn.paper.s0"]["base"]]))
 
     def test_rate_names(self):
         self.assertEqual(ol.rate_parts("paper"), ("1e-4", "0.1"))
         self.assertEqual(ol.rate_parts("e3e-5_a0.03"), ("3e-5", "0.03"))
+        self.assertEqual(ol.rate_parts("e1e-4_c0.03"), ("1e-4", "c0.03"))
 
     def test_canaries_pick_the_cell_that_catches_them(self):
         canaries = os.path.join(self.tmp.name, "canaries")

@@ -299,6 +299,66 @@ impl TchGraph {
         Ok(eligible.len())
     }
 
+    /// Makes this graph the uniform weight average ("soup") of `copies`
+    /// (fine-tunes of the same model, which must include this one), then
+    /// re-estimates its BatchNorm statistics on `frames`: averaged weights
+    /// do not match averaged statistics. Every copy must have the same
+    /// variables, buffers and restored normalisations.
+    pub fn average_of(&self, copies: &[&TchGraph], frames: &FrameSet, pre: &Preprocessor) -> Result<()> {
+        let mismatch = || Error::Invalid("weight average: the copies are not of one graph".into());
+        let stores: Vec<HashMap<String, Tensor>> = copies.iter().map(|g| g.vs.variables()).collect();
+        let mean = |ts: Vec<&Tensor>| -> Result<Tensor> {
+            Ok(Tensor::f_stack(&ts, 0)?.f_mean_dim(Some([0i64].as_slice()), false, ts[0].kind())?)
+        };
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut var) in self.vs.variables() {
+                let same: Vec<&Tensor> =
+                    stores.iter().map(|v| v.get(&name).ok_or_else(mismatch)).collect::<Result<_>>()?;
+                var.f_copy_(&mean(same)?)?;
+            }
+            for (name, role) in &self.roles {
+                if *role != Role::Buffer {
+                    continue;
+                }
+                let same: Vec<&Tensor> =
+                    copies.iter().map(|g| g.values.get(name).ok_or_else(mismatch)).collect::<Result<_>>()?;
+                let averaged = mean(same)?;
+                self.values.get(name).ok_or_else(mismatch)?.shallow_clone().f_copy_(&averaged)?;
+            }
+            Ok(())
+        })?;
+        if copies.iter().any(|g| g.norms.len() != self.norms.len()) {
+            return Err(mismatch());
+        }
+        for k in 0..self.norms.len() {
+            let same: Vec<&RestoredNorm> = copies.iter().map(|g| &g.norms[k]).collect();
+            self.norms[k].average_statistics(&same)?;
+        }
+        self.recompute_statistics(frames, pre)
+    }
+
+    /// Re-estimates every BatchNorm's running statistics (the model's own
+    /// and the restored ones) from `frames`, without changing a weight:
+    /// train-mode passes without gradients, as `torch.optim.swa_utils.update_bn`
+    /// but with the graph's moving average, over enough batches (≥ 80) that
+    /// the statistics it started from weigh less than 0.1 % (0.9⁸⁰ at the
+    /// usual momentum).
+    pub fn recompute_statistics(&self, frames: &FrameSet, pre: &Preprocessor) -> Result<()> {
+        const BATCH: usize = 64;
+        let idx: Vec<usize> = (0..frames.len()).collect();
+        let batches = frames.len().div_ceil(BATCH).max(1);
+        for _ in 0..80usize.div_ceil(batches) {
+            for chunk in idx.chunks(BATCH) {
+                if chunk.len() < 2 {
+                    continue;
+                }
+                let x = crate::train::batch_tensor(frames, chunk, pre, None, self.device())?;
+                let _ = tch::no_grad(|| self.forward(&x, true))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Number of BatchNorms [`TchGraph::restore_normalization`] added.
     pub fn restored_normalizations(&self) -> usize {
         self.norms.len()
