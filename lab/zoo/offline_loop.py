@@ -391,6 +391,21 @@ def compare(base_dir, other_dir, gamma=0.8, fpr=0.01, base_rates=None):
     return out
 
 
+def seed_cross(cache_dir, b_rate, a_rate, gamma=0.8, fpr=0.01):
+    """{model: [[ASR with guard of B seed i with M′ seed j for j] for i]} at one
+    rate cell: whose seed moves the let-through rate, B's or M′'s."""
+    single, _ = rules(gamma)
+    out = {}
+    for model, m in sorted(sources(cache_dir).items()):
+        bs = sorted(k for k in m["B"] if k[0] == b_rate)
+        as_ = sorted(k for k in m["A"] if k[0] == a_rate)
+        if "triggered" not in m["slices"] or not bs or not as_:
+            continue
+        out[model] = [[judge(single(0), *(guard_frames(m, part, [b], [a]) for part in ("calibration", "clean", "triggered")),
+                             m["target"], fpr, 1)["asr_defended"] for a in as_] for b in bs]
+    return out
+
+
 def compare_summary(label, rows):
     """One line of means over a side of a comparison: backdoored and clean models apart."""
     bd = [r for r in rows if r.get("auroc") is not None]
@@ -419,6 +434,8 @@ def main():
                     help="B and M′ rates crossed over conversions (e<lr>_a<lr> and paper rate sets)")
     ap.add_argument("--compare", metavar="DIR", help="the same conversions in another cache directory, side by side")
     ap.add_argument("--base-rates", help="with --compare: the base's rate set to compare each conversion with")
+    ap.add_argument("--seed-cross", metavar="B,A",
+                    help="ASR with guard of every B seed with every M′ seed at B rate B and M′ rate A (e.g. 1e-4,c0.03)")
     ap.add_argument("--canaries", metavar="DIR",
                     help="expert caches of canaried copies (canary_zoo.py): pick each model's rate cell by its canaries")
     ap.add_argument("--targets", metavar="JSON",
@@ -426,6 +443,15 @@ def main():
                          "frames get --target-share of the false-positive budget")
     ap.add_argument("--target-share", type=float, default=0.7)
     a = ap.parse_args()
+    if a.seed_cross:
+        b_rate, a_rate = a.seed_cross.split(",")
+        results = seed_cross(a.cache, b_rate, a_rate, a.gamma, a.fpr)
+        for model, rows in results.items():
+            print(f"{model:24s} rows: B seeds, columns: M′ seeds  " +
+                  " | ".join(" ".join(f"{100 * x:5.1f}" for x in row) for row in rows))
+        if a.json:
+            json.dump(results, open(a.json, "w"), indent=1)
+        return 0
     if a.compare:
         results = compare(a.cache, a.compare, a.gamma, a.fpr, a.base_rates)
         for name, row in results.items():

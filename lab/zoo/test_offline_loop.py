@@ -112,6 +112,13 @@ class OfflineLoop(unittest.TestCase):
         self.assertEqual(c["toy.bn.e1e-4_a0.03.s1"]["base"]["asr_defended"], 0.0)
         self.assertIn("meets 0", ol.compare_summary("base", [c["toy.bn.paper.s0"]["base"]]))
 
+    def test_seed_cross_pairs_every_b_seed_with_every_m_prime_seed(self):
+        c = ol.seed_cross(self.tmp.name, "1e-4", "0.1")
+        # B seed 0's frame 0 slips through (c_B 0.05) whatever M′; B seed 1 catches it.
+        self.assertEqual(len(c["toy"]), 2)
+        self.assertAlmostEqual(c["toy"][0][0], 0.1)
+        self.assertEqual(c["toy"][1][0], 0.0)
+
     def test_rate_names(self):
         self.assertEqual(ol.rate_parts("paper"), ("1e-4", "0.1"))
         self.assertEqual(ol.rate_parts("e3e-5_a0.03"), ("3e-5", "0.03"))
