@@ -278,7 +278,9 @@ struct BundleArgs {
     #[arg(long, default_value = "cosine")]
     aux_schedule: badexpert_converter::train::Schedule,
     /// Fine-tune M′ this many times at the chosen rate (other frame orders and augmentations) and
-    /// keep the weight average: one model per frame at run time, N fine-tunes at conversion.
+    /// keep the weight average: one model per frame at run time, N fine-tunes at conversion. On
+    /// the zoo it helped a MobileNetV2 and lowered M′'s accuracy where the fine-tunes do not share
+    /// a basin (small CNN, ViT; docs/zoo.md), hence off by default.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     aux_soup: u16,
     /// Replace an existing bundle at --out.
