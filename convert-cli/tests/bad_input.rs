@@ -586,4 +586,12 @@ fn the_auxiliary_schedule_is_recorded_and_a_bad_one_is_refused() {
     assert_eq!((aux.lr_schedule.as_deref(), aux.epochs), (Some("cosine"), 2));
     assert!(aux.lr_milestones.is_empty());
     assert!(bundle.manifest().fine_tune.expert.lr_schedule.is_none());
+    assert_eq!(aux.soup, None);
+    // A soup of two fine-tunes is recorded as one.
+    let o = convert_bin(&model, &reserve, &out, &[&fast[..], &["--aux-soup", "2", "--overwrite"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = badexpert_runtime::GuardBundle::open(&out).unwrap();
+    assert_eq!(bundle.manifest().fine_tune.auxiliary.soup, Some(2));
+    let o = convert_bin(&model, &reserve, &out, &["--aux-soup", "0"]);
+    assert_clean_failure(&o, &["--aux-soup", "0"]);
 }

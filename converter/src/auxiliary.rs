@@ -145,16 +145,11 @@ impl AuxiliaryModel {
     /// Makes M′ from fresh copies of M, fine-tuned on the context's fit
     /// frames with true labels; an automatic rate is judged on its judged
     /// frames against M's held-out accuracy.
-    pub fn make(&self, ctx: &FineTuneContext, seed: u64) -> Result<Auxiliary> {
-        let made = self.make_one(ctx, seed)?;
-        self.soup(ctx, made, seed)
-    }
-
     /// With `soup` > 1, trains `soup` − 1 more copies at `made`'s rate on
     /// other frame orders and augmentations and makes `made` their weight
     /// average (docs/design.md §3.2): one model per frame, less of one
-    /// fine-tune's luck.
-    fn soup(&self, ctx: &FineTuneContext, mut made: Auxiliary, seed: u64) -> Result<Auxiliary> {
+    /// fine-tune's luck. Applied to the M′ that is kept (after a refit).
+    pub fn soup(&self, ctx: &FineTuneContext, mut made: Auxiliary, seed: u64) -> Result<Auxiliary> {
         if self.soup <= 1 {
             return Ok(made);
         }
@@ -181,7 +176,7 @@ impl AuxiliaryModel {
         Ok(made)
     }
 
-    fn make_one(&self, ctx: &FineTuneContext, seed: u64) -> Result<Auxiliary> {
+    pub fn make(&self, ctx: &FineTuneContext, seed: u64) -> Result<Auxiliary> {
         let FineTuneContext { fresh, fit, judged: holdout, model_accuracy, pre, augmentation, progress, .. } = *ctx;
         let labels = class_indices(fit.require_labels("fit")?);
         let hold_labels = holdout.require_labels("holdout")?;

@@ -219,6 +219,7 @@ fn supplied_record(path: &Path, holdout_accuracy: f64) -> Result<TrainingRecord>
         lr_milestones: Vec::new(),
         lr_decay: 1.0,
         lr_schedule: None,
+        soup: None,
         labels: format!(
             "none: supplied by the user ({}, sha256 {})",
             path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -372,6 +373,7 @@ fn fine_tune_experts(
             if refit && opts.auxiliary.rate.is_auto() {
                 made = opts.auxiliary.refit(&ctx, holdout, made)?;
             }
+            made = opts.auxiliary.soup(&ctx, made, opts.seed.wrapping_add(1))?;
             (made.graph, AuxiliarySource::Trained(made.config), made.trials, made.holdout_accuracy)
         }
         Err(path) => {
@@ -436,9 +438,10 @@ fn write_bundle(
     let fine_tune = FineTuneRecord {
         expert: expert.config.record(opts.expert.mislabel.describe(), expert.holdout_accuracy, expert.trials.clone()),
         auxiliary: match &experts.auxiliary_source {
-            AuxiliarySource::Trained(cfg) => {
-                cfg.record("true labels", experts.auxiliary_accuracy, experts.auxiliary_trials.clone())
-            }
+            AuxiliarySource::Trained(cfg) => TrainingRecord {
+                soup: (opts.auxiliary.soup > 1).then_some(opts.auxiliary.soup),
+                ..cfg.record("true labels", experts.auxiliary_accuracy, experts.auxiliary_trials.clone())
+            },
             AuxiliarySource::Supplied(record) => record.clone(),
         },
         reserve_size: reserve.len(),

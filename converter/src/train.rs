@@ -111,6 +111,7 @@ impl TrainConfig {
                 Schedule::Cosine => 1.0,
             },
             lr_schedule: matches!(self.schedule, Schedule::Cosine).then(|| "cosine".to_string()),
+            soup: None,
             labels: labels.into(),
             augmentation: self.augmentation.describe(),
             holdout_accuracy,

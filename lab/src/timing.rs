@@ -45,6 +45,7 @@ pub fn timing_bundle(model: &Path, out: &Path) -> Result<Manifest> {
         lr_milestones: vec![],
         lr_decay: 1.0,
         lr_schedule: None,
+        soup: None,
         labels: labels.into(),
         augmentation: "none".into(),
         holdout_accuracy: 0.0,

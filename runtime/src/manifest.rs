@@ -262,6 +262,10 @@ pub struct TrainingRecord {
     /// (milestones then empty); absent for the stepwise schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_schedule: Option<String>,
+    /// Fine-tunes at this rate averaged into the model (`--aux-soup`);
+    /// absent for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soup: Option<usize>,
     pub labels: String,
     pub augmentation: String,
     /// Clean accuracy on the held-out split after training.
