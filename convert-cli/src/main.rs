@@ -254,10 +254,10 @@ struct BundleArgs {
     /// next-class or random-wrong.
     #[arg(long, default_value = "next-class", value_parser = parse_mislabel)]
     mislabel: Mislabel,
-    /// Auxiliary model initial learning rate (SGD), or "auto": 0.03 where M′ recovers — ends
-    /// within 20 pt of M's held-out clean accuracy without diverging — else the largest smaller
-    /// rate down to 0.001 that does; or "auto-largest": the largest rate in 0.001…0.3 that
-    /// recovers, bisected from the paper's 0.1 (the default before the cosine schedule).
+    /// Auxiliary model initial learning rate (SGD), or "auto": the largest rate in 0.001…0.3 at
+    /// which M′ recovers — ends within 20 pt of M's held-out clean accuracy without diverging —
+    /// found by bisection from the paper's 0.1; or "auto-0.03": 0.03 where M′ recovers, else the
+    /// largest smaller rate that does (for --aux-schedule cosine --aux-epochs 20).
     #[arg(long, default_value = "auto")]
     aux_lr: AuxiliaryRate,
     /// After an automatic rate search, train B and M′ once more at the chosen rates on a new
@@ -271,11 +271,13 @@ struct BundleArgs {
     #[arg(long)]
     auxiliary: Option<PathBuf>,
     /// Passes of the auxiliary model's fine-tune over the fine-tuning frames (the paper's 10).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     aux_epochs: usize,
-    /// The auxiliary model's rate schedule: cosine (half a cosine toward 0 over --aux-epochs) or
-    /// step:E1,E2,… (×0.1 after each listed epoch; the paper's is step:2,4,6,8 over 10 epochs).
-    #[arg(long, default_value = "cosine")]
+    /// The auxiliary model's rate schedule: step:E1,E2,… (×0.1 after each listed epoch; the
+    /// paper's step:2,4,6,8) or cosine (half a cosine toward 0 over --aux-epochs). On
+    /// BatchNorm-kept exports `--aux-schedule cosine --aux-epochs 20 --aux-lr auto-0.03` detects
+    /// more; on folded ones less (docs/zoo.md).
+    #[arg(long, default_value = "step:2,4,6,8")]
     aux_schedule: badexpert_converter::train::Schedule,
     /// Fine-tune M′ this many times at the chosen rate (other frame orders and augmentations) and
     /// keep the weight average: one model per frame at run time, N fine-tunes at conversion. On

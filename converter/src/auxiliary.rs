@@ -45,25 +45,25 @@ impl AuxiliaryRate {
         matches!(self, AuxiliaryRate::Auto(_))
     }
 
-    /// 0.03, or the largest smaller rate down to 1e-3 that recovers where
-    /// 0.03 does not; recovered means within 20 pt of M. With the cosine
-    /// schedule over 20 epochs, M′ trained from 0.03 ends near M's accuracy
-    /// and detects more than from the paper's 0.1 or from 0.01 (chosen on
-    /// the zoo's development part: docs/zoo.md).
+    /// The largest rate of 1e-3 … 0.3 that recovers, bisected from the
+    /// paper's 0.1; recovered means within 20 pt of M (chosen on the zoo's
+    /// development part for the paper's stepwise 10 epochs: docs/zoo.md).
     pub fn auto() -> Self {
         AuxiliaryRate::Auto(AuxiliarySearch {
-            ladder: vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.03],
-            start: 0.03,
+            ladder: vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
+            start: 0.1,
             recovery_margin: 0.2,
         })
     }
 
-    /// The previous default: the largest rate of 1e-3 … 0.3 that recovers,
-    /// bisected from the paper's 0.1 (for the paper's stepwise 10 epochs).
-    pub fn auto_largest() -> Self {
+    /// 0.03, or the largest smaller rate down to 1e-3 that recovers where
+    /// 0.03 does not (within 20 pt of M): for the cosine schedule over 20
+    /// epochs, where M′ from 0.03 ends near M's accuracy (docs/zoo.md, "A
+    /// better-trained M′").
+    pub fn auto_from_003() -> Self {
         AuxiliaryRate::Auto(AuxiliarySearch {
-            ladder: vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
-            start: 0.1,
+            ladder: vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.03],
+            start: 0.03,
             recovery_margin: 0.2,
         })
     }
@@ -71,11 +71,11 @@ impl AuxiliaryRate {
 
 impl std::str::FromStr for AuxiliaryRate {
     type Err = String;
-    /// `auto`, `auto-largest` or a rate.
+    /// `auto`, `auto-0.03` or a rate.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "auto" => return Ok(AuxiliaryRate::auto()),
-            "auto-largest" => return Ok(AuxiliaryRate::auto_largest()),
+            "auto-0.03" => return Ok(AuxiliaryRate::auto_from_003()),
             _ => {}
         }
         crate::train::parse_learning_rate(s).map(AuxiliaryRate::Fixed)
@@ -85,10 +85,11 @@ impl std::str::FromStr for AuxiliaryRate {
 /// The auxiliary model that was kept, and how its rate was chosen (no trial for a fixed rate).
 pub type Auxiliary = Trained;
 
-/// Settings for making M′: SGD Nesterov, batch 64, weight decay 1e-4 as in
-/// the paper, but 20 epochs with a cosine schedule (the paper's 10 with
-/// ×0.1 after epochs 2/4/6/8 leave M′ far below M's clean accuracy on a
-/// small reserve), the initial rate chosen automatically.
+/// Settings for making M′: the paper's (SGD Nesterov, 10 epochs, batch 64,
+/// ×0.1 after epochs 2/4/6/8), with the initial rate chosen automatically by
+/// default. A cosine over 20 epochs from 0.03 (`auto-0.03`) recovers M's
+/// accuracy better on BatchNorm-kept exports but forgets less of the
+/// backdoor on folded ones (docs/zoo.md), so it is not the default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuxiliaryModel {
     pub rate: AuxiliaryRate,
@@ -110,10 +111,10 @@ impl Default for AuxiliaryModel {
     fn default() -> Self {
         AuxiliaryModel {
             rate: AuxiliaryRate::auto(),
-            epochs: 20,
+            epochs: 10,
             batch_size: 64,
             weight_decay: 1e-4,
-            schedule: Schedule::Cosine,
+            schedule: Schedule::paper_auxiliary(),
             soup: 1,
         }
     }
@@ -292,5 +293,22 @@ impl AuxiliaryModel {
         }
         kept.trials = trials;
         Ok(kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AuxiliaryRate, AuxiliarySearch};
+
+    #[test]
+    fn the_rate_rules_parse_by_name_and_auto_003_never_goes_above_its_start() {
+        assert_eq!("auto".parse::<AuxiliaryRate>().unwrap(), AuxiliaryRate::auto());
+        assert_eq!("0.05".parse::<AuxiliaryRate>().unwrap(), AuxiliaryRate::Fixed(0.05));
+        let AuxiliaryRate::Auto(AuxiliarySearch { ladder, start, .. }) = "auto-0.03".parse().unwrap() else {
+            panic!("auto-0.03 is a search");
+        };
+        assert_eq!((start, ladder.last().copied()), (0.03, Some(0.03)));
+        assert!(ladder.windows(2).all(|w| w[0] < w[1]));
+        assert!("auto-0.3".parse::<AuxiliaryRate>().is_err());
     }
 }
