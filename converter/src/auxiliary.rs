@@ -143,9 +143,6 @@ impl AuxiliaryModel {
         refit(ctx, &labels, holdout, made, &what)
     }
 
-    /// Makes M′ from fresh copies of M, fine-tuned on the context's fit
-    /// frames with true labels; an automatic rate is judged on its judged
-    /// frames against M's held-out accuracy.
     /// With `soup` > 1, trains `soup` − 1 more copies at `made`'s rate on
     /// other frame orders and augmentations and makes `made` their weight
     /// average (docs/design.md §3.2): one model per frame, less of one
@@ -177,6 +174,9 @@ impl AuxiliaryModel {
         Ok(made)
     }
 
+    /// Makes M′ from fresh copies of M, fine-tuned on the context's fit
+    /// frames with true labels; an automatic rate is judged on its judged
+    /// frames against M's held-out accuracy.
     pub fn make(&self, ctx: &FineTuneContext, seed: u64) -> Result<Auxiliary> {
         let FineTuneContext { fresh, fit, judged: holdout, model_accuracy, pre, augmentation, progress, .. } = *ctx;
         let labels = class_indices(fit.require_labels("fit")?);

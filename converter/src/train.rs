@@ -93,6 +93,10 @@ impl std::str::FromStr for Schedule {
 impl TrainConfig {
     /// The manifest's record of this configuration.
     pub fn record(&self, labels: &str, holdout_accuracy: f64, rate_search: Vec<RateTrial>) -> TrainingRecord {
+        let (lr_milestones, lr_decay, lr_schedule) = match &self.schedule {
+            Schedule::Step { milestones, decay } => (milestones.clone(), *decay, None),
+            Schedule::Cosine => (vec![], 1.0, Some("cosine".to_string())),
+        };
         TrainingRecord {
             optimizer: match self.optimizer {
                 Optimizer::Adam => "adam(beta1=0.9,beta2=0.999,eps=1e-8)".into(),
@@ -102,15 +106,9 @@ impl TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
             weight_decay: self.weight_decay,
-            lr_milestones: match &self.schedule {
-                Schedule::Step { milestones, .. } => milestones.clone(),
-                Schedule::Cosine => vec![],
-            },
-            lr_decay: match &self.schedule {
-                Schedule::Step { decay, .. } => *decay,
-                Schedule::Cosine => 1.0,
-            },
-            lr_schedule: matches!(self.schedule, Schedule::Cosine).then(|| "cosine".to_string()),
+            lr_milestones,
+            lr_decay,
+            lr_schedule,
             soup: None,
             labels: labels.into(),
             augmentation: self.augmentation.describe(),

@@ -84,22 +84,6 @@ impl RestoredNorm {
         })
     }
 
-    /// Sets the running statistics to the mean of `norms`' (the same
-    /// normalisation in other copies of the graph); γ and β are variables and
-    /// averaged with the others.
-    pub(crate) fn average_statistics(&self, norms: &[&RestoredNorm]) -> Result<(), tch::TchError> {
-        let mean_of = |pick: fn(&RestoredNorm) -> &Tensor| -> Result<Tensor, tch::TchError> {
-            let stacked = Tensor::f_stack(&norms.iter().map(|n| pick(n)).collect::<Vec<_>>(), 0)?;
-            stacked.f_mean_dim(Some([0i64].as_slice()), false, Kind::Float)
-        };
-        let (mean, var) = (mean_of(|n| &n.running_mean)?, mean_of(|n| &n.running_var)?);
-        tch::no_grad(|| -> Result<(), tch::TchError> {
-            self.running_mean.shallow_clone().f_copy_(&mean)?;
-            self.running_var.shallow_clone().f_copy_(&var)?;
-            Ok(())
-        })
-    }
-
     /// Normalises a convolution's output: batch statistics (updating the
     /// running ones) in train mode, the running ones otherwise.
     pub(crate) fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
