@@ -31,7 +31,7 @@ from evaluate import PAPER_AUXILIARY, PAPER_RATES, ROOT, STORE_ALL, idx_labels, 
 
 RATES = {"paper": PAPER_RATES, "default": []}
 # M′'s schedule by the letter before its rate: a, the paper's (10 epochs, stepwise);
-# c, the converter's default (20 epochs, cosine).
+# c, the cosine one over 20 epochs (an option of the converter, not its default).
 AUXILIARY_RECIPES = {"a": PAPER_AUXILIARY, "c": ["--aux-epochs", "20", "--aux-schedule", "cosine"]}
 
 

@@ -258,21 +258,33 @@ def guard_frames(m, part, bkeys, akeys):
     return out
 
 
+def judge_sources(m, bkeys, akeys, gamma, fpr, named=None, share=0.0):
+    """The guard of `m`'s B sources `bkeys` and M′ sources `akeys` (c_B and c_A
+    each averaged over them), judged as one pair."""
+    single, _ = rules(gamma)
+    parts = (guard_frames(m, p, bkeys, akeys) for p in ("calibration", "clean", "triggered"))
+    return judge(single(0), *parts, m["target"], fpr, max(len(bkeys), len(akeys)), named, share)
+
+
+def rate_order(rate):
+    """Sort key of a rate as rate_parts names it: the paper's M′ schedule's
+    rates first, then the cosine one's (c<lr>), each ascending."""
+    return rate.startswith("c"), float(rate.lstrip("c"))
+
+
 def grid(cache_dir, gamma=0.8, fpr=0.01):
     """Per model and (B rate, M′ rate): every seed's single pair, and the seed-averaged guard."""
-    single, _ = rules(gamma)
     results = {}
     for name, m in sources(cache_dir).items():
-        brates = sorted({r for r, _ in m["B"]}, key=float)
-        arates = sorted({r for r, _ in m["A"]}, key=float)
+        brates = sorted({r for r, _ in m["B"]}, key=rate_order)
+        arates = sorted({r for r, _ in m["A"]}, key=rate_order)
         row = {}
         for rb in brates:
             for ra in arates:
                 seeds = sorted({s for r, s in m["B"] if r == rb} & {s for r, s in m["A"] if r == ra})
                 if not seeds:
                     continue
-                judged = lambda bk, ak: judge(single(0), *(guard_frames(m, p, bk, ak) for p in ("calibration", "clean", "triggered")),
-                                              m["target"], fpr, max(len(bk), len(ak)))
+                judged = lambda bk, ak: judge_sources(m, bk, ak, gamma, fpr)
                 cell = {"seeds": seeds, "single": [judged([(rb, s)], [(ra, s)]) for s in seeds]}
                 if len(seeds) > 1:
                     cell["averaged"] = judged([(rb, s) for s in seeds], [(ra, s) for s in seeds])
@@ -288,7 +300,6 @@ def canary_choice(cache_dir, canary_dir, gamma=0.8, fpr=0.01, named=None, share=
     breaks ties), judged on the model itself with every seed the cache has
     for that cell, beside the paper's rates; with `named` targets and a
     `share` the model's own guards split the budget (the canaries' do not)."""
-    single, _ = rules(gamma)
     canaries = defaultdict(dict)
     for name, m in sources(canary_dir).items():
         base, _, attack = name.partition("+")
@@ -297,8 +308,7 @@ def canary_choice(cache_dir, canary_dir, gamma=0.8, fpr=0.01, named=None, share=
     for name, m in sources(cache_dir).items():
         if name not in canaries:
             continue
-        judge_canary = lambda c, rb, ra: judge(single(0), *(guard_frames(c, p, [(rb, 0)], [(ra, 0)]) for p in (
-            "calibration", "clean", "triggered")), c["target"], fpr, 1)
+        judge_canary = lambda c, rb, ra: judge_sources(c, [(rb, 0)], [(ra, 0)], gamma, fpr)
         # A canary the copy did not learn (its trigger sends under half the frames to its target) measures nothing.
         taken = [c for c in canaries[name].values()
                  if ("1e-4", 0) in c["B"] and ("0.1", 0) in c["A"] and judge_canary(c, "1e-4", "0.1")["asr"] >= 0.5]
@@ -314,9 +324,7 @@ def canary_choice(cache_dir, canary_dir, gamma=0.8, fpr=0.01, named=None, share=
         seeds = lambda rb, ra: {s for r, s in m["B"] if r == rb} & {s for r, s in m["A"] if r == ra}
         # Compared on the seeds both cells have: a pair's seed is most of its noise.
         common = sorted(seeds(*chosen) & seeds("1e-4", "0.1"))
-        judged = lambda rb, ra: [judge(single(0), *(guard_frames(m, p, [(rb, s)], [(ra, s)])
-                                                    for p in ("calibration", "clean", "triggered")), m["target"], fpr, 1,
-                                       (named or {}).get(name), share)
+        judged = lambda rb, ra: [judge_sources(m, [(rb, s)], [(ra, s)], gamma, fpr, (named or {}).get(name), share)
                                  for s in common]
         results[name] = dict(chosen=f"B {chosen[0]} / M′ {chosen[1]}", canaries_used=len(taken), seeds=common,
                              canaries={f"B {rb} / M′ {ra}": v for (rb, ra), v in cells.items()},
@@ -394,15 +402,13 @@ def compare(base_dir, other_dir, gamma=0.8, fpr=0.01, base_rates=None):
 def seed_cross(cache_dir, b_rate, a_rate, gamma=0.8, fpr=0.01):
     """{model: [[ASR with guard of B seed i with M′ seed j for j] for i]} at one
     rate cell: whose seed moves the let-through rate, B's or M′'s."""
-    single, _ = rules(gamma)
     out = {}
     for model, m in sorted(sources(cache_dir).items()):
         bs = sorted(k for k in m["B"] if k[0] == b_rate)
         as_ = sorted(k for k in m["A"] if k[0] == a_rate)
         if "triggered" not in m["slices"] or not bs or not as_:
             continue
-        out[model] = [[judge(single(0), *(guard_frames(m, part, [b], [a]) for part in ("calibration", "clean", "triggered")),
-                             m["target"], fpr, 1)["asr_defended"] for a in as_] for b in bs]
+        out[model] = [[judge_sources(m, [b], [a], gamma, fpr)["asr_defended"] for a in as_] for b in bs]
     return out
 
 

@@ -85,6 +85,12 @@ class OfflineLoop(unittest.TestCase):
         self.assertEqual(g["B 3e-4 / M′ 0.1"]["single"][0]["asr_defended"], 0.0)
         # B of paper seed 0 forgot frame 0 and M′ of e3e-4 (0.05) does not agree: caught too.
         self.assertEqual(g["B 1e-4 / M′ 0.01"]["single"][0]["asr_defended"], 0.0)
+        # An M′ with the cosine schedule is a rate of its own, after the paper's schedule's.
+        clean = clean_rows(98) + [(1, 3, 0.5, 0.5), (1, None, None, None)]
+        trig = [(2, TARGET, 0.95, 0.05)] * 10 + [(TARGET, TARGET, 0.95, 0.05)]
+        write_cache(self.tmp.name, "e1e-4_c0.03", 0, clean_rows(99), clean, trig)
+        g = ol.grid(self.tmp.name)["toy"]
+        self.assertEqual(list(g)[:3], ["B 1e-4 / M′ 0.01", "B 1e-4 / M′ 0.1", "B 1e-4 / M′ c0.03"])
 
     def test_compare_puts_the_same_conversion_of_two_caches_side_by_side(self):
         other = os.path.join(self.tmp.name, "other")
